@@ -1,0 +1,302 @@
+//! `PatchLayer` / `PatchService`: the proxy as a tower middleware over any upstream
+//! HTTP service.
+//!
+//! The walk of one request:
+//! server → [`PatchService::call`] → route ([`crate::route`]; 404 / 400 on unsafe paths)
+//! → by method:
+//!   - GET/HEAD: the read path ([`crate::read`]): cache ↔ upstream, ETag, 304;
+//!   - PATCH/PUT/DELETE: the write path ([`crate::write`]): lock → current representation
+//!     → preconditions → patch → upstream write → cache update;
+//!   - anything else: streamed pass-through ([`forward`]);
+//!
+//! → response (problem+json for patchgate's own refusals) → one log line and metrics.
+//! Per-request data lives in [`Exchange`]; shared state in one `Arc<Shared>`.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+
+use crate::body::{self, Body, BoxError};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::lock::Locks;
+use crate::metrics::Metrics;
+use crate::problem::Error;
+use crate::route::{self, CompiledRoute, RouteTable};
+use crate::upstream;
+
+/// The upstream as the layer sees it, whatever service the user supplied.
+pub(crate) type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// State shared by every request.
+pub(crate) struct Shared {
+    pub routes: RouteTable,
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+    pub key_headers: Vec<HeaderName>,
+    pub cache: Cache,
+    pub locks: Locks,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Wraps an upstream service with patchgate's read and write paths.
+#[derive(Clone)]
+pub struct PatchLayer {
+    shared: Arc<Shared>,
+}
+
+impl PatchLayer {
+    pub fn new(config: &Config) -> PatchLayer {
+        let routes = RouteTable::new(&config.routes);
+        let names = routes.iter().map(|r| r.config.name.clone()).collect();
+        PatchLayer {
+            shared: Arc::new(Shared {
+                routes,
+                max_body_bytes: config.server.max_body_bytes,
+                request_timeout: config.server.request_timeout,
+                key_headers: config.cache.key_headers.clone(),
+                cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
+                locks: Locks::new(),
+                metrics: Arc::new(Metrics::new(names)),
+            }),
+        }
+    }
+
+    /// The metrics this layer records, for an admin endpoint.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    /// Prometheus text for everything this layer counts, cache included.
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render(&self.shared.cache.stats())
+    }
+}
+
+impl<S> Layer<S> for PatchLayer {
+    type Service = PatchService<S>;
+
+    fn layer(&self, inner: S) -> PatchService<S> {
+        PatchService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`PatchLayer`] produces. Its error type is `Infallible`: upstream
+/// failures become 502/504 problem responses.
+#[derive(Clone)]
+pub struct PatchService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PatchService<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness of the upstream is awaited per call (`oneshot`), after routing.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let upstream: Upstream = BoxCloneSyncService::new(
+            self.inner
+                .clone()
+                .map_response(|r: Response<ResBody>| r.map(body::boxed))
+                .map_err(Into::into),
+        );
+        let ctx = Ctx {
+            shared: Arc::clone(&self.shared),
+            upstream,
+        };
+        Box::pin(async move { Ok(ctx.handle(req.map(body::boxed)).await) })
+    }
+}
+
+/// Everything one request's handling needs.
+pub(crate) struct Ctx {
+    pub shared: Arc<Shared>,
+    upstream: Upstream,
+}
+
+/// Per-request facts gathered along the walk, for the log line and metrics.
+pub(crate) struct Exchange {
+    pub route: Option<u32>,
+    pub cache: &'static str,
+}
+
+impl Ctx {
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let _in_flight = self.shared.metrics.in_flight();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut exchange = Exchange {
+            route: None,
+            cache: "-",
+        };
+        let response = match self.dispatch(req, &mut exchange).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        let status = response.status();
+        self.shared
+            .metrics
+            .record_request(exchange.route, &method, status);
+        let route = exchange
+            .route
+            .and_then(|id| self.shared.routes.get(id))
+            .map_or("-", |r| r.config.name.as_str());
+        tracing::info!(
+            route,
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            cache = exchange.cache,
+            "request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Body>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        let path = req.uri().path();
+        if !route::is_safe_path(path) {
+            return Err(Error::UnsafePath);
+        }
+        let route = self.shared.routes.find(path).ok_or(Error::NoRoute)?;
+        exchange.route = Some(route.id);
+        if req.method() == Method::CONNECT {
+            return Err(Error::MethodNotAllowed {
+                allow: HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, PATCH, OPTIONS"),
+            });
+        }
+        self.forward(route, req).await
+    }
+
+    /// Streams the request to the upstream and the response back, unchanged but for
+    /// hop-by-hop and forwarding headers. The body is counted as it streams.
+    pub async fn forward(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        let max = self.shared.max_body_bytes;
+        if content_length(req.headers()).is_some_and(|len| len > max) {
+            return Err(Error::BodyTooLarge { max });
+        }
+        let (mut parts, body) = req.into_parts();
+        let uri = self.upstream_uri(route, &parts.uri)?;
+        upstream::prepare(&mut parts, uri, &route.host);
+        let body = body::boxed(Limited::new(
+            body,
+            usize::try_from(max).unwrap_or(usize::MAX),
+        ));
+        let response = self.send(route, Request::from_parts(parts, body)).await?;
+        Ok(finish_response(response))
+    }
+
+    /// The absolute upstream URI for a client request URI on this route.
+    pub fn upstream_uri(&self, route: &CompiledRoute, uri: &Uri) -> Result<Uri, Error> {
+        let path = route.upstream_path(uri.path());
+        let mut target = String::with_capacity(route.origin.len() + path.len() + 32);
+        target.push_str(&route.origin);
+        target.push_str(&path);
+        if let Some(query) = uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        Uri::try_from(target).map_err(|_| Error::UnsafePath)
+    }
+
+    /// One upstream exchange, bounded by `request_timeout` up to the response head.
+    pub async fn send(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        let started = Instant::now();
+        // Boxed as a `dyn Future + Send` so the compiler does not have to prove `Send`
+        // for every lifetime of the boxed error type (a known inference limitation).
+        let call: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> =
+            Box::pin(self.upstream.clone().oneshot(req));
+        let result = tokio::time::timeout(self.shared.request_timeout, call).await;
+        self.shared
+            .metrics
+            .record_upstream_latency(route.id, started.elapsed());
+        match result {
+            Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => Err(match upstream::classify_boxed(&e) {
+                Error::BodyTooLarge { .. } => Error::BodyTooLarge {
+                    max: self.shared.max_body_bytes,
+                },
+                other => other,
+            }),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// Reads a whole upstream body, bounded in size and by `request_timeout`.
+    pub async fn read_body(&self, body: Body, limit: u64) -> Result<Bytes, Error> {
+        let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+        match tokio::time::timeout(self.shared.request_timeout, limited.collect()).await {
+            Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(Error::UpstreamInvalid {
+                    detail: format!("body larger than {limit} bytes"),
+                })
+            }
+            Ok(Err(e)) => Err(upstream::classify(e.as_ref())),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+}
+
+/// Strips hop-by-hop headers from an upstream response and adds `Via`.
+pub(crate) fn finish_response(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    crate::headers::strip_hop_by_hop(headers);
+    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    response
+}
+
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A response with the given status and no body.
+pub(crate) fn status_only(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    response
+}

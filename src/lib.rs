@@ -1,0 +1,30 @@
+//! patchgate: a reverse proxy that gives a legacy JSON HTTP API strong ETags, 304s,
+//! PATCH (JSON Patch and Merge Patch turned into full writes upstream), enforced
+//! preconditions, 412s that carry the current body, and no lost updates.
+//!
+//! The core is [`PatchLayer`], a tower layer over any upstream HTTP service; the binary
+//! puts it over a pooled hyper client ([`upstream::client`]) behind a hyper server
+//! ([`server::Proxy`]).
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin; // health and Prometheus metrics listener
+pub mod body; // the one boxed body type
+pub mod cache; // bounded LRU body cache with coalescing
+pub mod config; // proxy.toml: raw TOML → validated Config
+pub mod demo; // embedded legacy API for `patchgate demo`
+pub mod etag; // entity tags (RFC 9110 §8.8.3)
+pub mod headers; // header names, hop-by-hop stripping
+pub mod layer; // PatchLayer / PatchService: the request walk
+pub mod lock; // per-resource write locks
+pub mod metrics; // counters and histograms
+pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
+pub mod precondition; // conditional requests (RFC 9110 §13)
+pub mod problem; // problem+json errors, mapped once (RFC 9457)
+pub mod route; // templates, prefix stripping, path safety
+pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
+pub mod upstream; // pooled client, forwarding headers, error classification
+
+pub use config::Config;
+pub use layer::{PatchLayer, PatchService};
+pub use server::Proxy;

@@ -1,0 +1,124 @@
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use patchgate::{Config, Proxy};
+
+/// A reverse proxy that gives a legacy JSON API strong ETags, PATCH, enforced
+/// preconditions and no lost updates.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "proxy.toml")]
+    config: PathBuf,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and print the routes.
+    Check,
+    /// Run an embedded legacy API with the proxy in front of it.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        Some(Command::Demo { listen }) => runtime.block_on(patchgate::demo::run(listen)),
+        None => {
+            let config = Config::load(&cli.config)?;
+            runtime.block_on(async {
+                let proxy = Proxy::bind(&config).await?;
+                log_start(&proxy);
+                proxy.run(shutdown_signal()).await
+            })
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if let Some(tls) = &config.server.tls {
+        patchgate::server::tls_acceptor(tls)?;
+    }
+    patchgate::upstream::client(&config)?;
+    println!("{}: ok, {} route(s)", path.display(), config.routes.len());
+    for route in &config.routes {
+        println!("  {}", route.describe());
+    }
+    Ok(())
+}
+
+fn log_start(proxy: &Proxy) {
+    if let Ok(addr) = proxy.local_addr() {
+        tracing::info!(%addr, "patchgate listening");
+    }
+    if let Some(addr) = proxy.admin_addr() {
+        tracing::info!(%addr, "admin listening");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("signal received");
+}

@@ -1,0 +1,196 @@
+//! Every refusal patchgate produces itself, mapped once to an RFC 9457 problem document.
+//!
+//! Variants carry data, not strings; [`Error::status`] is one exhaustive match so a new
+//! variant cannot silently become a 500. A 412 that carries the current body is a normal
+//! outcome of the write path, not an error, and is built there.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::{self, Body};
+use crate::patch::PatchError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub enum Error {
+    NoRoute,
+    /// The request path could escape its route (`..`, `%2f`, `%2e%2e`, NUL, bad escapes).
+    UnsafePath,
+    MethodNotAllowed {
+        allow: HeaderValue,
+    },
+    BodyTooLarge {
+        max: u64,
+    },
+    /// The client's request body failed while it was read (reset, bad chunking).
+    ClientBody,
+    UnsupportedPatchFormat {
+        accept_patch: HeaderValue,
+    },
+    Patch(PatchError),
+    PreconditionRequired,
+    /// A precondition failed and there is no current representation to send.
+    PreconditionFailedMissing,
+    /// Patchgate's own conditional write kept losing to writers that bypass it.
+    ConflictRetriesExhausted {
+        etag: Option<HeaderValue>,
+    },
+    UpstreamUnreachable {
+        detail: String,
+    },
+    UpstreamTls {
+        detail: String,
+    },
+    UpstreamInvalid {
+        detail: String,
+    },
+    UpstreamTimeout,
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::UnsafePath | Error::ClientBody => StatusCode::BAD_REQUEST,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedPatchFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Patch(e) => match e {
+                PatchError::Malformed { .. } => StatusCode::BAD_REQUEST,
+                PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                PatchError::NotJson { .. } | PatchError::CannotApply { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                PatchError::TestFailed { .. } => StatusCode::CONFLICT,
+            },
+            Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Error::PreconditionFailedMissing => StatusCode::PRECONDITION_FAILED,
+            Error::ConflictRetriesExhausted { .. } => StatusCode::CONFLICT,
+            Error::UpstreamUnreachable { .. }
+            | Error::UpstreamTls { .. }
+            | Error::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short, stable slug used in the problem `type` URI and in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoRoute => "no-route",
+            Error::UnsafePath => "unsafe-path",
+            Error::MethodNotAllowed { .. } => "method-not-allowed",
+            Error::BodyTooLarge { .. } => "body-too-large",
+            Error::ClientBody => "client-body",
+            Error::UnsupportedPatchFormat { .. } => "unsupported-patch-format",
+            Error::Patch(e) => match e {
+                PatchError::Malformed { .. } => "malformed-patch",
+                PatchError::TooManyOps { .. } => "too-many-operations",
+                PatchError::TooLarge { .. } => "patch-result-too-large",
+                PatchError::NotJson { .. } => "not-json",
+                PatchError::CannotApply { .. } => "patch-not-applicable",
+                PatchError::TestFailed { .. } => "test-failed",
+            },
+            Error::PreconditionRequired => "precondition-required",
+            Error::PreconditionFailedMissing => "precondition-failed",
+            Error::ConflictRetriesExhausted { .. } => "conflict",
+            Error::UpstreamUnreachable { .. } => "upstream-unreachable",
+            Error::UpstreamTls { .. } => "upstream-tls",
+            Error::UpstreamInvalid { .. } => "upstream-invalid-response",
+            Error::UpstreamTimeout => "upstream-timeout",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Error::NoRoute => "no route in proxy.toml matches this path".into(),
+            Error::UnsafePath => {
+                "the path contains dot segments or encoded separators that could escape its route"
+                    .into()
+            }
+            Error::MethodNotAllowed { allow } => format!(
+                "allowed methods: {}",
+                allow.to_str().unwrap_or("see the Allow header")
+            ),
+            Error::BodyTooLarge { max } => {
+                format!("the request body exceeds server.max_body_bytes ({max} bytes)")
+            }
+            Error::ClientBody => "the request body could not be read".into(),
+            Error::UnsupportedPatchFormat { accept_patch } => format!(
+                "this route accepts PATCH bodies of type: {}",
+                accept_patch.to_str().unwrap_or("none")
+            ),
+            Error::Patch(e) => e.to_string(),
+            Error::PreconditionRequired => {
+                "this route requires If-Match or If-Unmodified-Since on writes".into()
+            }
+            Error::PreconditionFailedMissing => {
+                "the precondition failed: the resource does not exist".into()
+            }
+            Error::ConflictRetriesExhausted { .. } => {
+                "the resource kept changing upstream; read it again and retry".into()
+            }
+            Error::UpstreamUnreachable { detail } => format!("upstream unreachable: {detail}"),
+            Error::UpstreamTls { detail } => {
+                format!("TLS verification of the upstream failed: {detail}")
+            }
+            Error::UpstreamInvalid { detail } => format!("invalid upstream response: {detail}"),
+            Error::UpstreamTimeout => {
+                "the upstream did not answer within server.request_timeout".into()
+            }
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let mut doc = json!({
+            "type": format!("https://patchgate.dev/problems/{}", self.kind()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+        });
+        if let Error::Patch(
+            PatchError::TestFailed { op_index, path }
+            | PatchError::CannotApply { op_index, path, .. },
+        ) = &self
+        {
+            doc["op_index"] = json!(op_index);
+            doc["path"] = json!(path);
+        }
+        let mut response = problem_response(status, &doc);
+        let headers = response.headers_mut();
+        match self {
+            Error::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, allow);
+            }
+            Error::UnsupportedPatchFormat { accept_patch } => {
+                headers.insert(crate::headers::ACCEPT_PATCH, accept_patch);
+            }
+            Error::ConflictRetriesExhausted { etag: Some(etag) } => {
+                headers.insert(header::ETAG, etag);
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<PatchError> for Error {
+    fn from(e: PatchError) -> Self {
+        Error::Patch(e)
+    }
+}
+
+/// A problem+json response with the given document.
+pub fn problem_response(status: StatusCode, doc: &serde_json::Value) -> Response<Body> {
+    let bytes = Bytes::from(serde_json::to_vec(doc).unwrap_or_default());
+    let mut response = Response::new(body::full(bytes));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}

@@ -1,0 +1,225 @@
+//! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1), HTTP/1.1 and h2/h2c
+//! through hyper-util's auto builder, a header-read timeout, graceful shutdown.
+
+use std::{future::Future, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
+
+use crate::admin;
+use crate::config::{Config, Tls};
+use crate::layer::{PatchLayer, PatchService};
+use crate::upstream::{self, ConnInfo};
+
+/// A bound, ready-to-run proxy: listeners are open (so port 0 has become a real port)
+/// before [`Proxy::run`] is called.
+pub struct Proxy {
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    layer: PatchLayer,
+    service: PatchService<upstream::Client>,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Proxy {
+    /// Binds `server.listen` and `admin.listen` from the config.
+    pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                TcpListener::bind(admin.listen)
+                    .await
+                    .with_context(|| format!("admin.listen: cannot bind {}", admin.listen))?,
+            ),
+            None => None,
+        };
+        Proxy::with_listeners(config, listener, admin)
+    }
+
+    /// Uses listeners the caller already bound (tests bind port 0).
+    pub fn with_listeners(
+        config: &Config,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+    ) -> anyhow::Result<Proxy> {
+        let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
+        let client = upstream::client(config)?;
+        let layer = PatchLayer::new(config);
+        let service = tower::Layer::layer(&layer, client);
+        Ok(Proxy {
+            listener,
+            admin,
+            layer,
+            service,
+            tls,
+            header_read_timeout: config.server.header_read_timeout,
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives in-flight
+    /// requests `shutdown_grace` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Proxy {
+            listener,
+            admin,
+            layer,
+            service,
+            tls,
+            header_read_timeout,
+            shutdown_grace,
+        } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let graceful = GracefulShutdown::new();
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, layer.clone(), admin_stopped)));
+
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                builder: Arc::clone(&builder),
+                service: service.clone(),
+                watcher: graceful.watcher(),
+                tls: tls.clone(),
+                handshake_timeout: header_read_timeout,
+            };
+            tokio::spawn(conn.serve(stream, peer));
+        }
+        drop(listener);
+        tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+        }
+        let _ = admin_stop.send(true);
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: PatchService<upstream::Client>,
+    watcher: hyper_util::server::graceful::Watcher,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let Connection {
+            builder,
+            service,
+            watcher,
+            tls,
+            handshake_timeout,
+        } = self;
+        let info = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+        };
+        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(info);
+            service.clone().call(req)
+        });
+        let result = match tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                watcher.watch(conn.into_owned()).await
+            }
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                watcher.watch(conn.into_owned()).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Loads the certificate chain and key; errors name the file.
+pub fn tls_acceptor(tls: &Tls) -> anyhow::Result<TlsAcceptor> {
+    let certs = load_certs(&tls.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| anyhow::anyhow!("server.tls.key: {}: {e}", tls.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "server.tls: {} and {} do not form a usable pair: {e}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| anyhow::anyhow!("server.tls.cert: {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("server.tls.cert: {}: no certificate found", path.display());
+    }
+    Ok(certs)
+}
