@@ -72,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(async {
                 let proxy = Proxy::bind(&config).await?;
                 log_start(&proxy);
-                proxy.run(shutdown_signal()).await
+                proxy.run(patchgate::server::shutdown_signal()).await
             })
         }
     }
@@ -98,27 +98,4 @@ fn log_start(proxy: &Proxy) {
     if let Some(addr) = proxy.admin_addr() {
         tracing::info!(%addr, "admin listening");
     }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("signal received");
 }
