@@ -1,0 +1,6 @@
+//! All integration tests, in one binary: real legacy upstream, real proxy, real HTTP.
+
+mod support;
+
+mod cli;
+mod forward;
