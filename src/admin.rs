@@ -32,25 +32,18 @@ pub async fn serve(listener: TcpListener, layer: PatchLayer, mut stop: watch::Re
 
 fn respond(layer: &PatchLayer, method: &Method, path: &str) -> Response<Body> {
     let (status, content_type, text) = match (method, path) {
-        (&Method::GET | &Method::HEAD, "/healthz") => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
+        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         (&Method::GET | &Method::HEAD, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
             layer.render_metrics(),
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     response
 }

@@ -156,10 +156,9 @@ impl LegacyApi {
                     StatusCode::METHOD_NOT_ALLOWED,
                     r#"{"error":"method not allowed"}"#,
                 );
-                response.headers_mut().insert(
-                    header::ALLOW,
-                    HeaderValue::from_static("GET, PUT, DELETE, POST"),
-                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, PUT, DELETE, POST"));
                 response
             }
         }
@@ -170,10 +169,9 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let body: Bytes = body.into();
     let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

@@ -182,11 +182,7 @@ impl Ctx {
         response
     }
 
-    async fn dispatch(
-        &self,
-        req: Request<Body>,
-        exchange: &mut Exchange,
-    ) -> Result<Response<Body>, Error> {
+    async fn dispatch(&self, req: Request<Body>, exchange: &mut Exchange) -> Result<Response<Body>, Error> {
         let path = req.uri().path();
         if !route::is_safe_path(path) {
             return Err(Error::UnsafePath);
@@ -203,11 +199,7 @@ impl Ctx {
 
     /// Streams the request to the upstream and the response back, unchanged but for
     /// hop-by-hop and forwarding headers. The body is counted as it streams.
-    pub async fn forward(
-        &self,
-        route: &CompiledRoute,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, Error> {
+    pub async fn forward(&self, route: &CompiledRoute, req: Request<Body>) -> Result<Response<Body>, Error> {
         let max = self.shared.max_body_bytes;
         if content_length(req.headers()).is_some_and(|len| len > max) {
             return Err(Error::BodyTooLarge { max });
@@ -215,10 +207,7 @@ impl Ctx {
         let (mut parts, body) = req.into_parts();
         let uri = self.upstream_uri(route, &parts.uri)?;
         upstream::prepare(&mut parts, uri, &route.host);
-        let body = body::boxed(Limited::new(
-            body,
-            usize::try_from(max).unwrap_or(usize::MAX),
-        ));
+        let body = body::boxed(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)));
         let response = self.send(route, Request::from_parts(parts, body)).await?;
         Ok(finish_response(response))
     }
@@ -237,11 +226,7 @@ impl Ctx {
     }
 
     /// One upstream exchange, bounded by `request_timeout` up to the response head.
-    pub async fn send(
-        &self,
-        route: &CompiledRoute,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, Error> {
+    pub async fn send(&self, route: &CompiledRoute, req: Request<Body>) -> Result<Response<Body>, Error> {
         let started = Instant::now();
         // Boxed as a `dyn Future + Send` so the compiler does not have to prove `Send`
         // for every lifetime of the boxed error type (a known inference limitation).
@@ -268,11 +253,9 @@ impl Ctx {
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
         match tokio::time::timeout(self.shared.request_timeout, limited.collect()).await {
             Err(_) => Err(Error::UpstreamTimeout),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(Error::UpstreamInvalid {
-                    detail: format!("body larger than {limit} bytes"),
-                })
-            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::UpstreamInvalid {
+                detail: format!("body larger than {limit} bytes"),
+            }),
             Ok(Err(e)) => Err(upstream::classify(e.as_ref())),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }

@@ -102,16 +102,12 @@ impl Metrics {
     }
 
     fn route_label(&self, route: u32) -> &str {
-        self.route_names
-            .get(route as usize)
-            .map_or("", String::as_str)
+        self.route_names.get(route as usize).map_or("", String::as_str)
     }
 
     pub fn render(&self, cache: &CacheStats) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP patchgate_requests_total Requests answered, by route, method and status.\n",
-        );
+        out.push_str("# HELP patchgate_requests_total Requests answered, by route, method and status.\n");
         out.push_str("# TYPE patchgate_requests_total counter\n");
         let mut rows: Vec<_> = self
             .requests
@@ -136,7 +132,9 @@ impl Metrics {
             self.in_flight.load(Ordering::Relaxed)
         );
 
-        out.push_str("# HELP patchgate_upstream_latency_seconds Upstream exchange latency up to the response head.\n");
+        out.push_str(
+            "# HELP patchgate_upstream_latency_seconds Upstream exchange latency up to the response head.\n",
+        );
         out.push_str("# TYPE patchgate_upstream_latency_seconds histogram\n");
         for (i, h) in self.latency.iter().enumerate() {
             let route = self.route_label(i as u32);

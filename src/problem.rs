@@ -59,9 +59,7 @@ impl Error {
             Error::UnsupportedPatchFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Patch(e) => match e {
                 PatchError::Malformed { .. } => StatusCode::BAD_REQUEST,
-                PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                }
+                PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 PatchError::NotJson { .. } | PatchError::CannotApply { .. } => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
@@ -70,9 +68,9 @@ impl Error {
             Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::PreconditionFailedMissing => StatusCode::PRECONDITION_FAILED,
             Error::ConflictRetriesExhausted { .. } => StatusCode::CONFLICT,
-            Error::UpstreamUnreachable { .. }
-            | Error::UpstreamTls { .. }
-            | Error::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamUnreachable { .. } | Error::UpstreamTls { .. } | Error::UpstreamInvalid { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -108,8 +106,7 @@ impl Error {
         match self {
             Error::NoRoute => "no route in proxy.toml matches this path".into(),
             Error::UnsafePath => {
-                "the path contains dot segments or encoded separators that could escape its route"
-                    .into()
+                "the path contains dot segments or encoded separators that could escape its route".into()
             }
             Error::MethodNotAllowed { allow } => format!(
                 "allowed methods: {}",
@@ -127,9 +124,7 @@ impl Error {
             Error::PreconditionRequired => {
                 "this route requires If-Match or If-Unmodified-Since on writes".into()
             }
-            Error::PreconditionFailedMissing => {
-                "the precondition failed: the resource does not exist".into()
-            }
+            Error::PreconditionFailedMissing => "the precondition failed: the resource does not exist".into(),
             Error::ConflictRetriesExhausted { .. } => {
                 "the resource kept changing upstream; read it again and retry".into()
             }
@@ -138,9 +133,7 @@ impl Error {
                 format!("TLS verification of the upstream failed: {detail}")
             }
             Error::UpstreamInvalid { detail } => format!("invalid upstream response: {detail}"),
-            Error::UpstreamTimeout => {
-                "the upstream did not answer within server.request_timeout".into()
-            }
+            Error::UpstreamTimeout => "the upstream did not answer within server.request_timeout".into(),
         }
     }
 
@@ -153,8 +146,7 @@ impl Error {
             "detail": self.detail(),
         });
         if let Error::Patch(
-            PatchError::TestFailed { op_index, path }
-            | PatchError::CannotApply { op_index, path, .. },
+            PatchError::TestFailed { op_index, path } | PatchError::CannotApply { op_index, path, .. },
         ) = &self
         {
             doc["op_index"] = json!(op_index);

@@ -34,9 +34,7 @@ pub fn client(config: &Config) -> anyhow::Result<Client> {
         if let Some(path) = &route.ca_file {
             let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                 .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| {
-                    anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display())
-                })?;
+                .map_err(|e| anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display()))?;
             if certs.is_empty() {
                 anyhow::bail!(
                     "route {}: ca_file {}: no certificate found",
@@ -45,9 +43,9 @@ pub fn client(config: &Config) -> anyhow::Result<Client> {
                 );
             }
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display())
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display()))?;
             }
         }
     }
@@ -148,8 +146,7 @@ pub fn own_request(
     let info = client.extensions.get::<ConnInfo>().copied();
     let host = client.headers.get(header::HOST).cloned();
     add_forwarding(req.headers_mut(), info, host);
-    req.headers_mut()
-        .insert(header::HOST, upstream_host.clone());
+    req.headers_mut().insert(header::HOST, upstream_host.clone());
     *req.uri_mut() = uri;
     req
 }
@@ -199,9 +196,7 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Error {
     Error::UpstreamUnreachable { detail: text }
 }
 
-fn find<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
+fn find<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut source = Some(err);
     while let Some(e) = source {
         if let Some(t) = e.downcast_ref::<T>() {
