@@ -42,6 +42,7 @@ pub(crate) type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Bo
 pub(crate) struct Shared {
     pub routes: RouteTable,
     pub max_body_bytes: u64,
+    pub max_entry_bytes: u64,
     pub request_timeout: Duration,
     pub key_headers: Vec<HeaderName>,
     pub cache: Cache,
@@ -63,6 +64,7 @@ impl PatchLayer {
             shared: Arc::new(Shared {
                 routes,
                 max_body_bytes: config.server.max_body_bytes,
+                max_entry_bytes: config.cache.max_entry_bytes,
                 request_timeout: config.server.request_timeout,
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
@@ -189,12 +191,22 @@ impl Ctx {
         }
         let route = self.shared.routes.find(path).ok_or(Error::NoRoute)?;
         exchange.route = Some(route.id);
-        if req.method() == Method::CONNECT {
-            return Err(Error::MethodNotAllowed {
-                allow: HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, PATCH, OPTIONS"),
-            });
+        match *req.method() {
+            Method::GET | Method::HEAD => self.read(route, req, exchange).await,
+            Method::PATCH | Method::PUT | Method::DELETE => self.write(route, req, exchange).await,
+            Method::OPTIONS => self.options(route, req).await,
+            Method::CONNECT => Err(Error::MethodNotAllowed { allow: allow(route) }),
+            _ => {
+                // POST and other methods pass through; a success still changes the
+                // resource and its collection, so their cached copies go.
+                let path = route.upstream_path(req.uri().path());
+                let response = self.forward(route, req).await?;
+                if response.status().is_success() {
+                    self.invalidate_after_write(route, &path);
+                }
+                Ok(response)
+            }
         }
-        self.forward(route, req).await
     }
 
     /// Streams the request to the upstream and the response back, unchanged but for
@@ -251,7 +263,7 @@ impl Ctx {
     /// Reads a whole upstream body, bounded in size and by `request_timeout`.
     pub async fn read_body(&self, body: Body, limit: u64) -> Result<Bytes, Error> {
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        match tokio::time::timeout(self.shared.request_timeout, limited.collect()).await {
+        match tokio::time::timeout(self.shared.request_timeout, collect(limited)).await {
             Err(_) => Err(Error::UpstreamTimeout),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::UpstreamInvalid {
                 detail: format!("body larger than {limit} bytes"),
@@ -259,6 +271,23 @@ impl Ctx {
             Ok(Err(e)) => Err(upstream::classify(e.as_ref())),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
+    }
+}
+
+/// Collects a body behind a `dyn Future + Send`, which spares the compiler proving
+/// `Send` for every lifetime of the boxed error type.
+pub(crate) fn collect(
+    body: Limited<Body>,
+) -> Pin<Box<dyn Future<Output = Result<http_body_util::Collected<Bytes>, BoxError>> + Send>> {
+    Box::pin(body.collect())
+}
+
+/// The methods a route allows, for `Allow`.
+pub(crate) fn allow(route: &CompiledRoute) -> HeaderValue {
+    if route.accept_patch.is_some() {
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, PATCH, OPTIONS")
+    } else {
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS")
     }
 }
 

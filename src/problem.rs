@@ -30,6 +30,11 @@ pub enum Error {
         accept_patch: HeaderValue,
     },
     Patch(PatchError),
+    /// A failed JSON Patch `test`, with the ETag it was evaluated against.
+    PatchConflict {
+        error: PatchError,
+        etag: HeaderValue,
+    },
     PreconditionRequired,
     /// A precondition failed and there is no current representation to send.
     PreconditionFailedMissing,
@@ -65,6 +70,7 @@ impl Error {
                 }
                 PatchError::TestFailed { .. } => StatusCode::CONFLICT,
             },
+            Error::PatchConflict { .. } => StatusCode::CONFLICT,
             Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::PreconditionFailedMissing => StatusCode::PRECONDITION_FAILED,
             Error::ConflictRetriesExhausted { .. } => StatusCode::CONFLICT,
@@ -92,6 +98,7 @@ impl Error {
                 PatchError::CannotApply { .. } => "patch-not-applicable",
                 PatchError::TestFailed { .. } => "test-failed",
             },
+            Error::PatchConflict { .. } => "test-failed",
             Error::PreconditionRequired => "precondition-required",
             Error::PreconditionFailedMissing => "precondition-failed",
             Error::ConflictRetriesExhausted { .. } => "conflict",
@@ -120,7 +127,7 @@ impl Error {
                 "this route accepts PATCH bodies of type: {}",
                 accept_patch.to_str().unwrap_or("none")
             ),
-            Error::Patch(e) => e.to_string(),
+            Error::Patch(e) | Error::PatchConflict { error: e, .. } => e.to_string(),
             Error::PreconditionRequired => {
                 "this route requires If-Match or If-Unmodified-Since on writes".into()
             }
@@ -147,7 +154,11 @@ impl Error {
         });
         if let Error::Patch(
             PatchError::TestFailed { op_index, path } | PatchError::CannotApply { op_index, path, .. },
-        ) = &self
+        )
+        | Error::PatchConflict {
+            error: PatchError::TestFailed { op_index, path } | PatchError::CannotApply { op_index, path, .. },
+            ..
+        } = &self
         {
             doc["op_index"] = json!(op_index);
             doc["path"] = json!(path);
@@ -161,7 +172,7 @@ impl Error {
             Error::UnsupportedPatchFormat { accept_patch } => {
                 headers.insert(crate::headers::ACCEPT_PATCH, accept_patch);
             }
-            Error::ConflictRetriesExhausted { etag: Some(etag) } => {
+            Error::ConflictRetriesExhausted { etag: Some(etag) } | Error::PatchConflict { etag, .. } => {
                 headers.insert(header::ETAG, etag);
             }
             _ => {}

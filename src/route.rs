@@ -12,6 +12,8 @@ pub struct CompiledRoute {
     pub origin: String,
     /// The `Host` header sent upstream.
     pub host: http::HeaderValue,
+    /// `Accept-Patch` listing the route's formats; `None` when PATCH is disabled.
+    pub accept_patch: Option<http::HeaderValue>,
     router: matchit::Router<()>,
 }
 
@@ -38,6 +40,7 @@ impl RouteTable {
                         config: route.clone(),
                         origin: format!("{}://{authority}", route.upstream.scheme),
                         host,
+                        accept_patch: accept_patch(&route.patch),
                         router,
                     }),
                     (_, Err(e)) => {
@@ -84,6 +87,14 @@ impl CompiledRoute {
         out.push_str(rest);
         out
     }
+}
+
+fn accept_patch(formats: &[crate::patch::Format]) -> Option<http::HeaderValue> {
+    let list: Vec<&str> = formats.iter().map(|f| f.media_type()).collect();
+    if list.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&list.join(", ")).ok()
 }
 
 /// Rejects paths that could escape the route they matched once an upstream decodes

@@ -1,0 +1,334 @@
+//! The read path: GET and HEAD through the cache, with strong ETags and 304s.
+//!
+//! [`Ctx::current`] is shared with the write path: it yields the current representation
+//! of a resource, from the cache when the route's freshness allows, else from the
+//! upstream (conditionally when the cached entry has upstream validators).
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
+
+use crate::body::{self, Body};
+use crate::cache::{Entry, Flight, Key};
+use crate::config::{EtagMode, Freshness};
+use crate::etag::EntityTag;
+use crate::headers::ACCEPT_PATCH;
+use crate::layer::{Ctx, Exchange, finish_response};
+use crate::precondition::{Conditions, Current, Outcome, evaluate};
+use crate::problem::Error;
+use crate::route::CompiledRoute;
+use crate::upstream;
+
+/// The current representation, or what the upstream said instead of 200.
+pub(crate) enum Lookup {
+    Found(Arc<Entry>),
+    /// A non-200 upstream answer (404, 500…), or a 200 too large to hold, passed on.
+    Other(Response<Body>),
+}
+
+/// Conditional and range headers: patchgate evaluates the client's conditions itself and
+/// asks the upstream only its own.
+const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+impl Ctx {
+    /// GET and HEAD.
+    pub(crate) async fn read(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        let (parts, _body) = req.into_parts();
+        let key = self.cache_key(route, &parts);
+        let head = parts.method == Method::HEAD;
+        match self.current(route, &key, &parts, false, exchange).await? {
+            Lookup::Found(entry) => {
+                let conditions = Conditions::from_headers(&parts.headers);
+                let current = Current {
+                    exists: true,
+                    etag: Some(&entry.etag),
+                    last_modified: entry.last_modified,
+                };
+                Ok(match evaluate(&conditions, &current, true) {
+                    Outcome::NotModified => not_modified(&entry, route),
+                    Outcome::Proceed | Outcome::Failed => represent(&entry, route, StatusCode::OK, head),
+                })
+            }
+            Lookup::Other(mut response) => {
+                if head {
+                    *response.body_mut() = body::empty();
+                }
+                Ok(response)
+            }
+        }
+    }
+
+    pub(crate) fn cache_key(&self, route: &CompiledRoute, parts: &request::Parts) -> Key {
+        let key_values = self
+            .shared
+            .key_headers
+            .iter()
+            .map(|name| parts.headers.get(name).cloned())
+            .collect();
+        Key {
+            route: route.id,
+            path: route.upstream_path(parts.uri.path()).into_boxed_str(),
+            query: parts.uri.query().map(Into::into),
+            key_values,
+        }
+    }
+
+    /// The current representation. `force_upstream` skips a fresh cache hit (a retry
+    /// after the upstream refused patchgate's conditional write).
+    pub(crate) async fn current(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        force_upstream: bool,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
+        let cache = &self.shared.cache;
+        let mut coalesced = false;
+        loop {
+            let cached = cache.get(key, &parts.headers);
+            if let Some(entry) = &cached {
+                let fresh = match route.config.freshness {
+                    Freshness::Exclusive => true,
+                    Freshness::For(ttl) => entry.stored_at.elapsed() < ttl,
+                    Freshness::Revalidate => false,
+                };
+                if fresh && !force_upstream {
+                    exchange.cache = "hit";
+                    return Ok(Lookup::Found(Arc::clone(entry)));
+                }
+            }
+            // Revalidate mode reads the upstream for every request, so only the other
+            // modes share one upstream read among concurrent misses.
+            let coalesce = cached.is_none() && !coalesced && route.config.freshness != Freshness::Revalidate;
+            let _leader = if coalesce {
+                match cache.join(key) {
+                    Flight::Leader(guard) => Some(guard),
+                    Flight::Follower(waiter) => {
+                        waiter.wait().await;
+                        coalesced = true;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            return self.fetch(route, key, parts, cached, exchange).await;
+        }
+    }
+
+    /// One upstream GET, conditional when `cached` has upstream validators.
+    async fn fetch(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        cached: Option<Arc<Entry>>,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
+        let mut req = Request::new(body::empty());
+        *req.method_mut() = Method::GET;
+        *req.headers_mut() = parts.headers.clone();
+        for name in CLIENT_CONDITIONALS {
+            req.headers_mut().remove(name);
+        }
+        req.headers_mut().remove(header::RANGE);
+        req.headers_mut().remove(header::CONTENT_LENGTH);
+        req.headers_mut().remove(header::CONTENT_TYPE);
+        req.headers_mut()
+            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        if let Some(entry) = &cached {
+            if let Some(tag) = &entry.upstream_etag {
+                req.headers_mut().insert(header::IF_NONE_MATCH, tag.clone());
+            } else if let Some(date) = entry.headers.get(header::LAST_MODIFIED) {
+                req.headers_mut().insert(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        let (mut up_parts, up_body) = req.into_parts();
+        up_parts.extensions = parts.extensions.clone();
+        let uri = self.upstream_uri(route, &parts.uri)?;
+        upstream::prepare(&mut up_parts, uri, &route.host);
+        let response = self.send(route, Request::from_parts(up_parts, up_body)).await?;
+
+        match (response.status(), cached) {
+            (StatusCode::NOT_MODIFIED, Some(entry)) => {
+                exchange.cache = "revalidated";
+                Ok(Lookup::Found(self.refresh(key, &parts.headers, &entry)))
+            }
+            (StatusCode::OK, _) => {
+                exchange.cache = "miss";
+                self.store(route, key, &parts.headers, response).await
+            }
+            (status, _) => {
+                exchange.cache = "pass";
+                if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+                    self.shared.cache.invalidate(route.id, &key.path);
+                }
+                Ok(Lookup::Other(finish_response(response)))
+            }
+        }
+    }
+
+    /// Turns an upstream 200 into an entry, cached when allowed.
+    async fn store(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        request: &HeaderMap,
+        response: Response<Body>,
+    ) -> Result<Lookup, Error> {
+        let max_entry = self.shared.max_entry_bytes;
+        if crate::layer::content_length(response.headers()).is_some_and(|len| len > max_entry) {
+            // Too large to hold: streamed through, tagged only when the upstream tags it.
+            let mut response = finish_response(response);
+            if route.config.etag == EtagMode::Hash {
+                response.headers_mut().remove(header::ETAG);
+            }
+            return Ok(Lookup::Other(response));
+        }
+        let (parts, body) = response.into_parts();
+        let body = self.read_body(body, max_entry).await?;
+        let entry = make_entry(route.config.etag, &parts.headers, body);
+        // Never store a response that sets cookies: it belongs to one client.
+        let entry = if parts.headers.contains_key(header::SET_COOKIE) {
+            Arc::new(entry)
+        } else {
+            let shared = duplicate(&entry);
+            self.shared
+                .cache
+                .insert(key.clone(), request, shared)
+                .unwrap_or_else(|| Arc::new(entry))
+        };
+        Ok(Lookup::Found(entry))
+    }
+
+    /// After an upstream 304: the same entry, stored again as fresh.
+    fn refresh(&self, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
+        let renewed = Entry {
+            stored_at: Instant::now(),
+            ..duplicate(entry)
+        };
+        self.shared
+            .cache
+            .insert(key.clone(), request, renewed)
+            .unwrap_or_else(|| Arc::clone(entry))
+    }
+}
+
+/// Builds the entry for an upstream 200, with the route's ETag mode (SPEC "Validators").
+/// With `etag = "upstream"` and no upstream tag, a weak tag of the body's hash lets
+/// 304s work but can never satisfy `If-Match`.
+pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: Bytes) -> Entry {
+    let upstream_etag = upstream_headers.get(header::ETAG).cloned();
+    let upstream_tag = upstream_etag
+        .as_ref()
+        .and_then(|v| EntityTag::parse(v.as_bytes()));
+    let etag = match (mode, upstream_tag) {
+        (EtagMode::Hash, _) => EntityTag::from_body(&body),
+        (EtagMode::Auto, Some(tag)) if !tag.is_weak() => tag,
+        (EtagMode::Auto, _) => EntityTag::from_body(&body),
+        (EtagMode::Upstream, Some(tag)) => tag,
+        (EtagMode::Upstream, None) => weak_hash(&body),
+    };
+    let last_modified = upstream_headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let mut headers = upstream_headers.clone();
+    crate::headers::strip_hop_by_hop(&mut headers);
+    for name in [
+        header::ETAG,
+        header::CONTENT_LENGTH,
+        header::DATE,
+        header::AGE,
+        header::SET_COOKIE,
+        header::VIA,
+    ] {
+        headers.remove(name);
+    }
+    Entry {
+        body,
+        etag,
+        upstream_etag,
+        last_modified,
+        headers,
+        stored_at: Instant::now(),
+    }
+}
+
+fn weak_hash(body: &[u8]) -> EntityTag {
+    let strong = EntityTag::from_body(body);
+    let text = strong.to_string();
+    EntityTag::weak(text.trim_matches('"')).unwrap_or(strong)
+}
+
+pub(crate) fn duplicate(entry: &Entry) -> Entry {
+    Entry {
+        body: entry.body.clone(),
+        etag: entry.etag.clone(),
+        upstream_etag: entry.upstream_etag.clone(),
+        last_modified: entry.last_modified,
+        headers: entry.headers.clone(),
+        stored_at: entry.stored_at,
+    }
+}
+
+/// A full response for `entry` (no body for HEAD).
+pub(crate) fn represent(
+    entry: &Entry,
+    route: &CompiledRoute,
+    status: StatusCode,
+    head: bool,
+) -> Response<Body> {
+    let body = if head {
+        body::empty()
+    } else {
+        body::full(entry.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.clone_from(&entry.headers);
+    headers.insert(header::ETAG, entry.etag.to_header_value());
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    if let Some(accept) = &route.accept_patch {
+        headers.insert(ACCEPT_PATCH, accept.clone());
+    }
+    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    response
+}
+
+/// 304 with the headers a 200 would carry among those RFC 9110 §15.4.5 keeps.
+fn not_modified(entry: &Entry, route: &CompiledRoute) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, entry.etag.to_header_value());
+    for name in [
+        header::CONTENT_LOCATION,
+        header::VARY,
+        header::CACHE_CONTROL,
+        header::EXPIRES,
+    ] {
+        for value in entry.headers.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(accept) = &route.accept_patch {
+        headers.insert(ACCEPT_PATCH, accept.clone());
+    }
+    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    response
+}
