@@ -201,8 +201,12 @@ impl Ctx {
         let (parts, body) = response.into_parts();
         let body = self.read_body(body, max_entry).await?;
         let entry = make_entry(route.config.etag, &parts.headers, body);
-        // Never store a response that sets cookies: it belongs to one client.
-        let entry = if parts.headers.contains_key(header::SET_COOKIE) {
+        // Never store a response that sets cookies: it belongs to one client. In
+        // revalidate mode an entry without upstream validators would never be used.
+        let useless = route.config.freshness == Freshness::Revalidate
+            && entry.upstream_etag.is_none()
+            && entry.last_modified.is_none();
+        let entry = if useless || parts.headers.contains_key(header::SET_COOKIE) {
             Arc::new(entry)
         } else {
             let shared = duplicate(&entry);

@@ -4,3 +4,5 @@ mod support;
 
 mod cli;
 mod forward;
+mod reads;
+mod writes;

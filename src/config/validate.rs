@@ -1,0 +1,883 @@
+//! Raw → validated: defaults, value parsing and cross-key checks, each failure pointing at
+//! the value (or, for a missing key, the table) that needs fixing.
+
+use http::uri::Scheme;
+use http::{HeaderName, Method};
+use toml::Spanned;
+
+use super::raw::{RawAdmin, RawCache, RawConfig, RawRoute, RawServer, RawTls};
+use super::values::{
+    etag, file_path, freshness, listen, nonzero_duration, nonzero_size, path_template, size, strip_prefix,
+    upstream, write_method,
+};
+use super::{Admin, Cache, Config, ConfigError, EtagMode, Freshness, Route, Server, Tls};
+use super::{format_size, parse_duration};
+use crate::patch::Format;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config> {
+    let c = Checker { src, file };
+    let server = c.server(raw.server)?;
+    let admin = raw.admin.map(|admin| c.admin(admin, &server)).transpose()?;
+    let cache = c.cache(raw.cache)?;
+    let routes = c.routes(raw.route)?;
+    Ok(Config {
+        server,
+        admin,
+        cache,
+        routes,
+    })
+}
+
+struct Checker<'a> {
+    src: &'a str,
+    file: &'a str,
+}
+
+impl Checker<'_> {
+    fn error(&self, at: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.src, self.file, at, key, message)
+    }
+
+    /// Parses an optional value, or returns `default` when the key is absent.
+    fn optional<R, T>(
+        &self,
+        raw: Option<Spanned<R>>,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&R) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        match raw {
+            None => Ok(default),
+            Some(value) => parse(value.get_ref()).map_err(|m| self.error(value.span().start, key, m)),
+        }
+    }
+
+    /// Parses a required value; a missing one is reported at its table (`table_at`).
+    fn required<R, T>(
+        &self,
+        raw: Option<Spanned<R>>,
+        table_at: usize,
+        key: &str,
+        hint: &str,
+        parse: impl FnOnce(&R) -> std::result::Result<T, String>,
+    ) -> Result<T> {
+        match raw {
+            None => Err(self.error(table_at, key, format!("missing; {hint}"))),
+            Some(value) => parse(value.get_ref()).map_err(|m| self.error(value.span().start, key, m)),
+        }
+    }
+
+    fn server(&self, raw: Option<RawServer>) -> Result<Server> {
+        let d = Server::default();
+        let Some(raw) = raw else { return Ok(d) };
+        Ok(Server {
+            listen: self.optional(raw.listen, "server.listen", d.listen, |s| listen(s))?,
+            max_body_bytes: self.optional(
+                raw.max_body_bytes,
+                "server.max_body_bytes",
+                d.max_body_bytes,
+                nonzero_size,
+            )?,
+            request_timeout: self.optional(
+                raw.request_timeout,
+                "server.request_timeout",
+                d.request_timeout,
+                nonzero_duration,
+            )?,
+            shutdown_grace: self.optional(
+                raw.shutdown_grace,
+                "server.shutdown_grace",
+                d.shutdown_grace,
+                |s| parse_duration(&s.0),
+            )?,
+            header_read_timeout: self.optional(
+                raw.header_read_timeout,
+                "server.header_read_timeout",
+                d.header_read_timeout,
+                nonzero_duration,
+            )?,
+            tls: raw.tls.map(|tls| self.tls(tls)).transpose()?,
+        })
+    }
+
+    fn tls(&self, raw: Spanned<RawTls>) -> Result<Tls> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let hint = "[server.tls] needs both `cert` and `key`, paths to PEM files";
+        Ok(Tls {
+            cert: self.required(raw.cert, at, "server.tls.cert", hint, |s| file_path(s))?,
+            key: self.required(raw.key, at, "server.tls.key", hint, |s| file_path(s))?,
+        })
+    }
+
+    fn admin(&self, raw: Spanned<RawAdmin>, server: &Server) -> Result<Admin> {
+        let at = raw.span().start;
+        let hint = "add listen = \"127.0.0.1:9901\", or remove [admin] to run without an admin listener";
+        let listen = self.required(raw.into_inner().listen, at, "admin.listen", hint, |s| {
+            let addr = listen(s)?;
+            if addr == server.listen && addr.port() != 0 {
+                return Err(format!(
+                    "{addr} is already server.listen; give the admin listener its own port"
+                ));
+            }
+            Ok(addr)
+        })?;
+        Ok(Admin { listen })
+    }
+
+    fn cache(&self, raw: Option<RawCache>) -> Result<Cache> {
+        let d = Cache::default();
+        let Some(raw) = raw else { return Ok(d) };
+        let max_at = raw.max_bytes.as_ref().map(|v| v.span().start);
+        let entry_at = raw.max_entry_bytes.as_ref().map(|v| v.span().start);
+        let max_bytes = self.optional(raw.max_bytes, "cache.max_bytes", d.max_bytes, size)?;
+        let max_entry_bytes = self.optional(
+            raw.max_entry_bytes,
+            "cache.max_entry_bytes",
+            d.max_entry_bytes,
+            size,
+        )?;
+        if max_entry_bytes > max_bytes {
+            let message = format!(
+                "cache.max_entry_bytes ({}) must not exceed cache.max_bytes ({}); raise max_bytes or lower max_entry_bytes",
+                format_size(max_entry_bytes),
+                format_size(max_bytes)
+            );
+            // Point at whichever of the two the file actually sets, preferring the entry size.
+            return Err(match (entry_at, max_at) {
+                (Some(at), _) => self.error(at, "cache.max_entry_bytes", message),
+                (None, Some(at)) => self.error(at, "cache.max_bytes", message),
+                (None, None) => ConfigError::nowhere(self.file, "cache.max_entry_bytes", message),
+            });
+        }
+        let key_headers = match raw.key_headers {
+            None => d.key_headers,
+            Some(list) => self.key_headers(list.into_inner())?,
+        };
+        Ok(Cache {
+            max_bytes,
+            max_entry_bytes,
+            key_headers,
+        })
+    }
+
+    /// Field names are case-insensitive tokens (RFC 9110 §5.1), stored lowercase.
+    fn key_headers(&self, list: Vec<Spanned<String>>) -> Result<Vec<HeaderName>> {
+        let mut names = Vec::with_capacity(list.len());
+        for (i, item) in list.into_iter().enumerate() {
+            let name = HeaderName::from_bytes(item.get_ref().as_bytes()).map_err(|_| {
+                let message = format!(
+                    "{:?} is not a valid header name; use names such as \"authorization\" or \"x-api-key\"",
+                    item.get_ref()
+                );
+                self.error(item.span().start, &format!("cache.key_headers[{i}]"), message)
+            })?;
+            // HeaderName is already lowercase, so this also folds "Cookie" into "cookie".
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn routes(&self, raw: Option<Spanned<Vec<Spanned<RawRoute>>>>) -> Result<Vec<Route>> {
+        const NONE: &str =
+            "no routes configured; add at least one [[route]] table with name, path and upstream";
+        let Some(raw) = raw else {
+            return Err(ConfigError::nowhere(self.file, "route", NONE));
+        };
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        if raw.is_empty() {
+            return Err(self.error(at, "route", NONE));
+        }
+        let mut names: Vec<(String, usize)> = Vec::new();
+        let mut routes = Vec::with_capacity(raw.len());
+        for (i, route) in raw.into_iter().enumerate() {
+            routes.push(self.route(i, route, &mut names)?);
+        }
+        Ok(routes)
+    }
+
+    fn route(&self, i: usize, raw: Spanned<RawRoute>, names: &mut Vec<(String, usize)>) -> Result<Route> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let key = |name: &str| format!("route[{i}].{name}");
+        let name = self.route_name(raw.name, at, &key("name"), names)?;
+        let path = self.required(
+            raw.path,
+            at,
+            &key("path"),
+            "add path = \"/api/people/{id}\"",
+            |s| path_template(s),
+        )?;
+        let upstream = self.required(
+            raw.upstream,
+            at,
+            &key("upstream"),
+            "add upstream = \"http://127.0.0.1:3000\"",
+            |s| upstream(s),
+        )?;
+        let https = upstream.scheme == Scheme::HTTPS;
+        Ok(Route {
+            strip_prefix: self.optional(raw.strip_prefix, &key("strip_prefix"), None, |s| {
+                strip_prefix(s, &path).map(Some)
+            })?,
+            freshness: self.optional(raw.freshness, &key("freshness"), Freshness::Revalidate, |s| {
+                freshness(s)
+            })?,
+            etag: self.optional(raw.etag, &key("etag"), EtagMode::Auto, |s| etag(s))?,
+            patch: self.patch(raw.patch, &key("patch"))?,
+            write_method: self.optional(raw.write_method, &key("write_method"), Method::PUT, |s| {
+                write_method(s)
+            })?,
+            require_precondition: raw.require_precondition.is_some_and(Spanned::into_inner),
+            conflict_retries: self.optional(raw.conflict_retries, &key("conflict_retries"), 3, |n| {
+                u32::try_from(*n)
+                    .ok()
+                    .filter(|n| *n <= 100)
+                    .ok_or_else(|| format!("must be between 0 and 100, found {n}"))
+            })?,
+            patch_max_ops: self.optional(raw.patch_max_ops, &key("patch_max_ops"), 1000, |n| {
+                usize::try_from(*n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| format!("must be at least 1, found {n}"))
+            })?,
+            refresh_after_write: raw.refresh_after_write.is_some_and(Spanned::into_inner),
+            ca_file: self.optional(raw.ca_file, &key("ca_file"), None, |s| {
+                if https {
+                    file_path(s).map(Some)
+                } else {
+                    Err("ca_file only applies to an https upstream; remove it or use https://".to_owned())
+                }
+            })?,
+            name,
+            path,
+            upstream,
+        })
+    }
+
+    /// Checks the name's syntax and that no earlier route (recorded in `names` with its
+    /// line) uses it; the duplicate is reported at the later route.
+    fn route_name(
+        &self,
+        raw: Option<Spanned<String>>,
+        table_at: usize,
+        key: &str,
+        names: &mut Vec<(String, usize)>,
+    ) -> Result<String> {
+        let Some(raw) = raw else {
+            return Err(self.error(
+                table_at,
+                key,
+                "missing; add name = \"people\" (unique; used in logs and metrics)",
+            ));
+        };
+        let at = raw.span().start;
+        let name = raw.into_inner();
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        if name.is_empty() || !name.chars().all(valid) {
+            let message =
+                format!("{name:?} is not a valid route name; use letters, digits, '_', '.' and '-' only");
+            return Err(self.error(at, key, message));
+        }
+        if let Some(index) = names.iter().position(|(other, _)| *other == name) {
+            let line = names.get(index).map_or(0, |(_, line)| *line);
+            let message = format!(
+                "route name {name:?} is already used by route[{index}] (line {line}); give each route a unique name"
+            );
+            return Err(self.error(at, key, message));
+        }
+        names.push((name.clone(), super::error::line_col(self.src, at).0));
+        Ok(name)
+    }
+
+    fn patch(&self, raw: Option<Spanned<Vec<Spanned<String>>>>, key: &str) -> Result<Vec<Format>> {
+        let Some(raw) = raw else {
+            return Ok(vec![Format::JsonPatch, Format::MergePatch]);
+        };
+        let mut formats = Vec::new();
+        for (j, item) in raw.into_inner().into_iter().enumerate() {
+            let format = match item.get_ref().as_str() {
+                "json-patch" => Format::JsonPatch,
+                "merge-patch" => Format::MergePatch,
+                other => {
+                    let message = format!("expected \"json-patch\" or \"merge-patch\", found {other:?}");
+                    return Err(self.error(item.span().start, &format!("{key}[{j}]"), message));
+                }
+            };
+            if formats.contains(&format) {
+                let message = format!("{:?} is listed twice; list each format once", item.get_ref());
+                return Err(self.error(item.span().start, &format!("{key}[{j}]"), message));
+            }
+            formats.push(format);
+        }
+        Ok(formats)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Four lines; whatever a case appends starts on line 5.
+    const ROUTE: &str = "[[route]]\nname = \"a\"\npath = \"/a/{id}\"\nupstream = \"http://127.0.0.1:3000\"\n";
+
+    fn error(src: &str) -> ConfigError {
+        match Config::from_toml(src, "proxy.toml") {
+            Ok(config) => panic!("accepted {src:?} as {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// `(toml, key, line, column, words the message must contain)`
+    fn assert_errors(cases: &[(&str, &str, usize, usize, &str)]) {
+        for (src, key, line, column, words) in cases {
+            let e = error(src);
+            assert_eq!(
+                (e.key(), e.line(), e.column()),
+                (*key, Some(*line), Some(*column)),
+                "{src:?}: {e}"
+            );
+            assert!(e.message().contains(words), "{src:?}: {e}");
+            assert_eq!(
+                e.to_string(),
+                format!("proxy.toml:{line}:{column}: {key}: {}", e.message())
+            );
+        }
+    }
+
+    fn with_route(extra: &str) -> String {
+        format!("{ROUTE}{extra}")
+    }
+
+    #[test]
+    fn unknown_freshness_reads_exactly_as_documented() {
+        let src = format!(
+            "# comment\n[server]\nlisten = \"127.0.0.1:0\"\n\n{ROUTE}\n[[route]]\nname = \"b\"\npath = \"/b\"\nupstream = \"http://127.0.0.1:1\"\nfreshness = \"sometimes\"\n"
+        );
+        assert_eq!(
+            error(&src).to_string(),
+            "proxy.toml:14:13: route[1].freshness: expected \"revalidate\", \"exclusive\" or a duration such as \"5s\", found \"sometimes\""
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named_at_the_key_with_the_allowed_keys() {
+        let root = format!("bogus = 1\n{ROUTE}");
+        let second = format!(
+            "{ROUTE}\n[[route]]\nname = \"b\"\npath = \"/b\"\nupstream = \"http://h\"\nbogus = true\n"
+        );
+        let inline = "route = [{ name = \"a\", path = \"/a\", upstream = \"http://h\", tag = 1 }]\n";
+        assert_errors(&[
+            (
+                &root,
+                "bogus",
+                1,
+                1,
+                "unknown key `bogus`; allowed keys here are `server`, `admin`, `cache`, `route`",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n",
+                "server.lisen",
+                3,
+                1,
+                "unknown key `lisen`",
+            ),
+            (
+                "[server.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"\n",
+                "server.tls.ca",
+                4,
+                1,
+                "`cert`, `key`",
+            ),
+            (
+                "[admin]\n  port = 9901\n",
+                "admin.port",
+                2,
+                3,
+                "the only allowed key here is `listen`",
+            ),
+            (
+                "[cache]\nmax = 1\n",
+                "cache.max",
+                2,
+                1,
+                "`max_bytes`, `max_entry_bytes`, `key_headers`",
+            ),
+            (&second, "route[1].bogus", 10, 1, "unknown key `bogus`"),
+            (inline, "route[0].tag", 1, 60, "unknown key `tag`"),
+            (
+                "[server]\n\"odd.key\" = 1\n",
+                "server.\"odd.key\"",
+                2,
+                1,
+                "unknown key `odd.key`",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn wrong_types_are_named_at_the_value() {
+        assert_errors(&[
+            (
+                "[server]\nlisten = 8080\n",
+                "server.listen",
+                2,
+                10,
+                "invalid type: integer `8080`, expected a string",
+            ),
+            ("server = 5\n", "server", 1, 10, "expected a table"),
+            (
+                "[server]\nrequest_timeout = 30\n",
+                "server.request_timeout",
+                2,
+                19,
+                "with a unit, such as \"30s\"",
+            ),
+            (
+                "[server]\nmax_body_bytes = true\n",
+                "server.max_body_bytes",
+                2,
+                18,
+                "a size such as \"1MiB\"",
+            ),
+            (
+                "[cache]\nkey_headers = \"cookie\"\n",
+                "cache.key_headers",
+                2,
+                15,
+                "expected an array",
+            ),
+            (
+                "[cache]\nkey_headers = [\"a\", 1]\n",
+                "cache.key_headers[1]",
+                2,
+                21,
+                "expected a string",
+            ),
+            (
+                &with_route("conflict_retries = \"3\"\n"),
+                "route[0].conflict_retries",
+                5,
+                20,
+                "expected an integer",
+            ),
+            (
+                &with_route("require_precondition = \"yes\"\n"),
+                "route[0].require_precondition",
+                5,
+                24,
+                "expected a boolean",
+            ),
+            ("route = 5\n", "route", 1, 9, "expected an array"),
+        ]);
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_a_position() {
+        let e = error("[server\nlisten = 1\n");
+        assert_eq!((e.line(), e.column()), (Some(1), Some(8)), "{e}");
+        assert!(e.message().starts_with("invalid TOML: "), "{e}");
+        let e = error("[server]\nlisten = \"127.0.0.1:80\nx = 1\n");
+        assert_eq!((e.key(), e.line()), ("server.listen", Some(2)), "{e}");
+        let e = error("[server]\nlisten = \"a\"\nlisten = \"b\"\n");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.message().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn missing_routes_and_required_keys_are_reported() {
+        let e = error("[server]\nlisten = \"127.0.0.1:0\"\n");
+        assert_eq!(
+            e.to_string(),
+            "proxy.toml: route: no routes configured; add at least one [[route]] table with name, path and upstream"
+        );
+        assert_errors(&[
+            ("route = []\n", "route", 1, 9, "no routes configured"),
+            (
+                "\n[[route]]\npath = \"/a\"\nupstream = \"http://h\"\n",
+                "route[0].name",
+                2,
+                1,
+                "missing; add name =",
+            ),
+            (
+                "[[route]]\nname = \"a\"\nupstream = \"http://h\"\n",
+                "route[0].path",
+                1,
+                1,
+                "missing; add path =",
+            ),
+            (
+                "[[route]]\nname = \"a\"\npath = \"/a\"\n",
+                "route[0].upstream",
+                1,
+                1,
+                "missing; add upstream =",
+            ),
+            (
+                "[server.tls]\ncert = \"c\"\n",
+                "server.tls.key",
+                1,
+                1,
+                "needs both `cert` and `key`",
+            ),
+            (
+                "[server]\ntls = { key = \"k\" }\n",
+                "server.tls.cert",
+                2,
+                7,
+                "needs both",
+            ),
+            ("[admin]\n", "admin.listen", 1, 1, "missing; add listen ="),
+            (
+                "[server.tls]\ncert = \"\"\nkey = \"k\"\n",
+                "server.tls.cert",
+                2,
+                8,
+                "must not be empty",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn duplicate_route_names_point_at_the_second() {
+        let src = format!("{ROUTE}\n[[route]]\nname = \"a\"\npath = \"/b\"\nupstream = \"http://h\"\n");
+        assert_errors(&[
+            (
+                &src,
+                "route[1].name",
+                7,
+                8,
+                "route name \"a\" is already used by route[0] (line 2)",
+            ),
+            (
+                "[[route]]\nname = \"a b\"\n",
+                "route[0].name",
+                2,
+                8,
+                "not a valid route name",
+            ),
+            (
+                "[[route]]\nname = \"\"\n",
+                "route[0].name",
+                2,
+                8,
+                "not a valid route name",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn bad_upstream_urls_are_rejected() {
+        let case = |url: &str| format!("[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"{url}\"\n");
+        for (url, words) in [
+            ("ftp://h", "unsupported scheme \"ftp\""),
+            ("127.0.0.1:3000", "not an absolute URL"),
+            ("/api", "not an absolute URL"),
+            ("http://", "not a valid URL"),
+            ("not a url", "not a valid URL"),
+            ("http://user:pw@h", "user info"),
+            ("http://h/api?x=1", "?query"),
+            ("http://h/?", "?query"),
+            ("http://h/#top", "#fragment"),
+            ("http://h:99999", "invalid port"),
+            ("http://h:", "invalid port"),
+            ("http://h:0", "invalid port"),
+            ("http://:80", "has no host"),
+        ] {
+            assert_errors(&[(&case(url), "route[0].upstream", 4, 12, words)]);
+        }
+    }
+
+    #[test]
+    fn bad_path_templates_are_rejected() {
+        let case =
+            |path: &str| format!("[[route]]\nname = \"a\"\npath = \"{path}\"\nupstream = \"http://h\"\n");
+        for (path, words) in [
+            ("a/{id}", "must start with '/'"),
+            ("", "must start with '/'"),
+            ("/a/{id", "not a valid path template"),
+            ("/a/{}", "needs a name"),
+            ("/{*rest}/x", "only allowed as the last segment"),
+            ("/{a}{b}", "only one {parameter}"),
+            ("/a?x", "may not contain '?'"),
+            ("/a b", "spaces"),
+        ] {
+            assert_errors(&[(&case(path), "route[0].path", 3, 8, words)]);
+        }
+    }
+
+    #[test]
+    fn bad_sizes_and_durations_are_rejected() {
+        assert_errors(&[
+            (
+                "[server]\nmax_body_bytes = \"lots\"\n",
+                "server.max_body_bytes",
+                2,
+                18,
+                "expected a size",
+            ),
+            (
+                "[server]\nmax_body_bytes = -1\n",
+                "server.max_body_bytes",
+                2,
+                18,
+                "cannot be negative",
+            ),
+            (
+                "[server]\nmax_body_bytes = 0\n",
+                "server.max_body_bytes",
+                2,
+                18,
+                "greater than zero",
+            ),
+            (
+                "[server]\nmax_body_bytes = \"1.5MiB\"\n",
+                "server.max_body_bytes",
+                2,
+                18,
+                "fractions",
+            ),
+            (
+                "[cache]\nmax_bytes = \"99999999TiB\"\n",
+                "cache.max_bytes",
+                2,
+                13,
+                "too large",
+            ),
+            (
+                "[server]\nrequest_timeout = \"soon\"\n",
+                "server.request_timeout",
+                2,
+                19,
+                "expected a duration",
+            ),
+            (
+                "[server]\nrequest_timeout = \"0s\"\n",
+                "server.request_timeout",
+                2,
+                19,
+                "greater than zero",
+            ),
+            (
+                "[server]\nheader_read_timeout = \"0ms\"\n",
+                "server.header_read_timeout",
+                2,
+                23,
+                "greater than zero",
+            ),
+            (
+                "[server]\nshutdown_grace = \"-1s\"\n",
+                "server.shutdown_grace",
+                2,
+                18,
+                "cannot be negative",
+            ),
+            (
+                &with_route("freshness = \"5d\"\n"),
+                "route[0].freshness",
+                5,
+                13,
+                "unknown duration unit \"d\"",
+            ),
+            (
+                &with_route("freshness = \"0s\"\n"),
+                "route[0].freshness",
+                5,
+                13,
+                "write \"revalidate\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn unknown_enumerated_values_list_the_allowed_ones() {
+        assert_errors(&[
+            (
+                &with_route("etag = \"strong\"\n"),
+                "route[0].etag",
+                5,
+                8,
+                "expected \"auto\", \"upstream\" or \"hash\", found \"strong\"",
+            ),
+            (
+                &with_route("patch = [\"json-patch\", \"xml\"]\n"),
+                "route[0].patch[1]",
+                5,
+                24,
+                "expected \"json-patch\" or \"merge-patch\", found \"xml\"",
+            ),
+            (
+                &with_route("patch = [\"merge-patch\", \"merge-patch\"]\n"),
+                "route[0].patch[1]",
+                5,
+                25,
+                "listed twice",
+            ),
+            (
+                &with_route("write_method = \"PATCH\"\n"),
+                "route[0].write_method",
+                5,
+                16,
+                "expected \"PUT\" or \"POST\"",
+            ),
+            (
+                &with_route("write_method = \"put\"\n"),
+                "route[0].write_method",
+                5,
+                16,
+                "(upper case)",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn cross_key_and_range_checks_name_the_key() {
+        assert_errors(&[
+            (
+                "[cache]\nmax_bytes = \"1MiB\"\nmax_entry_bytes = \"2MiB\"\n",
+                "cache.max_entry_bytes",
+                3,
+                19,
+                "cache.max_entry_bytes (2MiB) must not exceed cache.max_bytes (1MiB)",
+            ),
+            (
+                "[cache]\nmax_bytes = \"1MiB\"\n",
+                "cache.max_bytes",
+                2,
+                13,
+                "(8MiB) must not exceed",
+            ),
+            (
+                "[cache]\nkey_headers = [\"cookie\", \"x y\"]\n",
+                "cache.key_headers[1]",
+                2,
+                26,
+                "\"x y\" is not a valid header name",
+            ),
+            (
+                "[admin]\nlisten = \"localhost:9901\"\n",
+                "admin.listen",
+                2,
+                10,
+                "host names are not resolved",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"\n",
+                "admin.listen",
+                4,
+                10,
+                "already server.listen",
+            ),
+            (
+                &with_route("strip_prefix = \"/b\"\n"),
+                "route[0].strip_prefix",
+                5,
+                16,
+                "not a leading part of the route path \"/a/{id}\"",
+            ),
+            (
+                &with_route("strip_prefix = \"/a/\"\n"),
+                "route[0].strip_prefix",
+                5,
+                16,
+                "not end with '/'",
+            ),
+            (
+                &with_route("strip_prefix = \"/\"\n"),
+                "route[0].strip_prefix",
+                5,
+                16,
+                "not end with '/'",
+            ),
+            (
+                &with_route("strip_prefix = \"/a/{id}\"\n"),
+                "route[0].strip_prefix",
+                5,
+                16,
+                "must be literal",
+            ),
+            (
+                &with_route("ca_file = \"ca.pem\"\n"),
+                "route[0].ca_file",
+                5,
+                11,
+                "only applies to an https upstream",
+            ),
+            (
+                &with_route("conflict_retries = 101\n"),
+                "route[0].conflict_retries",
+                5,
+                20,
+                "between 0 and 100, found 101",
+            ),
+            (
+                &with_route("conflict_retries = -1\n"),
+                "route[0].conflict_retries",
+                5,
+                20,
+                "between 0 and 100",
+            ),
+            (
+                &with_route("patch_max_ops = 0\n"),
+                "route[0].patch_max_ops",
+                5,
+                17,
+                "at least 1, found 0",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn strip_prefix_must_end_at_a_segment_boundary() {
+        let src = "[[route]]\nname = \"a\"\npath = \"/apix/{id}\"\nupstream = \"http://h\"\nstrip_prefix = \"/api\"\n";
+        assert_errors(&[(src, "route[0].strip_prefix", 5, 16, "whole segments")]);
+        let src =
+            "[[route]]\nname = \"a\"\npath = \"/api\"\nupstream = \"http://h\"\nstrip_prefix = \"/api\"\n";
+        assert_eq!(
+            Config::from_toml(src, "p").unwrap().routes[0]
+                .strip_prefix
+                .as_deref(),
+            Some("/api")
+        );
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let deep_arrays = format!("a = {}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep_tables = format!("a = {}{}", "{ b = ".repeat(5_000), "}".repeat(5_000));
+        let dotted = format!("[{}]\n", vec!["k"; 5_000].join("."));
+        let many_routes = "[[route]]\n".repeat(2_000);
+        let hostile = [
+            "",
+            "\u{feff}",
+            "\0",
+            "[[[",
+            "= = =",
+            "[server]\nlisten = \"\u{202e}\"\n",
+            "route = [1, 2, 3]\n",
+            "route = [[]]\n",
+            "[[route]]\nname = \"é\"\n",
+            "[[route]]\nupstream = \"http://[::1\"\n",
+            "[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"http://h:65536\"\n",
+            "[cache]\nmax_bytes = 9223372036854775807\nmax_entry_bytes = -9223372036854775808\n",
+            "[server]\nrequest_timeout = \"18446744073709551616ms\"\n",
+            "[server]\nmax_body_bytes = 1e999\n",
+            "x = 1979-05-27T07:32:00Z\n",
+            &deep_arrays,
+            &deep_tables,
+            &dotted,
+            &many_routes,
+        ];
+        for src in hostile {
+            let e = error(src);
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
