@@ -1,0 +1,237 @@
+//! PATCH bodies (RFC 5789): JSON Patch (RFC 6902) and JSON Merge Patch (RFC 7396) parsed,
+//! validated and applied to the current JSON document, producing the full new body.
+//!
+//! Invariant: a PATCH changes only what it names. Members keep their order, numbers their
+//! exact spelling (`1e2`, `0.1000`, `12345678901234567890123`), strings their content; so the
+//! document is held in a tree of our own ([`json`]), not `serde_json::Value`. json-patch's
+//! jsonptr parses and decodes the pointers. Application is atomic: it works on a copy.
+
+mod compare;
+mod json;
+mod merge;
+mod ops;
+mod parse;
+mod pointer;
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use self::json::Json;
+use self::ops::{Budget, Op};
+use self::parse::{Bounded, Duplicates};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    JsonPatch,
+    MergePatch,
+}
+
+impl Format {
+    pub const fn media_type(self) -> &'static str {
+        match self {
+            Format::JsonPatch => "application/json-patch+json",
+            Format::MergePatch => "application/merge-patch+json",
+        }
+    }
+
+    /// The name used in `proxy.toml`'s `patch = [...]`.
+    pub const fn config_name(self) -> &'static str {
+        match self {
+            Format::JsonPatch => "json-patch",
+            Format::MergePatch => "merge-patch",
+        }
+    }
+
+    /// From a Content-Type value (RFC 9110 §8.3.1): the media type compared
+    /// case-insensitively, parameters (e.g. `charset=utf-8`) ignored.
+    pub fn from_content_type(value: &[u8]) -> Option<Format> {
+        let essence = value
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        [Format::JsonPatch, Format::MergePatch]
+            .into_iter()
+            .find(|f| essence.eq_ignore_ascii_case(f.media_type().as_bytes()))
+    }
+}
+
+/// A parsed current representation (kept so a retry or the cache need not re-parse).
+#[derive(Debug, Clone)]
+pub struct Document {
+    root: Json,
+    /// The source length: an upper bound of the compact form, which only drops whitespace
+    /// and escapes that were not needed.
+    source_len: usize,
+}
+
+impl Document {
+    /// RFC 8259 text, nested at most 128 levels; a repeated member name keeps the last value.
+    pub fn parse(body: &[u8]) -> Result<Document, PatchError> {
+        let root = parse::parse(body, Duplicates::LastWins).map_err(|e| PatchError::NotJson {
+            detail: e.to_string(),
+        })?;
+        Ok(Document {
+            root,
+            source_len: body.len(),
+        })
+    }
+
+    /// Compact serialization, numbers and member order as parsed.
+    pub fn to_bytes(&self) -> Bytes {
+        json::to_vec(&self.root, usize::MAX, self.source_len)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+}
+
+/// A parsed patch document, validated (ops count, pointer syntax) but not yet applied.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Json(Vec<Op>),
+    Merge(Json),
+}
+
+impl Patch {
+    /// Malformed (400) if the body is not valid JSON, not the format's shape or has a bad
+    /// pointer; TooManyOps (413) when a JSON Patch has more than `max_ops` operations.
+    /// Repeated member names are malformed in a patch: which one was meant is unknowable.
+    pub fn parse(format: Format, body: &[u8], max_ops: usize) -> Result<Patch, PatchError> {
+        let malformed = |e: parse::ParseError| PatchError::Malformed {
+            detail: format!("not valid JSON: {e}"),
+        };
+        let kind = match format {
+            // RFC 6902 §3: an array of operation objects.
+            Format::JsonPatch => match parse::parse_bounded_array(body, max_ops, Duplicates::Reject) {
+                Ok(Bounded::Items(items)) => Kind::Json(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| Op::from_json(i, item))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Ok(Bounded::TooMany(count)) => {
+                    return Err(PatchError::TooManyOps { count, max: max_ops });
+                }
+                Ok(Bounded::NotArray) => {
+                    return Err(PatchError::Malformed {
+                        detail: "a JSON Patch must be an array of operations".into(),
+                    });
+                }
+                Err(e) => return Err(malformed(e)),
+            },
+            // RFC 7396 §2: any JSON value.
+            Format::MergePatch => Kind::Merge(parse::parse(body, Duplicates::Reject).map_err(malformed)?),
+        };
+        Ok(Patch { kind })
+    }
+
+    pub fn format(&self) -> Format {
+        match self.kind {
+            Kind::Json(_) => Format::JsonPatch,
+            Kind::Merge(_) => Format::MergePatch,
+        }
+    }
+
+    /// Operations in a JSON Patch; 1 for a merge patch.
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            Kind::Json(ops) => ops.len(),
+            Kind::Merge(_) => 1,
+        }
+    }
+
+    /// True for a JSON Patch with no operations (which changes nothing).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Atomic: applies the whole patch to a copy of `doc` or fails without changing
+    /// anything. Returns the new document serialized; TooLarge past `max_output_bytes`.
+    pub fn apply(&self, doc: &Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {
+        let too_large = |_| PatchError::TooLarge {
+            max: max_output_bytes,
+        };
+        let result = match &self.kind {
+            // A non-object merge patch is the result itself: no copy of the document needed.
+            Kind::Merge(patch) if !matches!(patch, Json::Object(_)) => {
+                return json::to_vec(patch, max_output_bytes, 0)
+                    .map(Bytes::from)
+                    .map_err(too_large);
+            }
+            Kind::Merge(patch) => {
+                let mut root = doc.root.clone();
+                merge::merge(&mut root, patch);
+                root
+            }
+            Kind::Json(ops) => {
+                let mut root = doc.root.clone();
+                ops::apply(&mut root, ops, &mut Budget::new(doc.source_len, max_output_bytes))?;
+                root
+            }
+        };
+        json::to_vec(&result, max_output_bytes, doc.source_len)
+            .map(Bytes::from)
+            .map_err(too_large)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchError {
+    /// 400: the patch body is not JSON or not the format's shape.
+    Malformed { detail: String },
+    /// 413: more operations than the route's `patch_max_ops`.
+    TooManyOps { count: usize, max: usize },
+    /// 422: the current representation is not JSON.
+    NotJson { detail: String },
+    /// 409: a `test` operation did not hold.
+    TestFailed { op_index: usize, path: String },
+    /// 422: an operation cannot be applied (missing path, bad index, move into a child…).
+    CannotApply {
+        op_index: usize,
+        path: String,
+        detail: String,
+    },
+    /// 413: the patched document would exceed `server.max_body_bytes`.
+    TooLarge { max: usize },
+}
+
+impl fmt::Display for PatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatchError::Malformed { detail } => write!(f, "malformed patch: {detail}"),
+            PatchError::TooManyOps { count, max } => {
+                write!(f, "the patch has {count} operations; at most {max} are allowed")
+            }
+            PatchError::NotJson { detail } => {
+                write!(f, "the current representation is not JSON: {detail}")
+            }
+            PatchError::TestFailed { op_index, path } => write!(
+                f,
+                "test operation {op_index} failed: the value at {path:?} is not the expected one"
+            ),
+            PatchError::CannotApply {
+                op_index,
+                path,
+                detail,
+            } => {
+                write!(f, "operation {op_index} at {path:?} cannot be applied: {detail}")
+            }
+            PatchError::TooLarge { max } => {
+                write!(f, "the patched document would be larger than {max} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PatchError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
