@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
 
 use crate::body::{self, Body};
-use crate::cache::{Entry, Flight, Key};
+use crate::cache::{Entry, Flight, Generation, Key};
 use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
 use crate::headers::ACCEPT_PATCH;
@@ -158,6 +158,9 @@ impl Ctx {
         }
         let (mut up_parts, up_body) = req.into_parts();
         up_parts.extensions = parts.extensions.clone();
+        // A write that lands while this read is in flight must win: stores below are
+        // refused if the resource was invalidated since this point.
+        let since = self.shared.cache.generation(route.id, &key.path);
         let uri = self.upstream_uri(route, &parts.uri)?;
         upstream::prepare(&mut up_parts, uri, &route.host);
         let response = self.send(route, Request::from_parts(up_parts, up_body)).await?;
@@ -165,11 +168,11 @@ impl Ctx {
         match (response.status(), cached) {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
                 exchange.cache = "revalidated";
-                Ok(Lookup::Found(self.refresh(key, &parts.headers, &entry)))
+                Ok(Lookup::Found(self.refresh(since, key, &parts.headers, &entry)))
             }
             (StatusCode::OK, _) => {
                 exchange.cache = "miss";
-                self.store(route, key, &parts.headers, response).await
+                self.store(since, route, key, &parts.headers, response).await
             }
             (status, _) => {
                 exchange.cache = "pass";
@@ -184,6 +187,7 @@ impl Ctx {
     /// Turns an upstream 200 into an entry, cached when allowed.
     async fn store(
         &self,
+        since: Generation,
         route: &CompiledRoute,
         key: &Key,
         request: &HeaderMap,

@@ -1,0 +1,143 @@
+//! CLOCK ("second chance") eviction order, the classic approximation of LRU.
+//!
+//! Entries join at the back with their bit clear. A hit sets the bit without touching
+//! the ring, so reads never take its lock. The hand pops from the front: an entry with
+//! its bit set has it cleared and goes to the back; the first with a clear bit is the
+//! victim.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use super::Slot;
+
+/// Oldest first. A std mutex: held for a few pops and pushes, never across an await.
+/// Weak links, so that an entry dropped by invalidation or replacement frees its body
+/// at once; dead links are skipped by the hand and compacted on push.
+#[derive(Default)]
+pub(super) struct Ring(Mutex<VecDeque<Weak<Slot>>>);
+
+impl Ring {
+    /// Adds a newly stored entry; `live` is the number of entries in the cache.
+    pub(super) fn push(&self, slot: &Arc<Slot>, live: u64) {
+        let mut ring = self.lock();
+        ring.push_back(Arc::downgrade(slot));
+        // Keep dead links under one per live entry (plus slack): amortized O(1), and the
+        // ring stays proportional to the cache.
+        let live = usize::try_from(live).unwrap_or(usize::MAX);
+        if ring.len() > live.saturating_mul(2).saturating_add(1024) {
+            ring.retain(|link| link.strong_count() > 0);
+        }
+    }
+
+    /// The next entry to evict, taken out of the ring; `None` when no entry is left.
+    pub(super) fn victim(&self) -> Option<Arc<Slot>> {
+        let mut ring = self.lock();
+        // Two turns clear every bit, so hits racing with the hand cannot keep it going.
+        let mut budget = ring.len().saturating_mul(2);
+        while let Some(link) = ring.pop_front() {
+            let Some(slot) = link.upgrade() else { continue };
+            budget = budget.saturating_sub(1);
+            if budget > 0 && slot.referenced.swap(false, Relaxed) {
+                ring.push_back(link);
+                continue;
+            }
+            return Some(slot);
+        }
+        None
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Weak<Slot>>> {
+        // Every operation leaves the ring consistent, so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::cache::{Entry, Key, policy::Selectors};
+    use crate::etag::EntityTag;
+    use http::HeaderMap;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    fn slot(path: &str) -> Arc<Slot> {
+        Arc::new(Slot {
+            key: Key {
+                route: 1,
+                path: path.into(),
+                query: None,
+                key_values: Box::new([]),
+            },
+            selector: 0,
+            vary: Selectors::capture(Vec::new(), &HeaderMap::new()),
+            entry: Arc::new(Entry {
+                body: bytes::Bytes::new(),
+                etag: EntityTag::from_body(b""),
+                upstream_etag: None,
+                last_modified: None,
+                headers: HeaderMap::new(),
+                stored_at: Instant::now(),
+            }),
+            charge: 1,
+            referenced: AtomicBool::new(false),
+        })
+    }
+
+    fn victim_path(ring: &Ring) -> Option<String> {
+        ring.victim().map(|slot| slot.key.path.to_string())
+    }
+
+    #[test]
+    fn victims_come_oldest_first() {
+        let ring = Ring::default();
+        let slots: Vec<_> = ["/a", "/b", "/c"].into_iter().map(slot).collect();
+        slots.iter().for_each(|s| ring.push(s, 3));
+        assert_eq!(victim_path(&ring).as_deref(), Some("/a"));
+        assert_eq!(victim_path(&ring).as_deref(), Some("/b"));
+        assert_eq!(victim_path(&ring).as_deref(), Some("/c"));
+        assert_eq!(victim_path(&ring), None);
+    }
+
+    #[test]
+    fn referenced_entry_gets_a_second_chance_and_loses_its_bit() {
+        let ring = Ring::default();
+        let slots: Vec<_> = ["/a", "/b"].into_iter().map(slot).collect();
+        slots.iter().for_each(|s| ring.push(s, 2));
+        slots[0].referenced.store(true, Relaxed);
+        assert_eq!(victim_path(&ring).as_deref(), Some("/b"));
+        assert!(!slots[0].referenced.load(Relaxed));
+        assert_eq!(victim_path(&ring).as_deref(), Some("/a"));
+    }
+
+    #[test]
+    fn all_referenced_still_yields_a_victim() {
+        let ring = Ring::default();
+        let slots: Vec<_> = ["/a", "/b"].into_iter().map(slot).collect();
+        slots.iter().for_each(|s| {
+            ring.push(s, 2);
+            s.referenced.store(true, Relaxed);
+        });
+        assert_eq!(victim_path(&ring).as_deref(), Some("/a"));
+    }
+
+    #[test]
+    fn dropped_entries_are_skipped_and_compacted() {
+        let ring = Ring::default();
+        let kept = slot("/kept");
+        ring.push(&kept, 1);
+        for i in 0..2000 {
+            ring.push(&slot(&format!("/gone/{i}")), 1);
+        }
+        assert!(ring.len() <= 2 + 1024);
+        assert_eq!(victim_path(&ring).as_deref(), Some("/kept"));
+        assert_eq!(victim_path(&ring), None);
+    }
+}

@@ -1,0 +1,926 @@
+//! The response cache: `200` GET bodies with what it takes to answer GET, HEAD and `304`
+//! without the upstream, bounded in bytes, with request coalescing ([`Cache::join`]).
+//!
+//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). All variants of one
+//! resource (route, upstream path) live in one map entry, so a write drops them at once.
+//!
+//! Invariant: [`Stats::bytes`] never exceeds `max_bytes`, not even transiently, and it is
+//! never less than the charge of the entries in the map: room is reserved before an entry
+//! becomes visible and released only after it is gone.
+//!
+//! Eviction is CLOCK (second chance): a hit sets the entry's bit, the hand clears set
+//! bits and evicts the first entry whose bit is clear. A hit therefore takes only its
+//! resource's shard read lock; the ring's mutex is taken by inserts and evictions.
+
+mod clock;
+mod flight;
+mod policy;
+mod resource;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use dashmap::{DashMap, Entry as MapEntry};
+use http::{HeaderMap, HeaderValue};
+
+use crate::etag::EntityTag;
+use clock::Ring;
+pub use flight::{Flight, FlightGuard, Follower};
+use policy::Selectors;
+use resource::{Resource, ResourceRef};
+
+/// Charged per entry on top of its bytes: the slot, its map and ring bookkeeping, the
+/// client-facing tag when it is a hash, and the resource's own copy of the path.
+pub const ENTRY_OVERHEAD: u64 = 256;
+
+/// Invalidation generations are striped by resource; a collision only refuses a store.
+const STRIPES: usize = 256;
+
+/// What is stored: enough to answer a GET/HEAD/304 without the upstream and to revalidate.
+#[derive(Debug)]
+pub struct Entry {
+    pub body: Bytes,
+    /// The tag clients see.
+    pub etag: EntityTag,
+    /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
+    pub upstream_etag: Option<HeaderValue>,
+    pub last_modified: Option<SystemTime>,
+    /// End-to-end response headers to replay (content-type, cache-control, vary, …).
+    pub headers: HeaderMap,
+    pub stored_at: Instant,
+}
+
+/// Identifies one request's view of a resource. Built by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub route: u32,
+    pub path: Box<str>,
+    pub query: Option<Box<str>>,
+    /// Values of `cache.key_headers`, in config order.
+    pub key_values: Box<[Option<HeaderValue>]>,
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    pub evictions: u64,
+    /// `invalidate` calls that dropped at least one entry.
+    pub invalidations: u64,
+    /// Accounted bytes: the charge of every entry, see [`Cache::insert`].
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+/// The state of a resource's invalidations at one moment; see [`Cache::insert_since`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation {
+    stripe: usize,
+    value: u64,
+}
+
+/// One stored variant.
+struct Slot {
+    key: Key,
+    selector: u64,
+    vary: Selectors,
+    entry: Arc<Entry>,
+    charge: u64,
+    referenced: AtomicBool,
+}
+
+impl Slot {
+    fn serves(&self, key: &Key, request: &HeaderMap) -> bool {
+        self.key.query == key.query && self.key.key_values == key.key_values && self.vary.matches(request)
+    }
+}
+
+/// A resource's variants, by hash of (query, key_values); collisions share the Vec.
+type Variants = HashMap<u64, Vec<Arc<Slot>>>;
+
+pub struct Cache {
+    resources: DashMap<Resource, Variants>,
+    /// Eviction order; its lock is never taken together with a map lock.
+    ring: Ring,
+    flights: Arc<flight::Table>,
+    generations: Box<[AtomicU64]>,
+    hasher: RandomState,
+    max_bytes: u64,
+    max_entry_bytes: u64,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+impl Cache {
+    pub fn new(max_bytes: u64, max_entry_bytes: u64) -> Cache {
+        Cache {
+            resources: DashMap::new(),
+            ring: Ring::default(),
+            flights: Arc::default(),
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: RandomState::new(),
+            max_bytes,
+            max_entry_bytes,
+            bytes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            inserts: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+        }
+    }
+
+    /// The entry for `key` whose `Vary`-named request headers match `request`
+    /// (RFC 9111 §4.1; the newest when several match). Counts a hit or a miss.
+    pub fn get(&self, key: &Key, request: &HeaderMap) -> Option<Arc<Entry>> {
+        let found = self.lookup(key, request);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Relaxed);
+        found
+    }
+
+    fn lookup(&self, key: &Key, request: &HeaderMap) -> Option<Arc<Entry>> {
+        let variants = self.resources.get(&(key.route, &*key.path) as &dyn ResourceRef)?;
+        let slots = variants.get(&self.selector(key))?;
+        let slot = slots.iter().rev().find(|slot| slot.serves(key, request))?;
+        // Load first: a hot entry's bit is already set, and not writing it keeps its
+        // cache line shared between cores.
+        if !slot.referenced.load(Relaxed) {
+            slot.referenced.store(true, Relaxed);
+        }
+        Some(Arc::clone(&slot.entry))
+    }
+
+    /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or `None` when
+    /// it is not stored: body over `max_entry_bytes`, `Cache-Control: no-store`,
+    /// `Vary: *` (or an unparsable `Vary`), a charge over `max_bytes`, or no room that
+    /// could be made (every other entry is in the middle of an insert or a removal).
+    ///
+    /// The `Vary` names in `entry.headers` and their values in `request` become part of
+    /// the variant's identity; stored variants this request would select are replaced.
+    /// The charge is body + header names and values + key strings (the path twice) +
+    /// selecting values + twice the upstream tag + [`ENTRY_OVERHEAD`]. Least recently used
+    /// entries (CLOCK) are evicted first; the total never exceeds `max_bytes`. Bodies
+    /// still referenced by callers through the returned `Arc`s are not counted.
+    pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Option<Arc<Entry>> {
+        self.store(key, request, entry, None)
+    }
+
+    /// The current [`Generation`] of a resource: take it before reading the upstream.
+    pub fn generation(&self, route: u32, path: &str) -> Generation {
+        let stripe = self.stripe(route, path);
+        let value = self.generations.get(stripe).map_or(0, |cell| cell.load(Acquire));
+        Generation { stripe, value }
+    }
+
+    /// [`Cache::insert`], unless the resource was invalidated since `since`: a read that
+    /// raced with a write must not put back the body the write replaced. Checked under
+    /// the resource's shard lock, so an `invalidate` either refuses it or removes it.
+    pub fn insert_since(
+        &self,
+        since: Generation,
+        key: Key,
+        request: &HeaderMap,
+        entry: Entry,
+    ) -> Option<Arc<Entry>> {
+        self.store(key, request, entry, Some(since))
+    }
+
+    fn store(
+        &self,
+        key: Key,
+        request: &HeaderMap,
+        entry: Entry,
+        since: Option<Generation>,
+    ) -> Option<Arc<Entry>> {
+        let refused = || since.is_some_and(|since| self.changed_since(since));
+        if entry.body.len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
+            return None;
+        }
+        let vary = Selectors::capture(policy::vary_names(&entry.headers)?, request);
+        let charge = charge(&key, &vary, &entry);
+        if charge > self.max_bytes {
+            return None;
+        }
+        let selector = self.selector(&key);
+        if !self.try_reserve(charge) {
+            // Full: drop what this response replaces before evicting anything else.
+            self.remove_where(key.route, &key.path, selector, |slot| slot.serves(&key, request));
+            if !self.reserve_evicting(charge) {
+                return None;
+            }
+        }
+        self.entries.fetch_add(1, Relaxed);
+        let entry = Arc::new(entry);
+        let slot = Arc::new(Slot {
+            key,
+            selector,
+            vary,
+            entry: Arc::clone(&entry),
+            charge,
+            referenced: AtomicBool::new(false),
+        });
+
+        let mut replaced = Vec::new();
+        let mut place = |variants: &mut Variants| {
+            let slots = variants.entry(selector).or_default();
+            slots.retain(|old| {
+                let keep = !old.serves(&slot.key, request);
+                if !keep {
+                    replaced.push(Arc::clone(old));
+                }
+                keep
+            });
+            slots.push(Arc::clone(&slot));
+        };
+        let resource = Resource {
+            route: slot.key.route,
+            path: slot.key.path.clone(),
+        };
+        let stored = match self.resources.entry(resource) {
+            _ if refused() => false,
+            MapEntry::Occupied(mut variants) => {
+                place(variants.get_mut());
+                true
+            }
+            MapEntry::Vacant(vacant) => {
+                let mut variants = Variants::default();
+                place(&mut variants);
+                vacant.insert(variants);
+                true
+            }
+        };
+        self.forget(&replaced);
+        if !stored {
+            self.release(charge, 1);
+            return None;
+        }
+        self.inserts.fetch_add(1, Relaxed);
+        self.ring.push(&slot, self.entries.load(Relaxed));
+        Some(entry)
+    }
+
+    /// Drops every variant of (route, path): all queries, key values and `Vary` variants.
+    pub fn invalidate(&self, route: u32, path: &str) {
+        if let Some(cell) = self.generations.get(self.stripe(route, path)) {
+            cell.fetch_add(1, AcqRel);
+        }
+        let Some((_, variants)) = self.resources.remove(&(route, path) as &dyn ResourceRef) else {
+            return;
+        };
+        let slots: Vec<Arc<Slot>> = variants.into_values().flatten().collect();
+        self.forget(&slots);
+        self.invalidations.fetch_add(1, Relaxed);
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            inserts: self.inserts.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            invalidations: self.invalidations.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            entries: self.entries.load(Relaxed),
+        }
+    }
+
+    /// Request coalescing: the first caller for `key` leads, the others follow until the
+    /// leader's guard drops, then call [`Cache::get`] again and fetch themselves on a miss.
+    pub fn join(&self, key: &Key) -> Flight {
+        flight::join(&self.flights, key)
+    }
+
+    /// Keys with a leader fetching right now.
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
+    }
+
+    fn selector(&self, key: &Key) -> u64 {
+        self.hasher.hash_one((&key.query, &key.key_values))
+    }
+
+    fn stripe(&self, route: u32, path: &str) -> usize {
+        (self.hasher.hash_one((route, path)) % STRIPES as u64) as usize
+    }
+
+    fn changed_since(&self, since: Generation) -> bool {
+        self.generations
+            .get(since.stripe)
+            .is_none_or(|cell| cell.load(Acquire) != since.value)
+    }
+
+    fn try_reserve(&self, charge: u64) -> bool {
+        self.bytes
+            .fetch_update(AcqRel, Acquire, |bytes| {
+                bytes.checked_add(charge).filter(|&total| total <= self.max_bytes)
+            })
+            .is_ok()
+    }
+
+    /// Reserves `charge`, evicting from the CLOCK ring until it fits.
+    fn reserve_evicting(&self, charge: u64) -> bool {
+        loop {
+            if self.try_reserve(charge) {
+                return true;
+            }
+            let Some(victim) = self.ring.victim() else {
+                return false;
+            };
+            let evicted = self.remove_where(victim.key.route, &victim.key.path, victim.selector, |slot| {
+                std::ptr::eq(slot, &*victim)
+            });
+            self.evictions.fetch_add(evicted, Relaxed);
+        }
+    }
+
+    /// Removes the slots of one (route, path, selector) that `doomed` picks; returns
+    /// how many. The resource leaves the map with its last variant.
+    fn remove_where(&self, route: u32, path: &str, selector: u64, doomed: impl Fn(&Slot) -> bool) -> u64 {
+        let mut removed = Vec::new();
+        self.resources
+            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, variants| {
+                if let Some(slots) = variants.get_mut(&selector) {
+                    slots.retain(|slot| {
+                        let keep = !doomed(slot);
+                        if !keep {
+                            removed.push(Arc::clone(slot));
+                        }
+                        keep
+                    });
+                    if slots.is_empty() {
+                        variants.remove(&selector);
+                    }
+                }
+                variants.is_empty()
+            });
+        self.forget(&removed);
+        removed.len() as u64
+    }
+
+    /// Releases the accounting of slots already out of the map.
+    fn forget(&self, slots: &[Arc<Slot>]) {
+        let bytes = slots.iter().map(|slot| slot.charge).sum();
+        self.release(bytes, slots.len() as u64);
+    }
+
+    fn release(&self, bytes: u64, entries: u64) {
+        self.bytes.fetch_sub(bytes, AcqRel);
+        self.entries.fetch_sub(entries, Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
+    let headers: usize = entry
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let key_values: usize = key.key_values.iter().flatten().map(HeaderValue::len).sum();
+    let key_bytes = 2 * key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key_values;
+    // The client's tag is usually the upstream's, else a fixed-size hash (in the overhead).
+    let tags = 2 * entry.upstream_etag.as_ref().map_or(0, HeaderValue::len);
+    let bytes = entry.body.len() + headers + key_bytes + vary.bytes() + tags;
+    ENTRY_OVERHEAD.saturating_add(bytes as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn entry(body: &str, response: &[(&str, &str)]) -> Entry {
+        Entry {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            etag: EntityTag::from_body(body.as_bytes()),
+            upstream_etag: None,
+            last_modified: None,
+            headers: headers(response),
+            stored_at: Instant::now(),
+        }
+    }
+
+    fn key(route: u32, path: &str, query: Option<&str>, values: &[Option<&str>]) -> Key {
+        Key {
+            route,
+            path: path.into(),
+            query: query.map(Into::into),
+            key_values: values
+                .iter()
+                .map(|v| v.map(|v| HeaderValue::from_str(v).unwrap()))
+                .collect(),
+        }
+    }
+
+    fn body_of(cache: &Cache, key: &Key, request: &HeaderMap) -> Option<Bytes> {
+        cache.get(key, request).map(|entry| entry.body.clone())
+    }
+
+    /// What the map holds, summed independently of the counters.
+    fn resident(cache: &Cache) -> (u64, u64) {
+        let slots: Vec<Arc<Slot>> = cache
+            .resources
+            .iter()
+            .flat_map(|variants| variants.values().flatten().cloned().collect::<Vec<_>>())
+            .collect();
+        (slots.iter().map(|slot| slot.charge).sum(), slots.len() as u64)
+    }
+
+    #[test]
+    fn cache_and_flights_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Cache>();
+        shared::<FlightGuard>();
+        shared::<Follower>();
+    }
+
+    #[test]
+    fn get_after_insert_returns_the_same_body_and_counts() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/people/1", None, &[]);
+        assert!(cache.get(&k, &HeaderMap::new()).is_none());
+        let stored = cache.insert(
+            k.clone(),
+            &HeaderMap::new(),
+            entry("{\"a\":1}", &[("content-type", "application/json")]),
+        );
+        let got = cache.get(&k, &HeaderMap::new()).unwrap();
+        assert!(Arc::ptr_eq(&stored.unwrap(), &got));
+        assert_eq!(got.body, Bytes::from_static(b"{\"a\":1}"));
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.inserts, stats.entries),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn charge_counts_body_headers_keys_vary_tags_and_overhead() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", Some("x=1"), &[Some("Bearer t"), None]);
+        let mut e = entry("body", &[("vary", "accept"), ("content-type", "a/b")]);
+        e.upstream_etag = Some(HeaderValue::from_static("\"up\""));
+        cache.insert(k, &headers(&[("accept", "j")]), e).unwrap();
+        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 * 2 + 3 + 8 + (6 + 1) + 2 * 4;
+        assert_eq!(cache.stats().bytes, expected);
+        assert_eq!(resident(&cache), (expected, 1));
+    }
+
+    #[test]
+    fn no_store_response_is_not_stored() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        assert!(
+            cache
+                .insert(
+                    k.clone(),
+                    &HeaderMap::new(),
+                    entry("x", &[("cache-control", "max-age=5, no-store")])
+                )
+                .is_none()
+        );
+        assert!(cache.get(&k, &HeaderMap::new()).is_none());
+        assert_eq!(
+            cache.stats(),
+            Stats {
+                misses: 1,
+                ..Stats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn private_response_is_stored_because_keys_carry_credentials() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[Some("Bearer a")]);
+        assert!(
+            cache
+                .insert(
+                    k.clone(),
+                    &HeaderMap::new(),
+                    entry("x", &[("cache-control", "private")])
+                )
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn vary_star_is_not_stored() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        assert!(
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry("x", &[("vary", "*")]))
+                .is_none()
+        );
+        assert!(cache.get(&k, &HeaderMap::new()).is_none());
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
+    }
+
+    #[test]
+    fn vary_variants_are_kept_apart() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let en = headers(&[("accept-language", "en")]);
+        let fr = headers(&[("accept-language", "fr")]);
+        let vary = [("vary", "Accept-Language")];
+        cache.insert(k.clone(), &en, entry("hello", &vary)).unwrap();
+        cache.insert(k.clone(), &fr, entry("bonjour", &vary)).unwrap();
+        assert_eq!(body_of(&cache, &k, &en).unwrap(), "hello");
+        assert_eq!(body_of(&cache, &k, &fr).unwrap(), "bonjour");
+        assert!(cache.get(&k, &HeaderMap::new()).is_none());
+        assert!(cache.get(&k, &headers(&[("accept-language", "de")])).is_none());
+        assert_eq!(cache.stats().entries, 2);
+    }
+
+    #[test]
+    fn different_key_values_are_kept_apart() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let alice = key(1, "/p", None, &[Some("Bearer alice"), None]);
+        let bob = key(1, "/p", None, &[Some("Bearer bob"), None]);
+        let anonymous = key(1, "/p", None, &[None, None]);
+        cache
+            .insert(alice.clone(), &HeaderMap::new(), entry("alice's", &[]))
+            .unwrap();
+        assert!(cache.get(&bob, &HeaderMap::new()).is_none());
+        assert!(cache.get(&anonymous, &HeaderMap::new()).is_none());
+        cache
+            .insert(bob.clone(), &HeaderMap::new(), entry("bob's", &[]))
+            .unwrap();
+        assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "alice's");
+        assert_eq!(body_of(&cache, &bob, &HeaderMap::new()).unwrap(), "bob's");
+    }
+
+    #[test]
+    fn insert_replaces_the_variant_with_the_same_identity() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", Some("a=1"), &[]);
+        let en = headers(&[("accept-language", "en")]);
+        cache
+            .insert(k.clone(), &en, entry("old", &[("vary", "accept-language")]))
+            .unwrap();
+        let first = cache.stats().bytes;
+        cache
+            .insert(k.clone(), &en, entry("new", &[("vary", "accept-language")]))
+            .unwrap();
+        assert_eq!(body_of(&cache, &k, &en).unwrap(), "new");
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (first, 1));
+        assert_eq!(resident(&cache), (first, 1));
+    }
+
+    #[test]
+    fn invalidate_drops_all_queries_and_variants_of_that_path_only() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let en = headers(&[("accept-language", "en")]);
+        let vary = [("vary", "accept-language")];
+        let doomed = [
+            key(1, "/people", None, &[]),
+            key(1, "/people", Some("page=2"), &[]),
+            key(1, "/people", None, &[Some("Bearer a")]),
+        ];
+        let kept = [
+            key(1, "/people/1", None, &[]),
+            key(2, "/people", None, &[]),
+            key(1, "/peoples", None, &[]),
+        ];
+        for k in doomed.iter().chain(&kept) {
+            cache.insert(k.clone(), &en, entry("x", &vary)).unwrap();
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry("y", &vary))
+                .unwrap();
+        }
+        cache.invalidate(1, "/people");
+        for k in &doomed {
+            assert!(cache.get(k, &en).is_none());
+            assert!(cache.get(k, &HeaderMap::new()).is_none());
+        }
+        for k in &kept {
+            assert_eq!(body_of(&cache, k, &en).unwrap(), "x");
+            assert_eq!(body_of(&cache, k, &HeaderMap::new()).unwrap(), "y");
+        }
+        cache.invalidate(1, "/nothing");
+        let stats = cache.stats();
+        assert_eq!((stats.invalidations, stats.entries), (1, 6));
+        assert_eq!(resident(&cache), (stats.bytes, 6));
+    }
+
+    #[test]
+    fn oversize_entries_are_not_stored() {
+        let cache = Cache::new(1000, 10);
+        let k = key(1, "/p", None, &[]);
+        assert!(
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry("01234567890", &[]))
+                .is_none()
+        );
+        assert!(
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry("0123456789", &[]))
+                .is_some()
+        );
+        // Within max_entry_bytes but a charge over max_bytes.
+        let tiny = Cache::new(ENTRY_OVERHEAD, 1 << 16);
+        assert!(tiny.insert(k, &HeaderMap::new(), entry("x", &[])).is_none());
+        assert_eq!(tiny.stats().bytes, 0);
+    }
+
+    #[test]
+    fn eviction_skips_recently_read_entries() {
+        let one = charge(
+            &key(1, "/0", None, &[]),
+            &Selectors::capture(vec![], &HeaderMap::new()),
+            &entry("x", &[]),
+        );
+        let cache = Cache::new(3 * one, 1 << 16);
+        let keys: Vec<Key> = (0..4).map(|i| key(1, &format!("/{i}"), None, &[])).collect();
+        for k in &keys[..3] {
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry("x", &[]))
+                .unwrap();
+        }
+        assert!(cache.get(&keys[0], &HeaderMap::new()).is_some());
+        cache
+            .insert(keys[3].clone(), &HeaderMap::new(), entry("x", &[]))
+            .unwrap();
+        let present: Vec<bool> = keys
+            .iter()
+            .map(|k| cache.get(k, &HeaderMap::new()).is_some())
+            .collect();
+        assert_eq!(present, [true, false, true, true]);
+        assert_eq!((cache.stats().evictions, cache.stats().bytes), (1, 3 * one));
+    }
+
+    #[test]
+    fn insert_since_refuses_a_read_that_raced_with_an_invalidation() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let before = cache.generation(1, "/p");
+        cache.invalidate(1, "/p");
+        assert!(
+            cache
+                .insert_since(before, k.clone(), &HeaderMap::new(), entry("stale", &[]))
+                .is_none()
+        );
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
+        assert!(cache.resources.is_empty());
+        let now = cache.generation(1, "/p");
+        assert!(
+            cache
+                .insert_since(now, k.clone(), &HeaderMap::new(), entry("fresh", &[]))
+                .is_some()
+        );
+        assert_eq!(body_of(&cache, &k, &HeaderMap::new()).unwrap(), "fresh");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn bound_holds_under_concurrent_inserts_and_hot_keys_survive() {
+        const TASKS: usize = 8;
+        const PER_TASK: usize = 1250;
+        let max = 500 * 400;
+        let cache = Arc::new(Cache::new(max, 1 << 16));
+        let body = "b".repeat(100);
+        let hot: Vec<Key> = (0..16).map(|i| key(1, &format!("/hot/{i}"), None, &[])).collect();
+        for k in &hot {
+            cache
+                .insert(k.clone(), &HeaderMap::new(), entry(&body, &[]))
+                .unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    assert!(cache.stats().bytes <= max);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let stored = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (cache, hot, body, stored) =
+                    (Arc::clone(&cache), hot.clone(), body.clone(), Arc::clone(&stored));
+                let order = Arc::clone(&order);
+                tokio::spawn(async move {
+                    for i in 0..PER_TASK {
+                        let k = key(1, &format!("/cold/{t}/{i}"), None, &[]);
+                        if cache
+                            .insert(k.clone(), &HeaderMap::new(), entry(&body, &[]))
+                            .is_some()
+                        {
+                            stored.fetch_add(1, Relaxed);
+                            order.lock().unwrap().push(k);
+                        }
+                        assert!(cache.stats().bytes <= max);
+                        assert!(cache.get(&hot[i % hot.len()], &HeaderMap::new()).is_some());
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        stop.store(true, Relaxed);
+        watcher.await.unwrap();
+
+        let stats = cache.stats();
+        assert!(stats.bytes <= max);
+        assert_eq!(resident(&cache), (stats.bytes, stats.entries));
+        assert_eq!(stored.load(Relaxed), TASKS * PER_TASK);
+        assert_eq!(stats.inserts, (TASKS * PER_TASK + hot.len()) as u64);
+        assert_eq!(stats.inserts - stats.evictions, stats.entries);
+        // Full, but not emptied: each insert evicts about what it needs.
+        assert!(stats.bytes > max - TASKS as u64 * 400, "{stats:?}");
+        for k in &hot {
+            assert!(cache.get(k, &HeaderMap::new()).is_some(), "hot key {k:?} evicted");
+        }
+        for t in 0..TASKS {
+            for i in 0..100 {
+                assert!(
+                    cache
+                        .get(&key(1, &format!("/cold/{t}/{i}"), None, &[]), &HeaderMap::new())
+                        .is_none()
+                );
+            }
+        }
+        // The latest inserts, in completion order across tasks, are still there.
+        let order = order.lock().unwrap();
+        for k in &order[order.len() - 100..] {
+            assert!(
+                cache.get(k, &HeaderMap::new()).is_some(),
+                "recent key {k:?} evicted"
+            );
+        }
+        assert!(cache.ring.len() <= 2 * stats.entries as usize + 1024);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn accounting_stays_exact_under_mixed_inserts_invalidations_and_replacements() {
+        let max = 40 * 400;
+        let cache = Arc::new(Cache::new(max, 1 << 16));
+        let tasks: Vec<_> = (0..8u32)
+            .map(|t| {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(async move {
+                    for i in 0..2000u32 {
+                        let path = format!("/r/{}", (i * 7 + t) % 60);
+                        let lang = if i % 2 == 0 { "en" } else { "fr" };
+                        let request = headers(&[("accept-language", lang)]);
+                        let k = key(1, &path, Some(&format!("q={}", i % 3)), &[]);
+                        match (i + t) % 5 {
+                            0 => cache.invalidate(1, &path),
+                            1 => {
+                                let since = cache.generation(1, &path);
+                                cache.insert_since(
+                                    since,
+                                    k,
+                                    &request,
+                                    entry("v", &[("vary", "accept-language")]),
+                                );
+                            }
+                            _ => {
+                                cache.insert(k.clone(), &request, entry("b", &[("vary", "accept-language")]));
+                                cache.get(&k, &request);
+                            }
+                        }
+                        assert!(cache.stats().bytes <= max);
+                        if i % 32 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = cache.stats();
+        assert!(stats.bytes <= max);
+        assert_eq!(resident(&cache), (stats.bytes, stats.entries));
+        for path in 0..60 {
+            cache.invalidate(1, &format!("/r/{path}"));
+        }
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
+        assert!(cache.resources.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_concurrent_joins_make_one_leader_and_free_followers_on_drop() {
+        let cache = Arc::new(Cache::new(1 << 20, 1 << 16));
+        let k = key(1, "/p", None, &[]);
+        let flights: Vec<Flight> = (0..50).map(|_| cache.join(&k)).collect();
+        let mut leaders = Vec::new();
+        let mut followers = Vec::new();
+        for flight in flights {
+            match flight {
+                Flight::Leader(guard) => leaders.push(guard),
+                Flight::Follower(follower) => followers.push(tokio::spawn(follower.wait())),
+            }
+        }
+        assert_eq!((leaders.len(), followers.len()), (1, 49));
+        assert_eq!(cache.in_flight(), 1);
+        tokio::task::yield_now().await;
+        assert!(followers.iter().all(|f| !f.is_finished()));
+        drop(leaders);
+        for follower in followers {
+            follower.await.unwrap();
+        }
+        assert_eq!(cache.in_flight(), 0);
+        // The flight is over: the next miss leads again.
+        assert!(matches!(cache.join(&k), Flight::Leader(_)));
+        assert_eq!(cache.in_flight(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn concurrent_joins_from_tasks_fetch_once_and_followers_hit() {
+        let cache = Arc::new(Cache::new(1 << 20, 1 << 16));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(50));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, fetches, barrier) =
+                    (Arc::clone(&cache), Arc::clone(&fetches), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    let k = key(1, "/p", None, &[]);
+                    barrier.wait().await;
+                    loop {
+                        if let Some(hit) = cache.get(&k, &HeaderMap::new()) {
+                            return hit.body.clone();
+                        }
+                        match cache.join(&k) {
+                            Flight::Follower(follower) => follower.wait().await,
+                            Flight::Leader(_guard) => {
+                                fetches.fetch_add(1, Relaxed);
+                                tokio::task::yield_now().await;
+                                return cache
+                                    .insert(k, &HeaderMap::new(), entry("once", &[]))
+                                    .unwrap()
+                                    .body
+                                    .clone();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "once");
+        }
+        assert_eq!(fetches.load(Relaxed), 1);
+        assert_eq!(cache.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn follower_of_a_failed_leader_can_lead_the_retry() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let leader = cache.join(&k);
+        let Flight::Follower(follower) = cache.join(&k) else {
+            panic!("second join led")
+        };
+        drop(leader);
+        follower.wait().await;
+        assert!(cache.get(&k, &HeaderMap::new()).is_none());
+        assert!(matches!(cache.join(&k), Flight::Leader(_)));
+    }
+}

@@ -1,0 +1,191 @@
+//! Which responses may be stored, and which stored variant a request selects.
+//!
+//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). Pure functions over
+//! header maps. Anything unparsable makes a response unstorable rather than guessed at:
+//! a refetch is cheap, serving the wrong variant is not.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// The request header values a stored response was chosen by: the headers its `Vary`
+/// names, each with all of its field lines in order (absent = no lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Selectors(Box<[(HeaderName, Box<[HeaderValue]>)]>);
+
+impl Selectors {
+    /// Records `request`'s values for the `Vary` names of a response (RFC 9111 §4.1).
+    pub(super) fn capture(names: Vec<HeaderName>, request: &HeaderMap) -> Selectors {
+        Selectors(
+            names
+                .into_iter()
+                .map(|name| {
+                    let values = request.get_all(&name).iter().cloned().collect();
+                    (name, values)
+                })
+                .collect(),
+        )
+    }
+
+    /// RFC 9111 §4.1: every nominated header has the same field lines in `request` as in
+    /// the request the response was stored for. Compared line by line without
+    /// normalization, which can only cause a miss, never a wrong hit.
+    pub(super) fn matches(&self, request: &HeaderMap) -> bool {
+        self.0
+            .iter()
+            .all(|(name, values)| request.get_all(name).iter().eq(values.iter()))
+    }
+
+    /// Bytes held, for the cache's accounting.
+    pub(super) fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(name, values)| name.as_str().len() + values.iter().map(HeaderValue::len).sum::<usize>())
+            .sum()
+    }
+}
+
+/// RFC 9111 §5.2.2.5: `Cache-Control: no-store` in any field line forbids storing.
+pub(super) fn no_store(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| has_directive(value.as_bytes(), b"no-store"))
+}
+
+/// The field names a response's `Vary` lists (RFC 9110 §12.5.5), lowercased and
+/// deduplicated; `None` for `Vary: *` or a name that is not a valid field name, since
+/// such a response cannot be selected safely (RFC 9111 §4.1).
+pub(super) fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() {
+                continue;
+            }
+            if item == b"*" {
+                return None;
+            }
+            let name = HeaderName::from_bytes(item).ok()?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Whether a `Cache-Control` field value holds the directive `wanted` (RFC 9111 §5.2):
+/// comma-separated `name[=value]` items, where a quoted value may contain commas.
+fn has_directive(value: &[u8], wanted: &[u8]) -> bool {
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in value.iter().enumerate() {
+        if quoted {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => quoted = true,
+            b',' => {
+                if directive_is(value.get(start..i).unwrap_or_default(), wanted) {
+                    return true;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    directive_is(value.get(start..).unwrap_or_default(), wanted)
+}
+
+fn directive_is(item: &[u8], wanted: &[u8]) -> bool {
+    let name = item.split(|&b| b == b'=').next().unwrap_or_default();
+    name.trim_ascii().eq_ignore_ascii_case(wanted)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn no_store_is_found_among_other_directives_in_any_case() {
+        assert!(no_store(&headers(&[("cache-control", "max-age=60, No-Store")])));
+        assert!(no_store(&headers(&[
+            ("cache-control", "public"),
+            ("cache-control", " no-store ")
+        ])));
+    }
+
+    #[test]
+    fn no_store_inside_a_quoted_value_or_as_a_prefix_is_not_the_directive() {
+        assert!(!no_store(&headers(&[(
+            "cache-control",
+            r#"no-cache="no-store, x", max-age=5"#
+        )])));
+        assert!(!no_store(&headers(&[("cache-control", "no-stored, private")])));
+        assert!(!no_store(&headers(&[("cache-control", r#"x="a\"b,no-store""#)])));
+        assert!(!no_store(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn private_and_no_cache_do_not_prevent_storing() {
+        assert!(!no_store(&headers(&[("cache-control", "private, no-cache")])));
+    }
+
+    #[test]
+    fn vary_names_are_lowercased_deduplicated_and_span_field_lines() {
+        let names = vary_names(&headers(&[
+            ("vary", "Accept-Language, accept"),
+            ("vary", "ACCEPT-language,,"),
+        ]))
+        .unwrap();
+        assert_eq!(names, vec![header::ACCEPT_LANGUAGE, header::ACCEPT]);
+        assert_eq!(vary_names(&HeaderMap::new()).unwrap(), Vec::<HeaderName>::new());
+    }
+
+    #[test]
+    fn vary_star_or_an_invalid_name_is_unstorable() {
+        assert_eq!(vary_names(&headers(&[("vary", "accept, *")])), None);
+        assert_eq!(vary_names(&headers(&[("vary", "bad name")])), None);
+    }
+
+    #[test]
+    fn selectors_match_only_the_same_values_absent_included() {
+        let names = vec![header::ACCEPT_LANGUAGE];
+        let en = Selectors::capture(names.clone(), &headers(&[("accept-language", "en")]));
+        let none = Selectors::capture(names, &HeaderMap::new());
+        assert!(en.matches(&headers(&[("accept-language", "en"), ("accept", "x")])));
+        assert!(!en.matches(&headers(&[("accept-language", "fr")])));
+        assert!(!en.matches(&HeaderMap::new()));
+        assert!(none.matches(&HeaderMap::new()));
+        assert!(!none.matches(&headers(&[("accept-language", "en")])));
+        assert_eq!(en.bytes(), "accept-language".len() + 2);
+    }
+
+    #[test]
+    fn selectors_compare_every_field_line_in_order() {
+        let names = vec![header::ACCEPT];
+        let two = Selectors::capture(names, &headers(&[("accept", "a"), ("accept", "b")]));
+        assert!(two.matches(&headers(&[("accept", "a"), ("accept", "b")])));
+        assert!(!two.matches(&headers(&[("accept", "a")])));
+        assert!(!two.matches(&headers(&[("accept", "b"), ("accept", "a")])));
+    }
+}
