@@ -260,6 +260,28 @@ impl Ctx {
         }
     }
 
+    /// Reads an upstream body up to `limit` bytes. A longer one comes back as a body
+    /// that streams what was read and the rest.
+    pub async fn read_or_stream(&self, mut body: Body, limit: u64) -> Result<Result<Bytes, Body>, Error> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut buf = bytes::BytesMut::new();
+        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => return Err(Error::UpstreamTimeout),
+                Ok(None) => return Ok(Ok(buf.freeze())),
+                Ok(Some(Err(e))) => return Err(upstream::classify(e.as_ref())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > limit {
+                    return Ok(Err(body::boxed(body::Prefixed::new(buf.freeze(), body))));
+                }
+            }
+        }
+    }
+
     /// Reads a whole upstream body, bounded in size and by `request_timeout`.
     pub async fn read_body(&self, body: Body, limit: u64) -> Result<Bytes, Error> {
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));

@@ -172,7 +172,13 @@ impl Ctx {
             }
             (StatusCode::OK, _) => {
                 exchange.cache = "miss";
-                self.store(since, route, key, &parts.headers, response).await
+                // Reads keep what the cache may hold; writes need the whole document.
+                let limit = if parts.method == Method::GET || parts.method == Method::HEAD {
+                    self.shared.max_entry_bytes
+                } else {
+                    self.shared.max_entry_bytes.max(self.shared.max_body_bytes)
+                };
+                self.store(since, route, key, &parts.headers, response, limit).await
             }
             (status, _) => {
                 exchange.cache = "pass";
@@ -192,18 +198,16 @@ impl Ctx {
         key: &Key,
         request: &HeaderMap,
         response: Response<Body>,
+        limit: u64,
     ) -> Result<Lookup, Error> {
-        let max_entry = self.shared.max_entry_bytes;
-        if crate::layer::content_length(response.headers()).is_some_and(|len| len > max_entry) {
-            // Too large to hold: streamed through, tagged only when the upstream tags it.
-            let mut response = finish_response(response);
-            if route.config.etag == EtagMode::Hash {
-                response.headers_mut().remove(header::ETAG);
-            }
-            return Ok(Lookup::Other(response));
+        if crate::layer::content_length(response.headers()).is_some_and(|len| len > limit) {
+            return Ok(Lookup::Other(too_large(route, response)));
         }
         let (parts, body) = response.into_parts();
-        let body = self.read_body(body, max_entry).await?;
+        let body = match self.read_or_stream(body, limit).await? {
+            Ok(bytes) => bytes,
+            Err(stream) => return Ok(Lookup::Other(too_large(route, Response::from_parts(parts, stream)))),
+        };
         let entry = make_entry(route.config.etag, &parts.headers, body);
         // Never store a response that sets cookies: it belongs to one client. In
         // revalidate mode an entry without upstream validators would never be used.
@@ -216,23 +220,32 @@ impl Ctx {
             let shared = duplicate(&entry);
             self.shared
                 .cache
-                .insert(key.clone(), request, shared)
+                .insert_since(since, key.clone(), request, shared)
                 .unwrap_or_else(|| Arc::new(entry))
         };
         Ok(Lookup::Found(entry))
     }
 
     /// After an upstream 304: the same entry, stored again as fresh.
-    fn refresh(&self, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
+    fn refresh(&self, since: Generation, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
         let renewed = Entry {
             stored_at: Instant::now(),
             ..duplicate(entry)
         };
         self.shared
             .cache
-            .insert(key.clone(), request, renewed)
+            .insert_since(since, key.clone(), request, renewed)
             .unwrap_or_else(|| Arc::clone(entry))
     }
+}
+
+/// A 200 too large to hold, streamed through; tagged only when the upstream tags it.
+fn too_large(route: &CompiledRoute, response: Response<Body>) -> Response<Body> {
+    let mut response = finish_response(response);
+    if route.config.etag == EtagMode::Hash {
+        response.headers_mut().remove(header::ETAG);
+    }
+    response
 }
 
 /// Builds the entry for an upstream 200, with the route's ETag mode (SPEC "Validators").

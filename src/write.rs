@@ -87,6 +87,11 @@ impl Ctx {
                         return Ok(response);
                     }
                 }
+                Lookup::Other(response) if response.status() == StatusCode::OK => {
+                    return Err(Error::Patch(crate::patch::PatchError::TooLarge {
+                        max: usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX),
+                    }));
+                }
                 Lookup::Other(response) => return Ok(response),
             };
 
