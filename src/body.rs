@@ -39,7 +39,10 @@ pub struct Prefixed {
 
 impl Prefixed {
     pub fn new(prefix: Bytes, rest: Body) -> Prefixed {
-        Prefixed { prefix: Some(prefix), rest }
+        Prefixed {
+            prefix: Some(prefix),
+            rest,
+        }
     }
 }
 

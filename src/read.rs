@@ -178,7 +178,8 @@ impl Ctx {
                 } else {
                     self.shared.max_entry_bytes.max(self.shared.max_body_bytes)
                 };
-                self.store(since, route, key, &parts.headers, response, limit).await
+                self.store(since, route, key, &parts.headers, response, limit)
+                    .await
             }
             (status, _) => {
                 exchange.cache = "pass";
@@ -206,7 +207,12 @@ impl Ctx {
         let (parts, body) = response.into_parts();
         let body = match self.read_or_stream(body, limit).await? {
             Ok(bytes) => bytes,
-            Err(stream) => return Ok(Lookup::Other(too_large(route, Response::from_parts(parts, stream)))),
+            Err(stream) => {
+                return Ok(Lookup::Other(too_large(
+                    route,
+                    Response::from_parts(parts, stream),
+                )));
+            }
         };
         let entry = make_entry(route.config.etag, &parts.headers, body);
         // Never store a response that sets cookies: it belongs to one client. In

@@ -21,11 +21,19 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn check_accepts_the_shipped_proxy_toml_and_prints_routes() {
     let out = Command::new(BIN)
-        .args(["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")])
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("people"), "{stdout}");
     assert!(stdout.contains("/api/people/{id}"), "{stdout}");
     assert!(stdout.contains("everything-else"), "{stdout}");
@@ -34,14 +42,24 @@ fn check_accepts_the_shipped_proxy_toml_and_prints_routes() {
 #[test]
 fn check_names_the_bad_key_with_line_and_column_and_exits_1() {
     let cases = [
-        ("unknown.toml", "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n", "lisen", ":3:"),
+        (
+            "unknown.toml",
+            "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n",
+            "lisen",
+            ":3:",
+        ),
         (
             "freshness.toml",
             "[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\nfreshness = \"sometimes\"\n",
             "freshness",
             ":5:",
         ),
-        ("size.toml", "[server]\nmax_body_bytes = \"lots\"\n", "max_body_bytes", ":2:"),
+        (
+            "size.toml",
+            "[server]\nmax_body_bytes = \"lots\"\n",
+            "max_body_bytes",
+            ":2:",
+        ),
         (
             "dup.toml",
             "[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\n\n[[route]]\nname = \"a\"\npath = \"/b\"\nupstream = \"http://127.0.0.1:1\"\n",
@@ -69,11 +87,18 @@ fn check_names_the_bad_key_with_line_and_column_and_exits_1() {
     ];
     for (name, text, key, line) in cases {
         let path = write_config(name, text);
-        let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.contains(key), "{name}: {stderr}");
-        assert!(stderr.contains(&format!("{name}{line}")), "{name}: expected file:line: in {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}{line}")),
+            "{name}: expected file:line: in {stderr}"
+        );
     }
 }
 
@@ -85,7 +110,10 @@ fn version_and_help_work() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("check") && help.contains("demo") && help.contains("--log-format"), "{help}");
+    assert!(
+        help.contains("check") && help.contains("demo") && help.contains("--log-format"),
+        "{help}"
+    );
 }
 
 #[tokio::test]
@@ -108,7 +136,9 @@ async fn sigterm_stops_the_process_with_exit_0() {
         }
     });
     let addr: std::net::SocketAddr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("no listening line");
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no listening line");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "patchgate listening" {
             break v["addr"].as_str().unwrap().parse().unwrap();
@@ -116,7 +146,9 @@ async fn sigterm_stops_the_process_with_exit_0() {
     };
     assert_eq!(get(addr, "/api/x").await.status, 200);
     let request_line = loop {
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("no request log line");
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no request log line");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "request" {
             break v;
@@ -124,7 +156,13 @@ async fn sigterm_stops_the_process_with_exit_0() {
     };
     assert_eq!(request_line["route"], "api");
     assert_eq!(request_line["status"], 200);
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

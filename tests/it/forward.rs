@@ -17,14 +17,38 @@ async fn every_method_passes_through_with_status_and_body_intact() {
     assert_eq!(got.text(), r#"{"id":1,"name":"Ada"}"#);
     assert_eq!(got.header("content-type"), Some("application/json"));
 
-    let put = send(proxy.addr, "PUT", "/api/people/1", &[("content-type", "application/json")], r#"{"id":1,"name":"Ada L."}"#).await;
+    let put = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/1",
+        &[("content-type", "application/json")],
+        r#"{"id":1,"name":"Ada L."}"#,
+    )
+    .await;
     assert_eq!(put.status, 200);
-    assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"id":1,"name":"Ada L."}"#);
+    assert_eq!(
+        upstream.doc("/api/people/1").unwrap(),
+        r#"{"id":1,"name":"Ada L."}"#
+    );
 
-    let created = send(proxy.addr, "PUT", "/api/people/9", &[("content-type", "application/json")], r#"{"id":9}"#).await;
+    let created = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/9",
+        &[("content-type", "application/json")],
+        r#"{"id":9}"#,
+    )
+    .await;
     assert_eq!(created.status, 201);
 
-    let posted = send(proxy.addr, "POST", "/api/people", &[("content-type", "application/json")], r#"{"name":"Grace"}"#).await;
+    let posted = send(
+        proxy.addr,
+        "POST",
+        "/api/people",
+        &[("content-type", "application/json")],
+        r#"{"name":"Grace"}"#,
+    )
+    .await;
     assert_eq!(posted.status, 201);
     assert!(posted.header("location").is_some());
 
@@ -69,7 +93,10 @@ async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_added() {
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "public.example");
-    assert_eq!(seen.headers["forwarded"], "for=127.0.0.1;proto=http;host=\"public.example\"");
+    assert_eq!(
+        seen.headers["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"public.example\""
+    );
     assert_eq!(seen.headers["via"], "1.1 patchgate");
     assert_eq!(got.header("via"), Some("1.1 patchgate"));
 }
@@ -125,8 +152,14 @@ upstream = "{u}"
         u = upstream.url()
     );
     let proxy = TestProxy::start(&toml).await;
-    assert_eq!(get(proxy.addr, "/api/people/1").await.text(), r#"{"from":"stripped"}"#);
-    assert_eq!(get(proxy.addr, "/api/special").await.text(), r#"{"from":"second"}"#);
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.text(),
+        r#"{"from":"stripped"}"#
+    );
+    assert_eq!(
+        get(proxy.addr, "/api/special").await.text(),
+        r#"{"from":"second"}"#
+    );
     let paths: Vec<String> = upstream.requests().iter().map(|r| r.uri.clone()).collect();
     assert_eq!(paths, ["/people/1", "/api/special"]);
 }
@@ -136,16 +169,36 @@ async fn body_over_max_body_bytes_gets_413_with_content_length_and_chunked() {
     let upstream = LegacyUpstream::start().await;
     let proxy = TestProxy::in_front_of(&upstream, "").await;
     let big = vec![b'x'; 100 * 1024];
-    let got = send(proxy.addr, "PUT", "/api/big", &[("content-type", "application/json")], big).await;
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/big",
+        &[("content-type", "application/json")],
+        big,
+    )
+    .await;
     assert_eq!(got.status, 413);
     assert_eq!(got.header("content-type"), Some("application/problem+json"));
     assert_eq!(got.json()["status"], 413);
 
-    let chunks = (0..10).map(|_| bytes::Bytes::from(vec![b'y'; 10 * 1024])).collect();
-    let got = send_chunked(proxy.addr, "POST", "/api/big", &[("content-type", "application/json")], chunks).await;
+    let chunks = (0..10)
+        .map(|_| bytes::Bytes::from(vec![b'y'; 10 * 1024]))
+        .collect();
+    let got = send_chunked(
+        proxy.addr,
+        "POST",
+        "/api/big",
+        &[("content-type", "application/json")],
+        chunks,
+    )
+    .await;
     assert_eq!(got.status, 413);
     assert_eq!(got.header("content-type"), Some("application/problem+json"));
-    assert!(upstream.writes().is_empty(), "no write may reach the upstream: {:?}", upstream.writes());
+    assert!(
+        upstream.writes().is_empty(),
+        "no write may reach the upstream: {:?}",
+        upstream.writes()
+    );
     assert!(upstream.doc("/api/big").is_none());
 }
 
@@ -153,8 +206,18 @@ async fn body_over_max_body_bytes_gets_413_with_content_length_and_chunked() {
 async fn chunked_body_within_the_limit_streams_through() {
     let upstream = LegacyUpstream::start().await;
     let proxy = TestProxy::in_front_of(&upstream, "").await;
-    let chunks = vec![bytes::Bytes::from_static(b"{\"a\":"), bytes::Bytes::from_static(b"1}")];
-    let got = send_chunked(proxy.addr, "PUT", "/api/c", &[("content-type", "application/json")], chunks).await;
+    let chunks = vec![
+        bytes::Bytes::from_static(b"{\"a\":"),
+        bytes::Bytes::from_static(b"1}"),
+    ];
+    let got = send_chunked(
+        proxy.addr,
+        "PUT",
+        "/api/c",
+        &[("content-type", "application/json")],
+        chunks,
+    )
+    .await;
     assert_eq!(got.status, 201);
     assert_eq!(upstream.doc("/api/c").unwrap(), "{\"a\":1}");
 }
@@ -197,7 +260,10 @@ async fn upstream_500_passes_through_unchanged() {
 async fn upstream_hang_gets_504_after_request_timeout() {
     let upstream = LegacyUpstream::start().await;
     upstream.fail_next(1, Fault::Hang);
-    let proxy = TestProxy::start(&one_route(&upstream.url(), "", "").replace("request_timeout = \"2s\"", "request_timeout = \"1s\"")).await;
+    let proxy = TestProxy::start(
+        &one_route(&upstream.url(), "", "").replace("request_timeout = \"2s\"", "request_timeout = \"1s\""),
+    )
+    .await;
     let got = get(proxy.addr, "/api/slow").await;
     assert_eq!(got.status, 504);
     assert_eq!(got.header("content-type"), Some("application/problem+json"));
@@ -222,7 +288,12 @@ async fn path_traversal_attempts_get_400_and_never_reach_the_upstream() {
     ] {
         let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let response = raw(proxy.addr, request.as_bytes(), Duration::from_secs(5)).await;
-        assert_eq!(raw_status(&response), Some(400), "{target}: {}", String::from_utf8_lossy(&response));
+        assert_eq!(
+            raw_status(&response),
+            Some(400),
+            "{target}: {}",
+            String::from_utf8_lossy(&response)
+        );
         assert!(String::from_utf8_lossy(&response).contains("application/problem+json"));
     }
     assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
@@ -233,12 +304,16 @@ async fn absolute_form_target_never_chooses_the_upstream_host() {
     let upstream = LegacyUpstream::start().await;
     upstream.set_doc("/api/x", r#"{"ok":true}"#);
     let proxy = TestProxy::in_front_of(&upstream, "").await;
-    let request = b"GET http://evil.example:1/api/x HTTP/1.1\r\nHost: evil.example:1\r\nConnection: close\r\n\r\n";
+    let request =
+        b"GET http://evil.example:1/api/x HTTP/1.1\r\nHost: evil.example:1\r\nConnection: close\r\n\r\n";
     let response = raw(proxy.addr, request, Duration::from_secs(5)).await;
     assert_eq!(raw_status(&response), Some(200));
     assert!(String::from_utf8_lossy(&response).ends_with(r#"{"ok":true}"#));
     assert_eq!(upstream.requests().len(), 1);
-    assert_eq!(upstream.requests()[0].headers["host"], upstream.addr().to_string().as_str());
+    assert_eq!(
+        upstream.requests()[0].headers["host"],
+        upstream.addr().to_string().as_str()
+    );
 }
 
 #[tokio::test]
@@ -254,10 +329,22 @@ async fn healthz_and_metrics_on_the_admin_listener() {
     let metrics = get(proxy.admin, "/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.text();
-    assert!(text.contains(r#"patchgate_requests_total{route="api",method="GET",status="200"} 1"#), "{text}");
-    assert!(text.contains(r#"patchgate_requests_total{route="",method="GET",status="404"} 1"#), "{text}");
-    assert!(text.contains(r#"patchgate_upstream_latency_seconds_count{route="api"} 1"#), "{text}");
-    assert!(text.contains("# TYPE patchgate_upstream_latency_seconds histogram"), "{text}");
+    assert!(
+        text.contains(r#"patchgate_requests_total{route="api",method="GET",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"patchgate_requests_total{route="",method="GET",status="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"patchgate_upstream_latency_seconds_count{route="api"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE patchgate_upstream_latency_seconds histogram"),
+        "{text}"
+    );
     assert!(text.contains("patchgate_in_flight_requests 0"), "{text}");
 }
 
@@ -269,7 +356,12 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish() {
     let mut proxy = TestProxy::in_front_of(&upstream, "").await;
     let addr = proxy.addr;
     let in_flight = tokio::spawn(async move { get(addr, "/api/slow").await });
-    assert!(eventually(Duration::from_secs(5), || upstream.count(&Method::GET, "/api/slow") == 1).await);
+    assert!(
+        eventually(Duration::from_secs(5), || upstream
+            .count(&Method::GET, "/api/slow")
+            == 1)
+        .await
+    );
     proxy.begin_stop();
     let got = in_flight.await.unwrap();
     assert_eq!(got.status, 200);

@@ -5,4 +5,5 @@ mod support;
 mod cli;
 mod forward;
 mod reads;
+mod upstream_selftest;
 mod writes;

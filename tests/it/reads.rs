@@ -27,27 +27,63 @@ async fn etag_is_added_when_the_upstream_has_none_and_survives_a_restart() {
     assert_eq!(first.text(), DOC);
     let tag = first.header("etag").expect("an ETag").to_owned();
     assert!(is_strong_tag(&tag), "{tag}");
-    assert_eq!(first.header("accept-patch"), Some("application/json-patch+json, application/merge-patch+json"));
+    assert_eq!(
+        first.header("accept-patch"),
+        Some("application/json-patch+json, application/merge-patch+json")
+    );
     proxy.stop().await.unwrap();
 
     let again = TestProxy::in_front_of(&upstream, "").await;
-    assert_eq!(get(again.addr, "/api/people/1").await.header("etag"), Some(tag.as_str()));
+    assert_eq!(
+        get(again.addr, "/api/people/1").await.header("etag"),
+        Some(tag.as_str())
+    );
     upstream.set_doc("/api/people/1", r#"{"id":1,"name":"Ada L."}"#);
-    assert_ne!(get(again.addr, "/api/people/1").await.header("etag"), Some(tag.as_str()));
+    assert_ne!(
+        get(again.addr, "/api/people/1").await.header("etag"),
+        Some(tag.as_str())
+    );
 }
 
 #[tokio::test]
 async fn if_none_match_gets_304_on_a_strong_or_weak_match_and_200_otherwise() {
     let (_upstream, proxy) = setup("").await;
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-    for value in [tag.clone(), format!("W/{tag}"), format!("\"other\", {tag}"), "*".to_owned()] {
-        let got = send(proxy.addr, "GET", "/api/people/1", &[("if-none-match", &value)], "").await;
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    for value in [
+        tag.clone(),
+        format!("W/{tag}"),
+        format!("\"other\", {tag}"),
+        "*".to_owned(),
+    ] {
+        let got = send(
+            proxy.addr,
+            "GET",
+            "/api/people/1",
+            &[("if-none-match", &value)],
+            "",
+        )
+        .await;
         assert_eq!(got.status, 304, "If-None-Match: {value}");
         assert_eq!(got.header("etag"), Some(tag.as_str()));
         assert!(got.body.is_empty());
-        assert_eq!(got.header("content-type"), None, "a 304 carries no representation headers");
+        assert_eq!(
+            got.header("content-type"),
+            None,
+            "a 304 carries no representation headers"
+        );
     }
-    let got = send(proxy.addr, "GET", "/api/people/1", &[("if-none-match", "\"nope\"")], "").await;
+    let got = send(
+        proxy.addr,
+        "GET",
+        "/api/people/1",
+        &[("if-none-match", "\"nope\"")],
+        "",
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), DOC);
 }
@@ -60,7 +96,10 @@ async fn head_behaves_as_get_without_a_body() {
     assert!(got.body.is_empty());
     assert_eq!(got.header("content-length"), Some(DOC.len().to_string().as_str()));
     let tag = got.header("etag").unwrap().to_owned();
-    assert_eq!(get(proxy.addr, "/api/people/1").await.header("etag"), Some(tag.as_str()));
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.header("etag"),
+        Some(tag.as_str())
+    );
     let missing = send(proxy.addr, "HEAD", "/api/people/404", &[], "").await;
     assert_eq!(missing.status, 404);
 }
@@ -74,7 +113,11 @@ async fn exclusive_mode_answers_hits_without_the_upstream() {
         assert_eq!(got.text(), DOC);
     }
     assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 1);
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     let got = send(proxy.addr, "GET", "/api/people/1", &[("if-none-match", &tag)], "").await;
     assert_eq!(got.status, 304);
     assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 1);
@@ -87,7 +130,10 @@ async fn revalidate_mode_reads_upstream_every_time_and_sees_changes_behind_its_b
     let (upstream, proxy) = setup("").await;
     assert_eq!(get(proxy.addr, "/api/people/1").await.text(), DOC);
     upstream.set_doc("/api/people/1", r#"{"id":1,"name":"changed"}"#);
-    assert_eq!(get(proxy.addr, "/api/people/1").await.text(), r#"{"id":1,"name":"changed"}"#);
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.text(),
+        r#"{"id":1,"name":"changed"}"#
+    );
     assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2);
 }
 
@@ -105,7 +151,10 @@ async fn revalidate_uses_upstream_validators_and_answers_an_upstream_304_from_th
     let requests = upstream.requests();
     assert_eq!(requests.len(), 2);
     assert_eq!(
-        requests[1].headers.get("if-none-match").map(|v| v.to_str().unwrap()),
+        requests[1]
+            .headers
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap()),
         first.header("etag"),
         "the second read is a conditional GET with the upstream's own tag"
     );
@@ -138,13 +187,30 @@ async fn users_with_different_credentials_never_share_a_cached_body() {
     let (upstream, proxy) = setup(r#"freshness = "exclusive""#).await;
     let alice = [("authorization", "Bearer alice")];
     let bob = [("authorization", "Bearer bob")];
-    assert_eq!(send(proxy.addr, "GET", "/api/people/1", &alice, "").await.text(), DOC);
+    assert_eq!(
+        send(proxy.addr, "GET", "/api/people/1", &alice, "").await.text(),
+        DOC
+    );
     upstream.set_doc("/api/people/1", r#"{"for":"bob"}"#);
-    assert_eq!(send(proxy.addr, "GET", "/api/people/1", &bob, "").await.text(), r#"{"for":"bob"}"#);
-    assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2, "bob's read went upstream");
-    assert_eq!(send(proxy.addr, "GET", "/api/people/1", &alice, "").await.text(), DOC);
+    assert_eq!(
+        send(proxy.addr, "GET", "/api/people/1", &bob, "").await.text(),
+        r#"{"for":"bob"}"#
+    );
+    assert_eq!(
+        upstream.count(&Method::GET, "/api/people/1"),
+        2,
+        "bob's read went upstream"
+    );
+    assert_eq!(
+        send(proxy.addr, "GET", "/api/people/1", &alice, "").await.text(),
+        DOC
+    );
     assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2);
-    let seen: Vec<_> = upstream.requests().iter().map(|r| r.headers["authorization"].clone()).collect();
+    let seen: Vec<_> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.headers["authorization"].clone())
+        .collect();
     assert_eq!(seen, ["Bearer alice", "Bearer bob"]);
 }
 
@@ -163,9 +229,30 @@ async fn no_store_responses_are_not_cached() {
 async fn vary_keeps_variants_apart() {
     let (upstream, proxy) = setup(r#"freshness = "exclusive""#).await;
     upstream.set_extra_header("vary", "accept-language");
-    send(proxy.addr, "GET", "/api/people/1", &[("accept-language", "en")], "").await;
-    send(proxy.addr, "GET", "/api/people/1", &[("accept-language", "fr")], "").await;
-    send(proxy.addr, "GET", "/api/people/1", &[("accept-language", "en")], "").await;
+    send(
+        proxy.addr,
+        "GET",
+        "/api/people/1",
+        &[("accept-language", "en")],
+        "",
+    )
+    .await;
+    send(
+        proxy.addr,
+        "GET",
+        "/api/people/1",
+        &[("accept-language", "fr")],
+        "",
+    )
+    .await;
+    send(
+        proxy.addr,
+        "GET",
+        "/api/people/1",
+        &[("accept-language", "en")],
+        "",
+    )
+    .await;
     assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2);
 }
 
@@ -178,17 +265,32 @@ async fn etag_upstream_uses_the_upstreams_tag_verbatim_and_auto_prefers_a_strong
     let upstream_tag = direct.header("etag").unwrap().to_owned();
     for mode in ["upstream", "auto"] {
         let proxy = TestProxy::in_front_of(&upstream, &format!("etag = \"{mode}\"")).await;
-        assert_eq!(get(proxy.addr, "/api/people/1").await.header("etag"), Some(upstream_tag.as_str()), "{mode}");
+        assert_eq!(
+            get(proxy.addr, "/api/people/1").await.header("etag"),
+            Some(upstream_tag.as_str()),
+            "{mode}"
+        );
     }
     let proxy = TestProxy::in_front_of(&upstream, "etag = \"hash\"").await;
-    let hashed = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
+    let hashed = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     assert_ne!(hashed, upstream_tag);
     assert!(is_strong_tag(&hashed));
 
     upstream.set_etag_style(EtagStyle::Weak);
     let proxy = TestProxy::in_front_of(&upstream, "").await;
-    let auto = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-    assert!(is_strong_tag(&auto), "auto never serves a weak upstream tag as its own: {auto}");
+    let auto = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    assert!(
+        is_strong_tag(&auto),
+        "auto never serves a weak upstream tag as its own: {auto}"
+    );
 }
 
 async fn get_direct(upstream: &LegacyUpstream, path: &str) -> Response {
@@ -202,8 +304,10 @@ async fn the_cache_stays_within_max_bytes_under_many_distinct_keys() {
     for i in 0..300 {
         upstream.set_doc(&format!("/api/docs/{i}"), &doc);
     }
-    let toml = one_route(&upstream.url(), r#"freshness = "exclusive""#, "")
-        .replace("[[route]]", "[cache]\nmax_bytes = \"64KiB\"\nmax_entry_bytes = \"8KiB\"\n\n[[route]]");
+    let toml = one_route(&upstream.url(), r#"freshness = "exclusive""#, "").replace(
+        "[[route]]",
+        "[cache]\nmax_bytes = \"64KiB\"\nmax_entry_bytes = \"8KiB\"\n\n[[route]]",
+    );
     let proxy = TestProxy::start(&toml).await;
     for i in 0..300 {
         assert_eq!(get(proxy.addr, &format!("/api/docs/{i}")).await.status, 200);
@@ -231,7 +335,9 @@ async fn concurrent_misses_make_one_upstream_request() {
     let (upstream, proxy) = setup(r#"freshness = "exclusive""#).await;
     upstream.set_delay(Duration::from_millis(200));
     let addr = proxy.addr;
-    let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(async move { get(addr, "/api/people/1").await })).collect();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(addr, "/api/people/1").await }))
+        .collect();
     for task in tasks {
         let got = task.await.unwrap();
         assert_eq!(got.status, 200);
@@ -247,5 +353,8 @@ async fn options_adds_patch_to_allow() {
     assert!(got.status.is_success(), "{}", got.status);
     let allow = got.header("allow").unwrap();
     assert!(allow.contains("PATCH") && allow.contains("GET"), "{allow}");
-    assert_eq!(got.header("accept-patch"), Some("application/json-patch+json, application/merge-patch+json"));
+    assert_eq!(
+        got.header("accept-patch"),
+        Some("application/json-patch+json, application/merge-patch+json")
+    );
 }

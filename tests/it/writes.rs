@@ -21,10 +21,18 @@ async fn setup(doc: &str, route_extra: &str) -> (LegacyUpstream, TestProxy) {
 
 fn assert_problem(got: &Response, status: u16) {
     assert_eq!(got.status, status, "{}", got.text());
-    assert_eq!(got.header("content-type"), Some("application/problem+json"), "{}", got.text());
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        got.text()
+    );
     let doc = got.json();
     assert_eq!(doc["status"], status);
-    assert!(doc["type"].is_string() && doc["title"].is_string() && doc["detail"].is_string(), "{doc}");
+    assert!(
+        doc["type"].is_string() && doc["title"].is_string() && doc["detail"].is_string(),
+        "{doc}"
+    );
 }
 
 #[tokio::test]
@@ -57,23 +65,50 @@ async fn json_patch_becomes_one_full_put_upstream() {
 #[tokio::test]
 async fn merge_patch_becomes_one_full_put_upstream() {
     let (upstream, proxy) = setup(r#"{"id":1,"name":"Ada","email":"a@x","born":1815}"#, "").await;
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"email":null,"name":"Ada L."}"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH],
+        r#"{"email":null,"name":"Ada L."}"#,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.text(), r#"{"id":1,"name":"Ada L.","born":1815}"#);
-    assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"id":1,"name":"Ada L.","born":1815}"#);
+    assert_eq!(
+        upstream.doc("/api/people/1").unwrap(),
+        r#"{"id":1,"name":"Ada L.","born":1815}"#
+    );
 }
 
 #[tokio::test]
 async fn a_patch_changes_only_what_it_names() {
     let doc = r#"{"b":1,"a":1e2,"c":12345678901234567890123,"d":0.1000}"#;
     let (upstream, proxy) = setup(doc, "").await;
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], r#"[{"op":"add","path":"/e","value":"new"}]"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[JSON_PATCH],
+        r#"[{"op":"add","path":"/e","value":"new"}]"#,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let expected = r#"{"b":1,"a":1e2,"c":12345678901234567890123,"d":0.1000,"e":"new"}"#;
     assert_eq!(upstream.writes()[0].body, expected);
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"e":"newer"}"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH],
+        r#"{"e":"newer"}"#,
+    )
+    .await;
     assert_eq!(got.status, 200);
-    assert_eq!(upstream.writes()[1].body, r#"{"b":1,"a":1e2,"c":12345678901234567890123,"d":0.1000,"e":"newer"}"#);
+    assert_eq!(
+        upstream.writes()[1].body,
+        r#"{"b":1,"a":1e2,"c":12345678901234567890123,"d":0.1000,"e":"newer"}"#
+    );
 }
 
 #[tokio::test]
@@ -88,7 +123,14 @@ async fn test_compares_numbers_by_value() {
     )
     .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
-    let failed = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], r#"[{"op":"test","path":"/s","value":10}]"#).await;
+    let failed = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[JSON_PATCH],
+        r#"[{"op":"test","path":"/s","value":10}]"#,
+    )
+    .await;
     assert_problem(&failed, 409);
     assert_eq!(failed.json()["op_index"], 0);
     assert_eq!(failed.json()["path"], "/s");
@@ -99,7 +141,11 @@ async fn test_compares_numbers_by_value() {
 #[tokio::test]
 async fn patch_error_statuses_and_no_write_for_any_of_them() {
     let (upstream, proxy) = setup(r#"{"id":1,"list":[1,2]}"#, "patch_max_ops = 3").await;
-    let deep = format!("[{{\"op\":\"add\",\"path\":\"/x\",\"value\":{}{}}}]", "[".repeat(100_000), "]".repeat(100_000));
+    let deep = format!(
+        "[{{\"op\":\"add\",\"path\":\"/x\",\"value\":{}{}}}]",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
     let cases: Vec<(&str, Vec<(&str, &str)>, String, u16)> = vec![
         ("no content type", vec![], r#"[]"#.into(), 415),
         ("plain json", vec![("content-type", "application/json")], r#"[]"#.into(), 415),
@@ -140,7 +186,14 @@ async fn patch_error_statuses_and_no_write_for_any_of_them() {
 async fn patched_result_over_max_body_bytes_gets_413() {
     let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(40 * 1024));
     let (upstream, proxy) = setup(&big, "").await;
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], r#"[{"op":"copy","from":"/a","path":"/b"}]"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[JSON_PATCH],
+        r#"[{"op":"copy","from":"/a","path":"/b"}]"#,
+    )
+    .await;
     assert_problem(&got, 413);
     assert!(upstream.writes().is_empty());
 }
@@ -150,7 +203,14 @@ async fn current_body_that_is_not_json_gets_422_and_missing_resource_the_upstrea
     let (upstream, proxy) = setup("this is not json", "").await;
     let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"a":1}"#).await;
     assert_problem(&got, 422);
-    let got = send(proxy.addr, "PATCH", "/api/people/2", &[MERGE_PATCH, ("if-match", "\"x\"")], r#"{"a":1}"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/2",
+        &[MERGE_PATCH, ("if-match", "\"x\"")],
+        r#"{"a":1}"#,
+    )
+    .await;
     assert_eq!(got.status, 404);
     assert!(upstream.writes().is_empty());
 }
@@ -158,26 +218,59 @@ async fn current_body_that_is_not_json_gets_422_and_missing_resource_the_upstrea
 #[tokio::test]
 async fn stale_if_match_gets_412_with_the_current_body_then_succeeds_on_the_new_etag() {
     for (format, first, second) in [
-        (JSON_PATCH, r#"[{"op":"replace","path":"/name","value":"first"}]"#, r#"[{"op":"add","path":"/second","value":true}]"#),
+        (
+            JSON_PATCH,
+            r#"[{"op":"replace","path":"/name","value":"first"}]"#,
+            r#"[{"op":"add","path":"/second","value":true}]"#,
+        ),
         (MERGE_PATCH, r#"{"name":"first"}"#, r#"{"second":true}"#),
     ] {
         let (upstream, proxy) = setup(r#"{"id":1,"name":"Ada"}"#, "").await;
-        let e1 = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-        let one = send(proxy.addr, "PATCH", "/api/people/1", &[format, ("if-match", &e1)], first).await;
+        let e1 = get(proxy.addr, "/api/people/1")
+            .await
+            .header("etag")
+            .unwrap()
+            .to_owned();
+        let one = send(
+            proxy.addr,
+            "PATCH",
+            "/api/people/1",
+            &[format, ("if-match", &e1)],
+            first,
+        )
+        .await;
         assert_eq!(one.status, 200, "{}", one.text());
         let e2 = one.header("etag").unwrap().to_owned();
         assert_ne!(e1, e2);
 
-        let two = send(proxy.addr, "PATCH", "/api/people/1", &[format, ("if-match", &e1)], second).await;
+        let two = send(
+            proxy.addr,
+            "PATCH",
+            "/api/people/1",
+            &[format, ("if-match", &e1)],
+            second,
+        )
+        .await;
         assert_eq!(two.status, 412);
         assert_eq!(two.header("etag"), Some(e2.as_str()));
         assert_eq!(two.header("content-type"), Some("application/json"));
         assert_eq!(two.header("content-location"), Some("/api/people/1"));
         assert_eq!(two.text(), r#"{"id":1,"name":"first"}"#);
-        assert_eq!(two.body, get(proxy.addr, "/api/people/1").await.body, "byte for byte what a GET returns");
+        assert_eq!(
+            two.body,
+            get(proxy.addr, "/api/people/1").await.body,
+            "byte for byte what a GET returns"
+        );
         assert_eq!(upstream.writes().len(), 1);
 
-        let retry = send(proxy.addr, "PATCH", "/api/people/1", &[format, ("if-match", &e2)], second).await;
+        let retry = send(
+            proxy.addr,
+            "PATCH",
+            "/api/people/1",
+            &[format, ("if-match", &e2)],
+            second,
+        )
+        .await;
         assert_eq!(retry.status, 200);
         assert_eq!(retry.text(), r#"{"id":1,"name":"first","second":true}"#);
     }
@@ -191,7 +284,9 @@ async fn concurrent_patches_without_preconditions_are_each_applied_once() {
         .map(|i| {
             tokio::spawn(async move {
                 let body = format!(r#"[{{"op":"add","path":"/items/-","value":{i}}}]"#);
-                send(addr, "PATCH", "/api/people/1", &[JSON_PATCH], body).await.status
+                send(addr, "PATCH", "/api/people/1", &[JSON_PATCH], body)
+                    .await
+                    .status
             })
         })
         .collect();
@@ -199,7 +294,12 @@ async fn concurrent_patches_without_preconditions_are_each_applied_once() {
         assert_eq!(task.await.unwrap(), 200);
     }
     let doc: Value = serde_json::from_slice(&upstream.doc("/api/people/1").unwrap()).unwrap();
-    let mut items: Vec<u64> = doc["items"].as_array().unwrap().iter().map(|v| v.to_string().parse().unwrap()).collect();
+    let mut items: Vec<u64> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string().parse().unwrap())
+        .collect();
     items.sort_unstable();
     assert_eq!(items, (0..40).collect::<Vec<u64>>());
 }
@@ -207,14 +307,25 @@ async fn concurrent_patches_without_preconditions_are_each_applied_once() {
 #[tokio::test]
 async fn concurrent_writes_with_the_same_if_match_let_exactly_one_through() {
     let (upstream, proxy) = setup(r#"{"n":0}"#, "").await;
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     let addr = proxy.addr;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let tag = tag.clone();
             tokio::spawn(async move {
                 let body = format!(r#"{{"n":{}}}"#, i + 1);
-                send(addr, "PATCH", "/api/people/1", &[MERGE_PATCH, ("if-match", &tag)], body).await
+                send(
+                    addr,
+                    "PATCH",
+                    "/api/people/1",
+                    &[MERGE_PATCH, ("if-match", &tag)],
+                    body,
+                )
+                .await
             })
         })
         .collect();
@@ -248,12 +359,18 @@ async fn a_patch_is_retried_on_top_of_a_writer_that_bypassed_the_proxy() {
     upstream.set_doc("/api/people/1", r#"{"a":1,"bypass":true}"#);
     let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"b":2}"#).await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"a":1,"bypass":true,"b":2}"#);
+    assert_eq!(
+        upstream.doc("/api/people/1").unwrap(),
+        r#"{"a":1,"bypass":true,"b":2}"#
+    );
     let writes = upstream.writes();
     assert_eq!(writes.len(), 2, "one refused conditional write, one retry");
     assert!(writes.iter().all(|w| w.headers.contains_key("if-match")));
     let metrics = get(proxy.admin, "/metrics").await.text();
-    assert!(metrics.contains(r#"patchgate_conflict_retries_total{route="api"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"patchgate_conflict_retries_total{route="api"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -279,23 +396,47 @@ async fn an_upstream_412_with_a_client_precondition_gets_the_enriched_412() {
     upstream.set_honour_if_match(true);
     upstream.set_doc("/api/people/1", r#"{"a":1}"#);
     let proxy = TestProxy::in_front_of(&upstream, r#"freshness = "exclusive""#).await;
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     upstream.set_doc("/api/people/1", r#"{"a":"bypassed"}"#);
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH, ("if-match", &tag)], r#"{"b":2}"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH, ("if-match", &tag)],
+        r#"{"b":2}"#,
+    )
+    .await;
     assert_eq!(got.status, 412);
     assert_eq!(got.text(), r#"{"a":"bypassed"}"#);
-    assert_eq!(got.header("etag"), get(proxy.addr, "/api/people/1").await.header("etag"));
+    assert_eq!(
+        got.header("etag"),
+        get(proxy.addr, "/api/people/1").await.header("etag")
+    );
     assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"a":"bypassed"}"#);
 }
 
 #[tokio::test]
 async fn prefer_return_minimal_gets_204_with_the_etag() {
     let (_upstream, proxy) = setup(r#"{"a":1}"#, "").await;
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH, ("prefer", "return=minimal")], r#"{"a":2}"#).await;
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH, ("prefer", "return=minimal")],
+        r#"{"a":2}"#,
+    )
+    .await;
     assert_eq!(got.status, 204);
     assert!(got.body.is_empty());
     assert_eq!(got.header("preference-applied"), Some("return=minimal"));
-    assert_eq!(got.header("etag"), get(proxy.addr, "/api/people/1").await.header("etag"));
+    assert_eq!(
+        got.header("etag"),
+        get(proxy.addr, "/api/people/1").await.header("etag")
+    );
 }
 
 #[tokio::test]
@@ -310,8 +451,19 @@ async fn require_precondition_gets_428_without_if_match() {
         assert_problem(&got, 428);
     }
     assert!(upstream.writes().is_empty());
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH, ("if-match", &tag)], r#"{"a":2}"#).await;
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH, ("if-match", &tag)],
+        r#"{"a":2}"#,
+    )
+    .await;
     assert_eq!(got.status, 200);
 }
 
@@ -319,29 +471,74 @@ async fn require_precondition_gets_428_without_if_match() {
 async fn put_and_delete_get_the_same_precondition_step() {
     let (upstream, proxy) = setup(r#"{"a":1}"#, "").await;
     let ct = ("content-type", "application/json");
-    let got = send(proxy.addr, "PUT", "/api/people/1", &[ct, ("if-none-match", "*")], r#"{"a":9}"#).await;
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/1",
+        &[ct, ("if-none-match", "*")],
+        r#"{"a":9}"#,
+    )
+    .await;
     assert_eq!(got.status, 412, "create-only PUT of an existing resource");
     assert_eq!(got.text(), r#"{"a":1}"#);
-    let got = send(proxy.addr, "PUT", "/api/people/2", &[ct, ("if-none-match", "*")], r#"{"b":1}"#).await;
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/2",
+        &[ct, ("if-none-match", "*")],
+        r#"{"b":1}"#,
+    )
+    .await;
     assert_eq!(got.status, 201);
     assert!(got.header("etag").is_some());
-    let got = send(proxy.addr, "PUT", "/api/people/3", &[ct, ("if-match", "\"x\"")], r#"{"c":1}"#).await;
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/3",
+        &[ct, ("if-match", "\"x\"")],
+        r#"{"c":1}"#,
+    )
+    .await;
     assert_problem(&got, 412);
     assert!(upstream.doc("/api/people/3").is_none());
 
-    let got = send(proxy.addr, "DELETE", "/api/people/1", &[("if-match", "\"stale\"")], "").await;
+    let got = send(
+        proxy.addr,
+        "DELETE",
+        "/api/people/1",
+        &[("if-match", "\"stale\"")],
+        "",
+    )
+    .await;
     assert_eq!(got.status, 412);
     assert!(upstream.doc("/api/people/1").is_some());
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-    let got = send(proxy.addr, "PUT", "/api/people/1", &[ct, ("if-match", &tag)], r#"{"a":2}"#).await;
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/1",
+        &[ct, ("if-match", &tag)],
+        r#"{"a":2}"#,
+    )
+    .await;
     assert_eq!(got.status, 200);
     let tag = got.header("etag").unwrap().to_owned();
-    assert_eq!(get(proxy.addr, "/api/people/1").await.header("etag"), Some(tag.as_str()));
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.header("etag"),
+        Some(tag.as_str())
+    );
     let got = send(proxy.addr, "DELETE", "/api/people/1", &[("if-match", &tag)], "").await;
     assert_eq!(got.status, 204);
     assert_eq!(get(proxy.addr, "/api/people/1").await.status, 404);
     let got = send(proxy.addr, "DELETE", "/api/people/1", &[("if-match", &tag)], "").await;
-    assert_eq!(got.status, 404, "a missing resource is 404 whatever the preconditions");
+    assert_eq!(
+        got.status, 404,
+        "a missing resource is 404 whatever the preconditions"
+    );
 }
 
 #[tokio::test]
@@ -364,7 +561,10 @@ async fn refresh_after_write_serves_what_the_upstream_normalized() {
     assert_eq!(got.status, 200);
     let stored = upstream.doc("/api/people/1").unwrap();
     assert_eq!(got.body, stored);
-    assert_eq!(got.header("etag"), get(proxy.addr, "/api/people/1").await.header("etag"));
+    assert_eq!(
+        got.header("etag"),
+        get(proxy.addr, "/api/people/1").await.header("etag")
+    );
 }
 
 #[tokio::test]
@@ -376,37 +576,97 @@ async fn an_upstream_fault_during_the_write_leaves_no_unconfirmed_body_cached() 
         let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"a":2}"#).await;
         assert_eq!(got.status, status, "{fault:?}: {}", got.text());
         let read = get(proxy.addr, "/api/people/1").await;
-        assert_eq!(read.text(), r#"{"a":1}"#, "{fault:?}: the next read shows what the upstream holds");
-        assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2, "{fault:?}: the entry was dropped");
+        assert_eq!(
+            read.text(),
+            r#"{"a":1}"#,
+            "{fault:?}: the next read shows what the upstream holds"
+        );
+        assert_eq!(
+            upstream.count(&Method::GET, "/api/people/1"),
+            2,
+            "{fault:?}: the entry was dropped"
+        );
     }
 }
 
 #[tokio::test]
 async fn rfc6902_appendix_a_examples_through_the_proxy() {
     let cases = [
-        (json!({"foo":"bar"}), json!([{"op":"add","path":"/baz","value":"qux"}]), Ok(json!({"foo":"bar","baz":"qux"}))),
-        (json!({"foo":["bar","baz"]}), json!([{"op":"add","path":"/foo/1","value":"qux"}]), Ok(json!({"foo":["bar","qux","baz"]}))),
-        (json!({"baz":"qux","foo":"bar"}), json!([{"op":"remove","path":"/baz"}]), Ok(json!({"foo":"bar"}))),
-        (json!({"foo":["bar","qux","baz"]}), json!([{"op":"remove","path":"/foo/1"}]), Ok(json!({"foo":["bar","baz"]}))),
-        (json!({"baz":"qux","foo":"bar"}), json!([{"op":"replace","path":"/baz","value":"boo"}]), Ok(json!({"baz":"boo","foo":"bar"}))),
+        (
+            json!({"foo":"bar"}),
+            json!([{"op":"add","path":"/baz","value":"qux"}]),
+            Ok(json!({"foo":"bar","baz":"qux"})),
+        ),
+        (
+            json!({"foo":["bar","baz"]}),
+            json!([{"op":"add","path":"/foo/1","value":"qux"}]),
+            Ok(json!({"foo":["bar","qux","baz"]})),
+        ),
+        (
+            json!({"baz":"qux","foo":"bar"}),
+            json!([{"op":"remove","path":"/baz"}]),
+            Ok(json!({"foo":"bar"})),
+        ),
+        (
+            json!({"foo":["bar","qux","baz"]}),
+            json!([{"op":"remove","path":"/foo/1"}]),
+            Ok(json!({"foo":["bar","baz"]})),
+        ),
+        (
+            json!({"baz":"qux","foo":"bar"}),
+            json!([{"op":"replace","path":"/baz","value":"boo"}]),
+            Ok(json!({"baz":"boo","foo":"bar"})),
+        ),
         (
             json!({"foo":{"bar":"baz","waldo":"fred"},"qux":{"corge":"grault"}}),
             json!([{"op":"move","from":"/foo/waldo","path":"/qux/thud"}]),
             Ok(json!({"foo":{"bar":"baz"},"qux":{"corge":"grault","thud":"fred"}})),
         ),
-        (json!({"foo":["all","grass","cows","eat"]}), json!([{"op":"move","from":"/foo/1","path":"/foo/3"}]), Ok(json!({"foo":["all","cows","eat","grass"]}))),
+        (
+            json!({"foo":["all","grass","cows","eat"]}),
+            json!([{"op":"move","from":"/foo/1","path":"/foo/3"}]),
+            Ok(json!({"foo":["all","cows","eat","grass"]})),
+        ),
         (
             json!({"baz":"qux","foo":["a",2,"c"]}),
             json!([{"op":"test","path":"/baz","value":"qux"},{"op":"test","path":"/foo/1","value":2}]),
             Ok(json!({"baz":"qux","foo":["a",2,"c"]})),
         ),
-        (json!({"baz":"qux"}), json!([{"op":"test","path":"/baz","value":"bar"}]), Err(409)),
-        (json!({"foo":"bar"}), json!([{"op":"add","path":"/child","value":{"grandchild":{}}}]), Ok(json!({"foo":"bar","child":{"grandchild":{}}}))),
-        (json!({"foo":"bar"}), json!([{"op":"add","path":"/baz","value":"qux","xyz":123}]), Ok(json!({"foo":"bar","baz":"qux"}))),
-        (json!({"foo":"bar"}), json!([{"op":"add","path":"/baz/bat","value":"qux"}]), Err(422)),
-        (json!({"/":9,"~1":10}), json!([{"op":"test","path":"/~01","value":10}]), Ok(json!({"/":9,"~1":10}))),
-        (json!({"/":9,"~1":10}), json!([{"op":"test","path":"/~01","value":"10"}]), Err(409)),
-        (json!({"foo":["bar"]}), json!([{"op":"add","path":"/foo/-","value":["abc","def"]}]), Ok(json!({"foo":["bar",["abc","def"]]}))),
+        (
+            json!({"baz":"qux"}),
+            json!([{"op":"test","path":"/baz","value":"bar"}]),
+            Err(409),
+        ),
+        (
+            json!({"foo":"bar"}),
+            json!([{"op":"add","path":"/child","value":{"grandchild":{}}}]),
+            Ok(json!({"foo":"bar","child":{"grandchild":{}}})),
+        ),
+        (
+            json!({"foo":"bar"}),
+            json!([{"op":"add","path":"/baz","value":"qux","xyz":123}]),
+            Ok(json!({"foo":"bar","baz":"qux"})),
+        ),
+        (
+            json!({"foo":"bar"}),
+            json!([{"op":"add","path":"/baz/bat","value":"qux"}]),
+            Err(422),
+        ),
+        (
+            json!({"/":9,"~1":10}),
+            json!([{"op":"test","path":"/~01","value":10}]),
+            Ok(json!({"/":9,"~1":10})),
+        ),
+        (
+            json!({"/":9,"~1":10}),
+            json!([{"op":"test","path":"/~01","value":"10"}]),
+            Err(409),
+        ),
+        (
+            json!({"foo":["bar"]}),
+            json!([{"op":"add","path":"/foo/-","value":["abc","def"]}]),
+            Ok(json!({"foo":["bar",["abc","def"]]})),
+        ),
     ];
     let upstream = LegacyUpstream::start().await;
     let proxy = TestProxy::in_front_of(&upstream, "").await;
@@ -438,15 +698,23 @@ async fn rfc7396_appendix_a_examples_through_the_proxy() {
         (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
         (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
         (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-        (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+        (
+            json!({"a":{"b":"c"}}),
+            json!({"a":{"b":"d","c":null}}),
+            json!({"a":{"b":"d"}}),
+        ),
         (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-        (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+        (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
         (json!({"a":"b"}), json!(["c"]), json!(["c"])),
         (json!({"a":"foo"}), json!(null), json!(null)),
         (json!({"a":"foo"}), json!("bar"), json!("bar")),
         (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-        (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-        (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+        (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+        (
+            json!({}),
+            json!({"a":{"bb":{"ccc":null}}}),
+            json!({"a":{"bb":{}}}),
+        ),
     ];
     let upstream = LegacyUpstream::start().await;
     let proxy = TestProxy::in_front_of(&upstream, "").await;

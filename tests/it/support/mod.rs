@@ -34,7 +34,12 @@ impl TestProxy {
         let task = tokio::spawn(proxy.run(async move {
             let _ = rx.await;
         }));
-        TestProxy { addr, admin, stop: Some(tx), task: Some(task) }
+        TestProxy {
+            addr,
+            admin,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// One-route proxy in front of `upstream` with extra route keys (TOML lines).
