@@ -141,6 +141,11 @@ impl LegacyUpstream {
         self.shared.lock().requests.clone()
     }
 
+    /// Requests whose body broke off mid-stream (never recorded as received).
+    pub fn aborted(&self) -> usize {
+        self.shared.lock().aborted
+    }
+
     /// Only PUT/POST/DELETE/PATCH requests.
     pub fn writes(&self) -> Vec<Recorded> {
         self.requests()
@@ -259,7 +264,13 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => Bytes::new(),
+        Err(_) => {
+            // Like any real server: a request whose body broke off is not acted on.
+            shared.lock().aborted += 1;
+            return Ok(
+                reply(StatusCode::BAD_REQUEST).json(Bytes::from_static(b"{\"error\":\"aborted body\"}"))
+            );
+        }
     };
     let recorded = Recorded {
         method: parts.method.clone(),

@@ -26,6 +26,8 @@ pub(super) struct Doc {
 pub(super) struct State {
     pub(super) docs: BTreeMap<String, Doc>,
     pub(super) requests: Vec<Recorded>,
+    /// Requests whose body broke off before it was complete: never acted on.
+    pub(super) aborted: usize,
     pub(super) fail_next: (usize, Fault),
     pub(super) fail_writes: (usize, Fault),
     pub(super) etag_style: EtagStyle,
@@ -46,6 +48,7 @@ impl State {
         State {
             docs: BTreeMap::new(),
             requests: Vec::new(),
+            aborted: 0,
             fail_next: (0, Fault::Close),
             fail_writes: (0, Fault::Close),
             etag_style: EtagStyle::None,
