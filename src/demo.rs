@@ -42,6 +42,12 @@ upstream = "@UPSTREAM@"
 require_precondition = true
 
 [[route]]
+name = "catalog"
+path = "/api/catalog/{id}"
+upstream = "@UPSTREAM@"
+freshness = "exclusive"
+
+[[route]]
 name = "api"
 path = "/api/{*rest}"
 upstream = "@UPSTREAM@"
@@ -193,27 +199,54 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
 fn instructions(addr: SocketAddr, upstream: &str, admin: Option<SocketAddr>) -> String {
     let p = format!("http://{addr}");
     let admin = admin
-        .map(|a| format!("curl -s http://{a}/metrics | grep patchgate_requests"))
+        .map(|a| format!("curl -s http://{a}/metrics | grep -E 'patchgate_(requests|patches|cache_hits)'"))
         .unwrap_or_default();
     format!(
         r#"patchgate demo
   legacy API (GET/PUT/DELETE/POST, no ETags, no PATCH): {upstream}
   patchgate in front of it:                             {p}
 
-Try:
-  # a read through patchgate: the legacy document, now with a strong ETag
-  curl -si {p}/api/people/1
-  # the legacy API itself has no ETag and refuses PATCH
+The legacy API itself has no ETag and refuses PATCH:
   curl -si {upstream}/api/people/1
   curl -si -X PATCH {upstream}/api/people/1
-  # a full replace through patchgate
-  curl -si -X PUT {p}/api/people/2 -H 'Content-Type: application/json' -d '{{"id":2,"name":"A. M. Turing"}}'
-  # create in a collection, delete
-  curl -si -X POST {p}/api/people -H 'Content-Type: application/json' -d '{{"name":"Grace Hopper"}}'
+
+Through patchgate the same document has a strong ETag; a conditional GET gets 304:
+  curl -si {p}/api/people/1
+  E=$(curl -si {p}/api/people/1 | tr -d '\r' | sed -n 's/^etag: //p'); echo $E
+  curl -si {p}/api/people/1 -H "If-None-Match: $E"
+
+PATCH with JSON Patch or merge patch; patchgate PUTs the whole document upstream:
+  curl -si -X PATCH {p}/api/people/1 -H 'Content-Type: application/json-patch+json' \
+       -d '[{{"op":"replace","path":"/email","value":"ada@analytical.engine"}},{{"op":"add","path":"/tags/-","value":"poetry"}}]'
+  curl -si -X PATCH {p}/api/people/1 -H 'Content-Type: application/merge-patch+json' -d '{{"born":null}}'
+  curl -s {upstream}/api/people/1      # what the legacy API now holds
+
+A stale If-Match ($E is from before the patches) gets 412 with the current body and ETag:
+  curl -si -X PATCH {p}/api/people/1 -H "If-Match: $E" \
+       -H 'Content-Type: application/merge-patch+json' -d '{{"name":"stale write"}}'
+
+A failed JSON Patch test is 409, nothing is written:
+  curl -si -X PATCH {p}/api/people/2 -H 'Content-Type: application/json-patch+json' \
+       -d '[{{"op":"test","path":"/born","value":1913}},{{"op":"replace","path":"/born","value":0}}]'
+
+/api/orders requires a precondition: without If-Match a write gets 428:
+  curl -si -X PATCH {p}/api/orders/7 -H 'Content-Type: application/merge-patch+json' -d '{{"qty":2}}'
+  O=$(curl -si {p}/api/orders/7 | tr -d '\r' | sed -n 's/^etag: //p')
+  curl -si -X PATCH {p}/api/orders/7 -H "If-Match: $O" -H 'Content-Type: application/merge-patch+json' -d '{{"qty":2}}'
+
+/api/catalog is freshness = "exclusive": repeated reads never reach the legacy API
+(safe only because every write goes through patchgate):
+  curl -s {p}/api/catalog/1; curl -s {p}/api/catalog/1
+
+Create-only PUT, POST to a collection, DELETE:
+  curl -si -X PUT {p}/api/people/3 -H 'If-None-Match: *' -H 'Content-Type: application/json' -d '{{"id":3,"name":"Grace Hopper"}}'
+  curl -si -X POST {p}/api/people -H 'Content-Type: application/json' -d '{{"name":"Edsger Dijkstra"}}'
   curl -si -X DELETE {p}/api/people/3
-  # path tricks never escape the route
+
+Path tricks never escape the route:
   curl -si --path-as-is {p}/api/people/%2e%2e/orders/7
-  # metrics
+
+Metrics:
   {admin}
 
 Stop with Ctrl-C."#
