@@ -138,6 +138,9 @@ async fn test_compares_numbers_by_value() {
     assert_eq!(upstream.writes().len(), 1);
 }
 
+/// (name, request headers, body, expected status)
+type HostileRow = (&'static str, Vec<(&'static str, &'static str)>, String, u16);
+
 #[tokio::test]
 async fn patch_error_statuses_and_no_write_for_any_of_them() {
     let (upstream, proxy) = setup(r#"{"id":1,"list":[1,2]}"#, "patch_max_ops = 3").await;
@@ -146,7 +149,7 @@ async fn patch_error_statuses_and_no_write_for_any_of_them() {
         "[".repeat(20_000),
         "]".repeat(20_000)
     );
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u16)> = vec![
+    let cases: Vec<HostileRow> = vec![
         ("no content type", vec![], r#"[]"#.into(), 415),
         ("plain json", vec![("content-type", "application/json")], r#"[]"#.into(), 415),
         ("not json", vec![JSON_PATCH], "[{".into(), 400),
