@@ -16,7 +16,10 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -48,6 +51,8 @@ pub(crate) struct Shared {
     pub cache: Cache,
     pub locks: Locks,
     pub metrics: Arc<Metrics>,
+    /// Requests in flight per route (indexed by route id), for `max_in_flight`.
+    pub in_flight: Vec<AtomicUsize>,
 }
 
 /// Wraps an upstream service with patchgate's read and write paths.
@@ -70,6 +75,7 @@ impl PatchLayer {
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 locks: Locks::new(),
                 metrics: Arc::new(Metrics::new(names)),
+                in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
             }),
         }
     }
@@ -191,6 +197,10 @@ impl Ctx {
         }
         let route = self.shared.routes.find(path).ok_or(Error::NoRoute)?;
         exchange.route = Some(route.id);
+        let _slot = match route.config.max_in_flight {
+            Some(limit) => Some(self.admit(route, limit)?),
+            None => None,
+        };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(route, req, exchange).await,
             Method::PATCH | Method::PUT | Method::DELETE => self.write(route, req, exchange).await,
@@ -207,6 +217,21 @@ impl Ctx {
                 Ok(response)
             }
         }
+    }
+
+    /// Takes one of the route's `max_in_flight` slots, or refuses with 503.
+    fn admit(&self, route: &CompiledRoute, limit: usize) -> Result<Slot<'_>, Error> {
+        let counter = self
+            .shared
+            .in_flight
+            .get(route.id as usize)
+            .ok_or(Error::NoRoute)?;
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.event(route.id, "shed", "");
+            return Err(Error::Overloaded);
+        }
+        Ok(Slot(counter))
     }
 
     /// Streams the request to the upstream and the response back, unchanged but for
@@ -310,6 +335,15 @@ pub(crate) fn allow(route: &CompiledRoute) -> HeaderValue {
         HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, PATCH, OPTIONS")
     } else {
         HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE, OPTIONS")
+    }
+}
+
+/// A route's in-flight slot, released however the request ends.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

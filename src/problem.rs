@@ -52,6 +52,8 @@ pub enum Error {
         detail: String,
     },
     UpstreamTimeout,
+    /// The route already handles `max_in_flight` requests.
+    Overloaded,
 }
 
 impl Error {
@@ -78,6 +80,7 @@ impl Error {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -106,6 +109,7 @@ impl Error {
             Error::UpstreamTls { .. } => "upstream-tls",
             Error::UpstreamInvalid { .. } => "upstream-invalid-response",
             Error::UpstreamTimeout => "upstream-timeout",
+            Error::Overloaded => "overloaded",
         }
     }
 
@@ -141,6 +145,7 @@ impl Error {
             }
             Error::UpstreamInvalid { detail } => format!("invalid upstream response: {detail}"),
             Error::UpstreamTimeout => "the upstream did not answer within server.request_timeout".into(),
+            Error::Overloaded => "this route is handling route.max_in_flight requests; retry shortly".into(),
         }
     }
 
@@ -171,6 +176,9 @@ impl Error {
             }
             Error::UnsupportedPatchFormat { accept_patch } => {
                 headers.insert(crate::headers::ACCEPT_PATCH, accept_patch);
+            }
+            Error::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Error::ConflictRetriesExhausted { etag: Some(etag) } | Error::PatchConflict { etag, .. } => {
                 headers.insert(header::ETAG, etag);

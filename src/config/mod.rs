@@ -43,6 +43,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Cuts clients that trickle their request headers. Always > 0.
     pub header_read_timeout: Duration,
+    /// Connections beyond this wait in the listen backlog; `None` = unlimited.
+    pub max_connections: Option<usize>,
     pub tls: Option<Tls>,
 }
 
@@ -88,6 +90,8 @@ pub struct Route {
     /// At least 1.
     pub patch_max_ops: usize,
     pub refresh_after_write: bool,
+    /// Requests handled at once on this route; more get 503. `None` = unlimited.
+    pub max_in_flight: Option<usize>,
     /// Only set for https upstreams.
     pub ca_file: Option<PathBuf>,
 }
@@ -129,6 +133,7 @@ impl Default for Server {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            max_connections: None,
             tls: None,
         }
     }

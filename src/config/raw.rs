@@ -27,6 +27,7 @@ pub(super) struct RawServer {
     pub request_timeout: Option<Spanned<RawDuration>>,
     pub shutdown_grace: Option<Spanned<RawDuration>>,
     pub header_read_timeout: Option<Spanned<RawDuration>>,
+    pub max_connections: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawTls>>,
 }
 
@@ -66,6 +67,7 @@ pub(super) struct RawRoute {
     pub conflict_retries: Option<Spanned<i64>>,
     pub patch_max_ops: Option<Spanned<i64>>,
     pub refresh_after_write: Option<Spanned<bool>>,
+    pub max_in_flight: Option<Spanned<i64>>,
     pub ca_file: Text,
 }
 

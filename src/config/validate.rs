@@ -98,6 +98,9 @@ impl Checker<'_> {
                 d.header_read_timeout,
                 nonzero_duration,
             )?,
+            max_connections: self.optional(raw.max_connections, "server.max_connections", None, |n| {
+                positive(*n).map(Some)
+            })?,
             tls: raw.tls.map(|tls| self.tls(tls)).transpose()?,
         })
     }
@@ -247,6 +250,9 @@ impl Checker<'_> {
                     .ok_or_else(|| format!("must be at least 1, found {n}"))
             })?,
             refresh_after_write: raw.refresh_after_write.is_some_and(Spanned::into_inner),
+            max_in_flight: self.optional(raw.max_in_flight, &key("max_in_flight"), None, |n| {
+                positive(*n).map(Some)
+            })?,
             ca_file: self.optional(raw.ca_file, &key("ca_file"), None, |s| {
                 if https {
                     file_path(s).map(Some)
@@ -317,6 +323,14 @@ impl Checker<'_> {
         }
         Ok(formats)
     }
+}
+
+/// A count that must be at least 1.
+fn positive(n: i64) -> std::result::Result<usize, String> {
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("must be at least 1, found {n}; remove the key for no limit"))
 }
 
 #[cfg(test)]

@@ -380,3 +380,34 @@ async fn h2c_prior_knowledge_requests_are_served() {
     assert_eq!(got.status, 200);
     assert_eq!(got.text(), r#"{"h2":true}"#);
 }
+
+#[tokio::test]
+async fn requests_beyond_max_in_flight_get_503_with_retry_after() {
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc("/api/x", "{}");
+    upstream.set_delay(Duration::from_millis(700));
+    let proxy = TestProxy::in_front_of(&upstream, "max_in_flight = 2").await;
+    let addr = proxy.addr;
+    let slow: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/api/x").await }))
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || upstream.count(&Method::GET, "/api/x")
+            == 2)
+        .await
+    );
+    let shed = get(proxy.addr, "/api/x").await;
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(shed.header("content-type"), Some("application/problem+json"));
+    assert_eq!(shed.json()["status"], 503);
+    for task in slow {
+        assert_eq!(task.await.unwrap().status, 200);
+    }
+    assert_eq!(get(proxy.addr, "/api/x").await.status, 200, "slots are released");
+    assert_eq!(
+        upstream.count(&Method::GET, "/api/x"),
+        3,
+        "the shed request never reached the upstream"
+    );
+}

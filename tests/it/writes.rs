@@ -741,3 +741,29 @@ async fn patch_disabled_route_answers_405_with_allow() {
     assert!(upstream.writes().is_empty());
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_write_leaves_no_unconfirmed_body_cached() {
+    let (upstream, proxy) = setup(r#"{"a":1}"#, r#"freshness = "exclusive""#).await;
+    assert_eq!(get(proxy.addr, "/api/people/1").await.status, 200);
+    upstream.fail_writes(1, Fault::Hang);
+    let request = b"PATCH /api/people/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: 7\r\n\r\n{\"a\":2}";
+    let addr = proxy.addr;
+    let client = tokio::spawn(async move { raw(addr, request, Duration::from_secs(30)).await });
+    assert!(eventually(Duration::from_secs(5), || upstream.writes().len() == 1).await);
+    client.abort();
+    let _ = client.await;
+    // Once the proxy notices the client is gone, the resource's entry is dropped and the
+    // next read goes to the upstream, which still holds the old document.
+    let mut upstream_reads = 1;
+    for _ in 0..100 {
+        let got = get(proxy.addr, "/api/people/1").await;
+        assert_eq!(got.text(), r#"{"a":1}"#, "never the unconfirmed body");
+        upstream_reads = upstream.count(&Method::GET, "/api/people/1");
+        if upstream_reads > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(upstream_reads > 1, "the cache entry was dropped");
+}
