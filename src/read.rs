@@ -58,7 +58,9 @@ impl Ctx {
                 };
                 Ok(match evaluate(&conditions, &current, true) {
                     Outcome::NotModified => not_modified(&entry, route),
-                    Outcome::Proceed | Outcome::Failed => represent(&entry, route, StatusCode::OK, head),
+                    // If-Match / If-Unmodified-Since on a read (RFC 9110 §13.1.1).
+                    Outcome::Failed => represent(&entry, route, StatusCode::PRECONDITION_FAILED, head),
+                    Outcome::Proceed => represent(&entry, route, StatusCode::OK, head),
                 })
             }
             Lookup::Other(mut response) => {
