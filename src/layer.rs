@@ -15,6 +15,7 @@
 use std::{
     convert::Infallible,
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     sync::{
         Arc,
@@ -91,34 +92,53 @@ impl PatchLayer {
     }
 }
 
-impl<S> Layer<S> for PatchLayer {
-    type Service = PatchService<S>;
-
-    fn layer(&self, inner: S) -> PatchService<S> {
-        PatchService {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-/// The service [`PatchLayer`] produces. Its error type is `Infallible`: upstream
-/// failures become 502/504 problem responses.
-#[derive(Clone)]
-pub struct PatchService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PatchService<S>
+impl<S, ResBody> Layer<S> for PatchLayer
 where
     S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ReqBody::Error: Into<BoxError>,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
+{
+    type Service = PatchService<S>;
+
+    fn layer(&self, inner: S) -> PatchService<S> {
+        // Boxed once here so that requests answered from the cache never touch it.
+        let upstream: Upstream = BoxCloneSyncService::new(
+            inner
+                .map_response(|r: Response<ResBody>| r.map(body::boxed))
+                .map_err(Into::into),
+        );
+        PatchService {
+            upstream: Arc::new(upstream),
+            shared: Arc::clone(&self.shared),
+            _inner: PhantomData,
+        }
+    }
+}
+
+/// The service [`PatchLayer`] produces over an upstream service `S`. Its error type is
+/// `Infallible`: upstream failures become 502/504 problem responses.
+pub struct PatchService<S> {
+    upstream: Arc<Upstream>,
+    shared: Arc<Shared>,
+    _inner: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for PatchService<S> {
+    fn clone(&self) -> Self {
+        PatchService {
+            upstream: Arc::clone(&self.upstream),
+            shared: Arc::clone(&self.shared),
+            _inner: PhantomData,
+        }
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for PatchService<S>
+where
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -130,15 +150,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let upstream: Upstream = BoxCloneSyncService::new(
-            self.inner
-                .clone()
-                .map_response(|r: Response<ResBody>| r.map(body::boxed))
-                .map_err(Into::into),
-        );
         let ctx = Ctx {
             shared: Arc::clone(&self.shared),
-            upstream,
+            upstream: Arc::clone(&self.upstream),
         };
         Box::pin(async move { Ok(ctx.handle(req.map(body::boxed)).await) })
     }
@@ -147,7 +161,7 @@ where
 /// Everything one request's handling needs.
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
 }
 
 /// Per-request facts gathered along the walk, for the log line and metrics.
@@ -268,7 +282,7 @@ impl Ctx {
         // Boxed as a `dyn Future + Send` so the compiler does not have to prove `Send`
         // for every lifetime of the boxed error type (a known inference limitation).
         let call: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> =
-            Box::pin(self.upstream.clone().oneshot(req));
+            Box::pin(Upstream::clone(&self.upstream).oneshot(req));
         let result = tokio::time::timeout(self.shared.request_timeout, call).await;
         self.shared
             .metrics

@@ -362,10 +362,21 @@ async fn options_adds_patch_to_allow() {
 #[tokio::test]
 async fn a_failed_if_match_on_a_read_gets_412_with_the_current_body() {
     let (_upstream, proxy) = setup("").await;
-    let tag = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
+    let tag = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
     let ok = send(proxy.addr, "GET", "/api/people/1", &[("if-match", &tag)], "").await;
     assert_eq!(ok.status, 200);
-    let failed = send(proxy.addr, "GET", "/api/people/1", &[("if-match", "\"stale\"")], "").await;
+    let failed = send(
+        proxy.addr,
+        "GET",
+        "/api/people/1",
+        &[("if-match", "\"stale\"")],
+        "",
+    )
+    .await;
     assert_eq!(failed.status, 412);
     assert_eq!(failed.text(), DOC);
     assert_eq!(failed.header("etag"), Some(tag.as_str()));
