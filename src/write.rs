@@ -9,15 +9,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
 use http_body_util::Limited;
 
 use crate::body::{self, Body};
 use crate::cache::{Cache, Entry};
+use crate::config::EtagMode;
 use crate::etag::EntityTag;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
 use crate::layer::{Ctx, Exchange, allow, collect, content_length, finish_response};
-use crate::patch::{Document, Format, Patch};
+use crate::patch::{Document, Format, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::read::{Lookup, duplicate, make_entry, represent};
@@ -29,6 +30,13 @@ enum Intent {
     Patch(Patch),
     Put(Bytes),
     Delete,
+}
+
+/// The outcome of one attempt at the upstream write.
+enum Attempt {
+    Done(Response<Body>),
+    /// The upstream refused patchgate's conditional write: someone else wrote first.
+    Conflict,
 }
 
 impl Ctx {
@@ -43,7 +51,94 @@ impl Ctx {
             return Err(Error::PreconditionRequired);
         }
         let (parts, body) = req.into_parts();
-        let intent = match parts.method {
+        let intent = self.intent(route, &parts, body).await?;
+        let key = self.cache_key(route, &parts);
+        let _lock = self.shared.locks.lock(route.id, &key.path).await;
+        let mut retries = 0;
+        loop {
+            // After a conflict the cache cannot be trusted: read the upstream.
+            let force_upstream = retries > 0;
+            let current = match self
+                .current(route, &key, &parts, force_upstream, exchange)
+                .await?
+            {
+                Lookup::Found(entry) => Some(entry),
+                Lookup::Other(response) => match (response.status(), &intent) {
+                    (StatusCode::NOT_FOUND, Intent::Put(_)) => None,
+                    // §13.2.1: a missing resource is 404 whatever the preconditions.
+                    (StatusCode::OK, _) => return Err(self.too_large()),
+                    _ => return Ok(response),
+                },
+            };
+            let document = match (&intent, &current) {
+                (Intent::Patch(_), Some(entry)) => Some(Document::parse(&entry.body).inspect_err(|_| {
+                    self.shared.metrics.event(route.id, "patches_failed", "not-json");
+                })?),
+                _ => None,
+            };
+            let state = Current {
+                exists: current.is_some(),
+                etag: current.as_ref().map(|e| &e.etag),
+                last_modified: current.as_ref().and_then(|e| e.last_modified),
+            };
+            if evaluate(&conditions, &state, false) != Outcome::Proceed {
+                self.shared.metrics.event(route.id, "precondition_failures", "");
+                return self.enriched_412(route, current.as_deref(), &parts);
+            }
+            let new_body = match (&intent, &document) {
+                (Intent::Patch(patch), Some(doc)) => {
+                    Some(self.apply(route, patch, doc, current.as_deref())?)
+                }
+                (Intent::Put(bytes), _) => Some(bytes.clone()),
+                _ => None,
+            };
+            match self
+                .attempt(
+                    route,
+                    &key,
+                    &parts,
+                    &intent,
+                    current.as_deref(),
+                    new_body,
+                    exchange,
+                )
+                .await?
+            {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Conflict if !conditions.any_write_condition() => {
+                    if retries < route.config.conflict_retries {
+                        retries += 1;
+                        self.shared.metrics.event(route.id, "conflict_retries", "");
+                        continue;
+                    }
+                    let etag = match self.current(route, &key, &parts, true, exchange).await? {
+                        Lookup::Found(entry) => Some(entry.etag.to_header_value()),
+                        Lookup::Other(_) => None,
+                    };
+                    return Err(Error::ConflictRetriesExhausted { etag });
+                }
+                Attempt::Conflict => {
+                    // The client stated a precondition: it decides, with the current body.
+                    self.shared
+                        .metrics
+                        .event(route.id, "precondition_failures", "upstream");
+                    return match self.current(route, &key, &parts, true, exchange).await? {
+                        Lookup::Found(entry) => self.enriched_412(route, Some(&entry), &parts),
+                        Lookup::Other(_) => self.enriched_412(route, None, &parts),
+                    };
+                }
+            }
+        }
+    }
+
+    /// What the client asked for, parsed before any lock is taken: 405, 415, 400, 413.
+    async fn intent(
+        &self,
+        route: &CompiledRoute,
+        parts: &request::Parts,
+        body: Body,
+    ) -> Result<Intent, Error> {
+        match parts.method {
             Method::PATCH => {
                 let Some(accept_patch) = &route.accept_patch else {
                     return Err(Error::MethodNotAllowed { allow: allow(route) });
@@ -56,173 +151,120 @@ impl Ctx {
                     .ok_or_else(|| Error::UnsupportedPatchFormat {
                         accept_patch: accept_patch.clone(),
                     })?;
-                let bytes = self.client_body(&parts, body).await?;
-                let patch = Patch::parse(format, &bytes, route.config.patch_max_ops);
+                let bytes = self.client_body(parts, body).await?;
+                let patch = Patch::parse(format, &bytes, route.config.patch_max_ops).map_err(Error::Patch);
                 if let Err(e) = &patch {
-                    self.shared
-                        .metrics
-                        .event(route.id, "patches_failed", Error::Patch(e.clone()).kind());
+                    self.shared.metrics.event(route.id, "patches_failed", e.kind());
                 }
-                Intent::Patch(patch?)
+                Ok(Intent::Patch(patch?))
             }
-            Method::PUT => Intent::Put(self.client_body(&parts, body).await?),
-            _ => Intent::Delete,
-        };
-
-        let key = self.cache_key(route, &parts);
-        let _lock = self.shared.locks.lock(route.id, &key.path).await;
-        let mut retries = 0;
-        loop {
-            let force_upstream = retries > 0;
-            let current = match self
-                .current(route, &key, &parts, force_upstream, exchange)
-                .await?
-            {
-                Lookup::Found(entry) => Some(entry),
-                Lookup::Other(response) if response.status() == StatusCode::NOT_FOUND => {
-                    if matches!(intent, Intent::Put(_)) {
-                        None
-                    } else {
-                        // §13.2.1: a missing resource is 404 whatever the preconditions.
-                        return Ok(response);
-                    }
-                }
-                Lookup::Other(response) if response.status() == StatusCode::OK => {
-                    return Err(Error::Patch(crate::patch::PatchError::TooLarge {
-                        max: usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX),
-                    }));
-                }
-                Lookup::Other(response) => return Ok(response),
-            };
-
-            let document = match (&intent, &current) {
-                (Intent::Patch(_), Some(entry)) => match Document::parse(&entry.body) {
-                    Ok(doc) => Some(doc),
-                    Err(e) => {
-                        self.shared.metrics.event(route.id, "patches_failed", "not-json");
-                        return Err(e.into());
-                    }
-                },
-                _ => None,
-            };
-
-            let state = Current {
-                exists: current.is_some(),
-                etag: current.as_ref().map(|e| &e.etag),
-                last_modified: current.as_ref().and_then(|e| e.last_modified),
-            };
-            if evaluate(&conditions, &state, false) != Outcome::Proceed {
-                self.shared.metrics.event(route.id, "precondition_failures", "");
-                return self.enriched_412(route, current.as_deref(), &parts);
-            }
-
-            let (method, new_body) = match (&intent, &document) {
-                (Intent::Patch(patch), Some(doc)) => {
-                    let max = usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX);
-                    match patch.apply(doc, max) {
-                        Ok(bytes) => (route.config.write_method.clone(), Some(bytes)),
-                        Err(e) => {
-                            let error = Error::Patch(e);
-                            self.shared
-                                .metrics
-                                .event(route.id, "patches_failed", error.kind());
-                            if error.status() == StatusCode::CONFLICT {
-                                return Err(with_etag(error, current.as_deref()));
-                            }
-                            return Err(error);
-                        }
-                    }
-                }
-                (Intent::Put(bytes), _) => (Method::PUT, Some(bytes.clone())),
-                _ => (Method::DELETE, None),
-            };
-
-            // A dropped future (client gone) or a failed write must not leave a cached
-            // body the upstream may not hold.
-            let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
-            let upstream_tag = current
-                .as_ref()
-                .and_then(|e| e.upstream_etag.as_ref())
-                .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
-            let request = self.write_request(route, &parts, method, new_body.clone(), upstream_tag)?;
-            let response = self.send(route, request).await?;
-            let status = response.status();
-
-            if status == StatusCode::PRECONDITION_FAILED {
-                drop(guard);
-                if !conditions.any_write_condition() && retries < route.config.conflict_retries {
-                    retries += 1;
-                    self.shared.metrics.event(route.id, "conflict_retries", "");
-                    continue;
-                }
-                if !conditions.any_write_condition() {
-                    let fresh = self.current(route, &key, &parts, true, exchange).await?;
-                    let etag = match fresh {
-                        Lookup::Found(entry) => Some(entry.etag.to_header_value()),
-                        Lookup::Other(_) => None,
-                    };
-                    return Err(Error::ConflictRetriesExhausted { etag });
-                }
-                self.shared
-                    .metrics
-                    .event(route.id, "precondition_failures", "upstream");
-                return match self.current(route, &key, &parts, true, exchange).await? {
-                    Lookup::Found(entry) => self.enriched_412(route, Some(&entry), &parts),
-                    Lookup::Other(_) => self.enriched_412(route, None, &parts),
-                };
-            }
-            if !status.is_success() {
-                // The guard drops the entry: the upstream's state is unknown.
-                return Ok(finish_response(response));
-            }
-
-            let parent = parent_path(&key.path);
-            self.shared.cache.invalidate(route.id, &key.path);
-            if let Some(parent) = parent {
-                self.shared.cache.invalidate(route.id, parent);
-            }
-            let Some(new_body) = new_body else {
-                guard.disarm();
-                return Ok(finish_response(response));
-            };
-            let (resp_parts, resp_body) = response.into_parts();
-            // Let the upstream's response finish on the connection before replying.
-            let upstream_body = self
-                .read_body(resp_body, self.shared.max_body_bytes)
-                .await
-                .unwrap_or_default();
-            let entry = if route.config.refresh_after_write {
-                match self.current(route, &key, &parts, true, exchange).await? {
-                    Lookup::Found(entry) => entry,
-                    Lookup::Other(response) => return Ok(response),
-                }
-            } else {
-                let mut headers = resp_parts.headers.clone();
-                headers.insert(header::CONTENT_TYPE, content_type_of(current.as_deref(), &parts));
-                if let Some(old) = &current {
-                    for name in [header::CACHE_CONTROL, header::VARY, header::CONTENT_LOCATION] {
-                        if let Some(v) = old.headers.get(&name) {
-                            headers.insert(name, v.clone());
-                        }
-                    }
-                }
-                let entry = make_entry(route.config.etag, &headers, new_body);
-                self.shared
-                    .cache
-                    .insert(key.clone(), &parts.headers, duplicate(&entry))
-                    .unwrap_or_else(|| Arc::new(entry))
-            };
-            guard.disarm();
-            if matches!(intent, Intent::Patch(_)) {
-                self.shared.metrics.event(route.id, "patches", "applied");
-                return Ok(patched(&entry, route, &parts));
-            }
-            let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
-            response
-                .headers_mut()
-                .insert(header::ETAG, entry.etag.to_header_value());
-            return Ok(finish_response(response));
+            Method::PUT => Ok(Intent::Put(self.client_body(parts, body).await?)),
+            _ => Ok(Intent::Delete),
         }
+    }
+
+    /// Applies a patch; a failed `test` carries the ETag it was evaluated against.
+    fn apply(
+        &self,
+        route: &CompiledRoute,
+        patch: &Patch,
+        doc: &Document,
+        current: Option<&Entry>,
+    ) -> Result<Bytes, Error> {
+        let max = usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX);
+        patch.apply(doc, max).map_err(|e| {
+            let error = Error::Patch(e);
+            self.shared
+                .metrics
+                .event(route.id, "patches_failed", error.kind());
+            match (error, current) {
+                (Error::Patch(e @ PatchError::TestFailed { .. }), Some(entry)) => Error::PatchConflict {
+                    error: e,
+                    etag: entry.etag.to_header_value(),
+                },
+                (error, _) => error,
+            }
+        })
+    }
+
+    fn too_large(&self) -> Error {
+        Error::Patch(PatchError::TooLarge {
+            max: usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// One conditional upstream write and, on success, the cache update and the response.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        route: &CompiledRoute,
+        key: &crate::cache::Key,
+        parts: &request::Parts,
+        intent: &Intent,
+        current: Option<&Entry>,
+        new_body: Option<Bytes>,
+        exchange: &mut Exchange,
+    ) -> Result<Attempt, Error> {
+        let method = match intent {
+            Intent::Patch(_) => route.config.write_method.clone(),
+            Intent::Put(_) => Method::PUT,
+            Intent::Delete => Method::DELETE,
+        };
+        // A dropped future (client gone) or a failed write must not leave a cached body
+        // the upstream may not hold.
+        let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
+        let upstream_tag = current
+            .and_then(|e| e.upstream_etag.as_ref())
+            .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
+        let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
+        let response = self.send(route, request).await?;
+        let status = response.status();
+        if status == StatusCode::PRECONDITION_FAILED {
+            return Ok(Attempt::Conflict);
+        }
+        if !status.is_success() {
+            // The guard drops the entry: the upstream's state is unknown.
+            return Ok(Attempt::Done(finish_response(response)));
+        }
+        self.invalidate_after_write(route, &key.path);
+        let Some(new_body) = new_body else {
+            guard.disarm();
+            return Ok(Attempt::Done(finish_response(response)));
+        };
+        let (resp_parts, resp_body) = response.into_parts();
+        // Let the upstream's response finish on its connection before replying.
+        let upstream_body = self
+            .read_body(resp_body, self.shared.max_body_bytes)
+            .await
+            .unwrap_or_default();
+        // Without a new upstream tag, an upstream that tags its documents must be asked
+        // for it, or the next read would show another ETag for the same body.
+        let tag_unknown = route.config.etag != EtagMode::Hash
+            && current.is_some_and(|e| e.upstream_etag.is_some())
+            && !resp_parts.headers.contains_key(header::ETAG);
+        let entry = if route.config.refresh_after_write || tag_unknown {
+            match self.current(route, key, parts, true, exchange).await? {
+                Lookup::Found(entry) => entry,
+                Lookup::Other(response) => return Ok(Attempt::Done(response)),
+            }
+        } else {
+            let headers = written_headers(current, &resp_parts.headers, parts);
+            let entry = make_entry(route.config.etag, &headers, new_body);
+            self.shared
+                .cache
+                .insert(key.clone(), &parts.headers, duplicate(&entry))
+                .unwrap_or_else(|| Arc::new(entry))
+        };
+        guard.disarm();
+        if matches!(intent, Intent::Patch(_)) {
+            self.shared.metrics.event(route.id, "patches", "applied");
+            return Ok(Attempt::Done(patched(&entry, route, parts)));
+        }
+        let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
+        response
+            .headers_mut()
+            .insert(header::ETAG, entry.etag.to_header_value());
+        Ok(Attempt::Done(finish_response(response)))
     }
 
     /// The whole client body, bounded by `max_body_bytes` (413).
@@ -369,25 +411,25 @@ fn patched(entry: &Entry, route: &CompiledRoute, parts: &request::Parts) -> Resp
     represent(entry, route, StatusCode::OK, false)
 }
 
-fn with_etag(error: Error, current: Option<&Entry>) -> Error {
-    match (error, current) {
-        (Error::Patch(e), Some(entry)) => Error::PatchConflict {
-            error: e,
-            etag: entry.etag.to_header_value(),
-        },
-        (error, _) => error,
+/// The representation headers of what patchgate just wrote: the old document's, the
+/// written body's type, and the validators the upstream's write response gave.
+fn written_headers(current: Option<&Entry>, response: &HeaderMap, parts: &request::Parts) -> HeaderMap {
+    let mut headers = current.map(|e| e.headers.clone()).unwrap_or_default();
+    headers.remove(header::LAST_MODIFIED);
+    let content_type = match (&parts.method, parts.headers.get(header::CONTENT_TYPE)) {
+        (&Method::PUT, Some(ct)) => ct.clone(),
+        _ => headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    };
+    headers.insert(header::CONTENT_TYPE, content_type);
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = response.get(&name) {
+            headers.insert(name, v.clone());
+        }
     }
-}
-
-fn content_type_of(current: Option<&Entry>, parts: &request::Parts) -> HeaderValue {
-    if parts.method == Method::PUT
-        && let Some(ct) = parts.headers.get(header::CONTENT_TYPE)
-    {
-        return ct.clone();
-    }
-    current
-        .and_then(|e| e.headers.get(header::CONTENT_TYPE).cloned())
-        .unwrap_or_else(|| HeaderValue::from_static("application/json"))
+    headers
 }
 
 fn clone_parts(parts: &request::Parts) -> request::Parts {
