@@ -78,6 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.config)?;
             runtime.block_on(async {
                 let proxy = Proxy::bind(&config).await?;
+                #[cfg(unix)]
+                tokio::spawn(
+                    patchgate::server::reload_on_sighup(proxy.tls())
+                        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?,
+                );
                 log_start(&proxy);
                 proxy.run(patchgate::server::shutdown_signal()).await
             })
@@ -88,7 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     if let Some(tls) = &config.server.tls {
-        patchgate::server::tls_acceptor(tls)?;
+        patchgate::server::server_config(tls)?;
     }
     patchgate::upstream::client(&config)?;
     println!("{}: ok, {} route(s)", path.display(), config.routes.len());

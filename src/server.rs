@@ -1,7 +1,10 @@
-//! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1), HTTP/1.1 and h2/h2c
-//! through hyper-util's auto builder, a header-read timeout, graceful shutdown.
+//! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1, reloaded on SIGHUP: see
+//! [`ListenerTls`]), HTTP/1.1 and h2/h2c through hyper-util's auto builder, a header-read
+//! timeout, graceful shutdown.
 
-use std::{future::Future, io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+mod tls;
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use http::Request;
@@ -10,15 +13,15 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 use crate::admin;
-use crate::config::{Config, Tls};
+use crate::config::Config;
 use crate::layer::{PatchLayer, PatchService};
 use crate::upstream::{self, ConnInfo};
+
+pub use tls::{ListenerTls, server_config};
 
 /// A bound, ready-to-run proxy: listeners are open (so port 0 has become a real port)
 /// before [`Proxy::run`] is called.
@@ -27,7 +30,7 @@ pub struct Proxy {
     admin: Option<TcpListener>,
     layer: PatchLayer,
     service: PatchService<upstream::Client>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ListenerTls>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
 }
@@ -55,7 +58,10 @@ impl Proxy {
         listener: TcpListener,
         admin: Option<TcpListener>,
     ) -> anyhow::Result<Proxy> {
-        let tls = config.server.tls.as_ref().map(tls_acceptor).transpose()?;
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(ListenerTls::load(files)?)),
+            None => None,
+        };
         let client = upstream::client(config)?;
         let layer = PatchLayer::new(config);
         let service = tower::Layer::layer(&layer, client);
@@ -76,6 +82,11 @@ impl Proxy {
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The listener's TLS state, to reload its certificate (see [`reload_on_sighup`]).
+    pub fn tls(&self) -> Option<Arc<ListenerTls>> {
+        self.tls.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight
@@ -144,7 +155,7 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: PatchService<upstream::Client>,
     watcher: hyper_util::server::graceful::Watcher,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ListenerTls>>,
     handshake_timeout: Duration,
 }
 
@@ -170,7 +181,8 @@ impl Connection {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 watcher.watch(conn.into_owned()).await
             }
-            Some(acceptor) => {
+            Some(tls) => {
+                let acceptor = tls.acceptor();
                 let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
@@ -192,35 +204,29 @@ impl Connection {
     }
 }
 
-/// Loads the certificate chain and key; errors name the file.
-pub fn tls_acceptor(tls: &Tls) -> anyhow::Result<TlsAcceptor> {
-    let certs = load_certs(&tls.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| anyhow::anyhow!("server.tls.key: {}: {e}", tls.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "server.tls: {} and {} do not form a usable pair: {e}",
-                tls.cert.display(),
-                tls.key.display()
-            )
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<_, _>>())
-        .map_err(|e| anyhow::anyhow!("server.tls.cert: {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("server.tls.cert: {}: no certificate found", path.display());
-    }
-    Ok(certs)
+/// Registers a SIGHUP handler now (so a signal sent once this returns is never the
+/// default "terminate") and returns the loop that reloads `tls` on each SIGHUP.
+#[cfg(unix)]
+pub fn reload_on_sighup(tls: Option<Arc<ListenerTls>>) -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("SIGHUP: no [server.tls], nothing to reload"),
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %tls.files().cert.display(),
+                        key = %tls.files().key.display(),
+                        "TLS certificate reloaded"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the certificate in use")
+                    }
+                },
+            }
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

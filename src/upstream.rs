@@ -1,12 +1,20 @@
 //! The upstream side: a pooled keep-alive hyper client (HTTP and HTTPS through rustls),
 //! the request head patchgate sends upstream, and the classification of upstream failures.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header, request};
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{Client as HyperClient, connect::HttpConnector},
+    client::legacy::{self, Client as HyperClient, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -16,9 +24,6 @@ use crate::config::Config;
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::problem::Error;
 
-/// The pooled client the binary puts under the layer.
-pub type Client = HyperClient<HttpsConnector<HttpConnector>, Body>;
-
 /// What the server knows of the client connection; inserted into request extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
@@ -26,34 +31,140 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Builds the client: webpki roots plus every route's `ca_file`.
+type Pooled = HyperClient<HttpsConnector<HttpConnector>, Body>;
+
+/// The pooled client the binary puts under the layer: one hyper client per distinct
+/// trust set, chosen by the request's origin.
+///
+/// Trust is per upstream origin (`https://host:port`): an origin that routes give a
+/// `ca_file` is verified against the webpki roots plus exactly those files; every other
+/// origin against the webpki roots alone. Routes sharing an origin share its trust, as
+/// they would share its connections.
+#[derive(Clone)]
+pub struct Client {
+    default: Pooled,
+    by_origin: Arc<HashMap<String, Pooled>>,
+}
+
+impl Client {
+    fn pick(&self, uri: &Uri) -> &Pooled {
+        origin_key(uri.scheme_str(), uri.host(), uri.port_u16())
+            .and_then(|key| self.by_origin.get(&key))
+            .unwrap_or(&self.default)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Client {
+    type Response = http::Response<Incoming>;
+    type Error = legacy::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), legacy::Error>> {
+        // hyper's pooled client is always ready; it waits for a connection per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> ResponseFuture {
+        self.pick(req.uri()).request(req)
+    }
+}
+
+/// Builds the client: webpki roots, plus each https origin's `ca_file`s for that origin.
+/// Errors name the route key and the file.
 pub fn client(config: &Config) -> anyhow::Result<Client> {
+    let mut trust: HashMap<String, BTreeSet<PathBuf>> = HashMap::new();
+    let mut loaded: HashMap<PathBuf, Vec<CertificateDer<'static>>> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(path) = &route.ca_file else { continue };
+        let up = &route.upstream;
+        let Some(key) = origin_key(
+            Some(up.scheme.as_str()),
+            Some(up.authority.host()),
+            up.authority.port_u16(),
+        ) else {
+            continue;
+        };
+        if !loaded.contains_key(path) {
+            loaded.insert(
+                path.clone(),
+                load_ca_file(path).map_err(|e| anyhow::anyhow!("route[{i}].ca_file: {e}"))?,
+            );
+        }
+        trust.entry(key).or_default().insert(path.clone());
+    }
+    let default = pooled(tls_config(&[])?);
+    let mut by_set: HashMap<BTreeSet<PathBuf>, Pooled> = HashMap::new();
+    let mut by_origin = HashMap::new();
+    for (origin, files) in trust {
+        let client = match by_set.get(&files) {
+            Some(client) => client.clone(),
+            None => {
+                let extra: Vec<_> = files
+                    .iter()
+                    .filter_map(|f| loaded.get(f))
+                    .flatten()
+                    .cloned()
+                    .collect();
+                let client = pooled(tls_config(&extra)?);
+                by_set.insert(files, client.clone());
+                client
+            }
+        };
+        by_origin.insert(origin, client);
+    }
+    Ok(Client {
+        default,
+        by_origin: Arc::new(by_origin),
+    })
+}
+
+/// `https://host:port` in lowercase with the port spelled out; `None` for anything but https.
+fn origin_key(scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> Option<String> {
+    if !scheme?.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let host = host?.to_ascii_lowercase();
+    Some(format!("https://{host}:{}", port.unwrap_or(443)))
+}
+
+fn load_ca_file(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| match e {
+            rustls::pki_types::pem::Error::Io(io) => anyhow::anyhow!("{}: cannot read: {io}", path.display()),
+            e => anyhow::anyhow!("{}: not valid PEM: {e}", path.display()),
+        })?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            path.display()
+        );
+    }
+    // Parse each one now, so a bad file fails at start-up rather than on first use.
+    let mut probe = rustls::RootCertStore::empty();
+    for cert in &certs {
+        probe
+            .add(cert.clone())
+            .map_err(|e| anyhow::anyhow!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    Ok(certs)
+}
+
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for route in &config.routes {
-        if let Some(path) = &route.ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display()))?;
-            if certs.is_empty() {
-                anyhow::bail!(
-                    "route {}: ca_file {}: no certificate found",
-                    route.name,
-                    path.display()
-                );
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| anyhow::anyhow!("route {}: ca_file {}: {e}", route.name, path.display()))?;
-            }
-        }
+    for cert in extra_roots {
+        roots.add(cert.clone())?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// A keep-alive pool over HTTP or HTTPS; SNI and verification use the URI's host.
+fn pooled(tls: rustls::ClientConfig) -> Pooled {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -63,12 +174,12 @@ pub fn client(config: &Config) -> anyhow::Result<Client> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(HyperClient::builder(TokioExecutor::new())
+    HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(connector))
+        .build(connector)
 }
 
 /// Rewrites the client's request head for the upstream: absolute URI on the configured
@@ -162,9 +273,8 @@ fn is_credential_or_context(name: &http::HeaderName) -> bool {
 
 /// Maps a client error to the problem patchgate answers with.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut text = err.to_string();
-    while let Some(e) = source {
+    for e in chain(err) {
         if e.is::<http_body_util::LengthLimitError>() {
             return Error::BodyTooLarge { max: 0 };
         }
@@ -174,16 +284,10 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Error {
             };
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Error::UpstreamTls {
-                    detail: inner.to_string(),
-                };
-            }
             text = io.to_string();
         }
-        source = e.source();
     }
-    if let Some(hyper_err) = find::<hyper::Error>(err) {
+    if let Some(hyper_err) = chain(err).find_map(|e| e.downcast_ref::<hyper::Error>()) {
         if hyper_err.is_parse() || hyper_err.is_parse_status() {
             return Error::UpstreamInvalid {
                 detail: hyper_err.to_string(),
@@ -196,18 +300,78 @@ pub fn classify(err: &(dyn std::error::Error + 'static)) -> Error {
     Error::UpstreamUnreachable { detail: text }
 }
 
-fn find<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(t) = e.downcast_ref::<T>() {
-            return Some(t);
+/// Every error in `err`'s chain. `io::Error::source` returns the source of the error it
+/// wraps, skipping that error itself; hyper-rustls wraps rustls's io::Error in another
+/// io::Error, so following `source` alone would never reach the `rustls::Error`.
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| {
+        match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
         }
-        source = e.source();
-    }
-    None
+    })
 }
 
 /// Boxed error from any upstream service, for [`classify`].
 pub fn classify_boxed(err: &BoxError) -> Error {
     classify(err.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands for hyper-util's client error: a wrapper whose `source` is the connector's.
+    #[derive(Debug)]
+    struct Wrapper(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn a_certificate_error_inside_nested_io_errors_is_a_tls_failure() {
+        // What hyper-rustls returns: io::Error::other(tokio-rustls's io::Error(rustls::Error)).
+        let rustls_err = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let tokio_rustls = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
+        let err = Wrapper(Box::new(std::io::Error::other(tokio_rustls)));
+        match classify(&err) {
+            Error::UpstreamTls { detail } => assert!(detail.contains("UnknownIssuer"), "{detail}"),
+            other => panic!("expected UpstreamTls, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_with_the_io_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = Wrapper(Box::new(io));
+        match classify(&err) {
+            Error::UpstreamUnreachable { detail } => assert_eq!(detail, "connection refused"),
+            other => panic!("expected UpstreamUnreachable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn origin_keys_spell_out_the_port_and_ignore_plain_http() {
+        assert_eq!(
+            origin_key(Some("https"), Some("API.Example"), None).as_deref(),
+            Some("https://api.example:443")
+        );
+        assert_eq!(
+            origin_key(Some("https"), Some("127.0.0.1"), Some(8443)).as_deref(),
+            Some("https://127.0.0.1:8443")
+        );
+        assert_eq!(origin_key(Some("http"), Some("h"), Some(80)), None);
+        assert_eq!(origin_key(None, Some("h"), None), None);
+    }
 }

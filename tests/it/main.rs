@@ -5,5 +5,6 @@ mod support;
 mod cli;
 mod forward;
 mod reads;
+mod tls;
 mod upstream_selftest;
 mod writes;

@@ -1,0 +1,144 @@
+//! HTTPS on the listener: the certificate chain and key from PEM files (rustls, ring),
+//! ALPN h2 and http/1.1, and reloading the pair on SIGHUP.
+//!
+//! Invariant: a reload that fails keeps the pair in use. A connection keeps the config it
+//! was accepted with, so a reload never disturbs an open connection.
+
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Tls;
+
+/// The listener's TLS config, swappable while connections are served.
+pub struct ListenerTls {
+    files: Tls,
+    // A std lock: held only to clone or replace an `Arc`, never across an `.await`.
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ListenerTls {
+    /// Loads `cert` and `key`; errors name the file and the key in proxy.toml.
+    pub fn load(files: &Tls) -> anyhow::Result<ListenerTls> {
+        Ok(ListenerTls {
+            current: RwLock::new(server_config(files)?),
+            files: files.clone(),
+        })
+    }
+
+    /// An acceptor over the pair in use now, for one new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = self.current.read().unwrap_or_else(|p| p.into_inner());
+        TlsAcceptor::from(Arc::clone(&config))
+    }
+
+    /// Re-reads both files; on error the pair in use stays and the error says why.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let fresh = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    pub fn files(&self) -> &Tls {
+        &self.files
+    }
+}
+
+/// Builds the rustls server config from the PEM files named in `[server.tls]`.
+pub fn server_config(files: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "server.tls: {} and {} do not form a usable pair ({e}); the key must be the \
+                 private key of the first certificate in the cert file",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<_, _>>())
+        .map_err(|e| anyhow::anyhow!("server.tls.cert: {}: {}", path.display(), pem_error(&e)))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "server.tls.cert: {}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => anyhow::anyhow!(
+            "server.tls.key: {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
+            path.display()
+        ),
+        e => anyhow::anyhow!("server.tls.key: {}: {}", path.display(), pem_error(&e)),
+    })
+}
+
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    match e {
+        rustls::pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
+        other => format!("not valid PEM: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn files(cert: &str, key: &str) -> Tls {
+        Tls {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }
+    }
+
+    #[test]
+    fn a_missing_cert_file_is_an_error_naming_it() {
+        let err = server_config(&files("/nonexistent/patchgate/c.pem", "/nonexistent/k.pem"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("server.tls.cert: /nonexistent/patchgate/c.pem: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_without_pem_blocks_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("patchgate-unit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("empty.pem");
+        std::fs::write(&path, "not pem at all\n").unwrap();
+        let err = load_certs(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("server.tls.cert") && err.contains("empty.pem"),
+            "{err}"
+        );
+        let err = load_key(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("server.tls.key") && err.contains("empty.pem"),
+            "{err}"
+        );
+    }
+}
