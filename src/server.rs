@@ -33,6 +33,7 @@ pub struct Proxy {
     tls: Option<Arc<ListenerTls>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    max_connections: Option<usize>,
 }
 
 impl Proxy {
@@ -72,6 +73,7 @@ impl Proxy {
             service,
             tls,
             header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
             shutdown_grace: config.server.shutdown_grace,
         })
     }
@@ -100,6 +102,7 @@ impl Proxy {
             tls,
             header_read_timeout,
             shutdown_grace,
+            max_connections,
         } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -113,8 +116,17 @@ impl Proxy {
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
         let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, layer.clone(), admin_stopped)));
 
+        // Past max_connections, connections wait in the kernel's backlog, not in memory.
+        let slots = max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         tokio::pin!(shutdown);
         loop {
+            let permit = match &slots {
+                Some(slots) => tokio::select! {
+                    permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+                    () = &mut shutdown => break,
+                },
+                None => None,
+            };
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -135,7 +147,10 @@ impl Proxy {
                 tls: tls.clone(),
                 handshake_timeout: header_read_timeout,
             };
-            tokio::spawn(conn.serve(stream, peer));
+            tokio::spawn(async move {
+                conn.serve(stream, peer).await;
+                drop(permit);
+            });
         }
         drop(listener);
         tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");

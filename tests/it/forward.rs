@@ -411,3 +411,31 @@ async fn requests_beyond_max_in_flight_get_503_with_retry_after() {
         "the shed request never reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc("/api/x", "{}");
+    let proxy = TestProxy::start(&one_route(&upstream.url(), "", "max_connections = 1")).await;
+
+    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    first.write_all(request).await.unwrap();
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let addr = proxy.addr;
+    let second = tokio::spawn(async move { get(addr, "/api/x").await });
+    // While the first connection stays open, it is served and the second is not.
+    for _ in 0..3 {
+        first.write_all(request).await.unwrap();
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        assert!(!second.is_finished());
+    }
+    assert_eq!(upstream.count(&Method::GET, "/api/x"), 4);
+    drop(first);
+    assert_eq!(second.await.unwrap().status, 200);
+}

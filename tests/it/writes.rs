@@ -775,11 +775,29 @@ async fn with_an_upstream_that_tags_its_documents_the_patch_etag_is_the_upstream
     upstream.set_honour_if_match(true);
     upstream.set_doc("/api/people/1", r#"{"a":1}"#);
     let proxy = TestProxy::in_front_of(&upstream, "").await;
-    let before = get(proxy.addr, "/api/people/1").await.header("etag").unwrap().to_owned();
-    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH, ("if-match", &before)], r#"{"a":2}"#).await;
+    let before = get(proxy.addr, "/api/people/1")
+        .await
+        .header("etag")
+        .unwrap()
+        .to_owned();
+    let got = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH, ("if-match", &before)],
+        r#"{"a":2}"#,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let direct = get(upstream.addr(), "/api/people/1").await;
     assert_eq!(got.header("etag"), direct.header("etag"));
-    assert_eq!(get(proxy.addr, "/api/people/1").await.header("etag"), direct.header("etag"));
-    assert_eq!(upstream.writes()[0].headers["if-match"], before.as_str(), "the write was conditional upstream");
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.header("etag"),
+        direct.header("etag")
+    );
+    assert_eq!(
+        upstream.writes()[0].headers["if-match"],
+        before.as_str(),
+        "the write was conditional upstream"
+    );
 }
