@@ -4,6 +4,7 @@
 
 mod tls;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
@@ -187,14 +188,29 @@ impl Connection {
             peer,
             tls: tls.is_some(),
         };
+        // hyper's header-read timeout starts once HTTP/1 is chosen; a client that sends
+        // nothing, or only part of the h2 preface, would otherwise hold the connection.
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&first_request);
         let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(info);
             service.clone().call(req)
         });
+        let deadline = async {
+            tokio::time::sleep(handshake_timeout).await;
+            if first_request.load(Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            tracing::debug!(%peer, "no request within header_read_timeout");
+        };
         let result = match tls {
             None => {
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                watcher.watch(conn.into_owned()).await
+                tokio::select! {
+                    result = watcher.watch(conn.into_owned()) => result,
+                    () = deadline => return,
+                }
             }
             Some(tls) => {
                 let acceptor = tls.acceptor();
@@ -210,7 +226,10 @@ impl Connection {
                     }
                 };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                watcher.watch(conn.into_owned()).await
+                tokio::select! {
+                    result = watcher.watch(conn.into_owned()) => result,
+                    () = deadline => return,
+                }
             }
         };
         if let Err(e) = result {
