@@ -58,15 +58,26 @@ impl Ctx {
         loop {
             // After a conflict the cache cannot be trusted: read the upstream.
             let force_upstream = retries > 0;
-            let current = match self
-                .current(route, &key, &parts, force_upstream, exchange)
-                .await?
-            {
+            // An unconditional PUT or DELETE replaces whatever is there: no need to read it
+            // first (a cached copy still lends its upstream ETag to the write).
+            let blind = !force_upstream && conditions.is_empty() && !matches!(intent, Intent::Patch(_));
+            let lookup = if blind {
+                match self.shared.cache.get(&key, &parts.headers) {
+                    Some(entry) => Lookup::Found(entry),
+                    None => Lookup::Other(crate::layer::status_only(StatusCode::NOT_FOUND)),
+                }
+            } else {
+                self.current(route, &key, &parts, force_upstream, exchange)
+                    .await?
+            };
+            let current = match lookup {
                 Lookup::Found(entry) => Some(entry),
                 Lookup::Other(response) => match (response.status(), &intent) {
                     (StatusCode::NOT_FOUND, Intent::Put(_)) => None,
-                    // §13.2.1: a missing resource is 404 whatever the preconditions.
+                    (StatusCode::NOT_FOUND, Intent::Delete) if blind => None,
+                    // A PATCH needs the whole document; this one is too large to hold.
                     (StatusCode::OK, _) => return Err(self.too_large()),
+                    // §13.2.1: a missing resource is 404 whatever the preconditions.
                     _ => return Ok(response),
                 },
             };
@@ -85,7 +96,8 @@ impl Ctx {
                 self.shared.metrics.event(route.id, "precondition_failures", "");
                 return self.enriched_412(route, current.as_deref(), &parts);
             }
-            let new_body = match (&intent, &document) {
+            // The parsed document is consumed here, before the upstream wait.
+            let new_body = match (&intent, document) {
                 (Intent::Patch(patch), Some(doc)) => {
                     Some(self.apply(route, patch, doc, current.as_deref())?)
                 }
@@ -168,11 +180,11 @@ impl Ctx {
         &self,
         route: &CompiledRoute,
         patch: &Patch,
-        doc: &Document,
+        doc: Document,
         current: Option<&Entry>,
     ) -> Result<Bytes, Error> {
         let max = usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX);
-        patch.apply(doc, max).map_err(|e| {
+        patch.apply_owned(doc, max).map_err(|e| {
             let error = Error::Patch(e);
             self.shared
                 .metrics

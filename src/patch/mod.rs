@@ -155,28 +155,27 @@ impl Patch {
     /// Atomic: applies the whole patch to a copy of `doc` or fails without changing
     /// anything. Returns the new document serialized; TooLarge past `max_output_bytes`.
     pub fn apply(&self, doc: &Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {
+        self.apply_owned(doc.clone(), max_output_bytes)
+    }
+
+    /// [`Patch::apply`] on a document the caller no longer needs: no copy is made, and
+    /// a failure leaves nothing behind but the error (the document is dropped).
+    pub fn apply_owned(&self, doc: Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {
         let too_large = |_| PatchError::TooLarge {
             max: max_output_bytes,
         };
-        let result = match &self.kind {
-            // A non-object merge patch is the result itself: no copy of the document needed.
+        let Document { mut root, source_len } = doc;
+        match &self.kind {
+            // A non-object merge patch is the result itself.
             Kind::Merge(patch) if !matches!(patch, Json::Object(_)) => {
                 return json::to_vec(patch, max_output_bytes, 0)
                     .map(Bytes::from)
                     .map_err(too_large);
             }
-            Kind::Merge(patch) => {
-                let mut root = doc.root.clone();
-                merge::merge(&mut root, patch);
-                root
-            }
-            Kind::Json(ops) => {
-                let mut root = doc.root.clone();
-                ops::apply(&mut root, ops, &mut Budget::new(doc.source_len, max_output_bytes))?;
-                root
-            }
-        };
-        json::to_vec(&result, max_output_bytes, doc.source_len)
+            Kind::Merge(patch) => merge::merge(&mut root, patch),
+            Kind::Json(ops) => ops::apply(&mut root, ops, &mut Budget::new(source_len, max_output_bytes))?,
+        }
+        json::to_vec(&root, max_output_bytes, source_len)
             .map(Bytes::from)
             .map_err(too_large)
     }

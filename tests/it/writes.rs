@@ -801,3 +801,33 @@ async fn with_an_upstream_that_tags_its_documents_the_patch_etag_is_the_upstream
         "the write was conditional upstream"
     );
 }
+
+#[tokio::test]
+async fn an_unconditional_put_or_delete_is_one_upstream_exchange() {
+    let (upstream, proxy) = setup(r#"{"a":1}"#, "").await;
+    let got = send(
+        proxy.addr,
+        "PUT",
+        "/api/people/1",
+        &[("content-type", "application/json")],
+        r#"{"a":2}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let tag = got.header("etag").unwrap().to_owned();
+    assert_eq!(
+        get(proxy.addr, "/api/people/1").await.header("etag"),
+        Some(tag.as_str())
+    );
+    upstream.clear_requests();
+    assert_eq!(
+        send(proxy.addr, "DELETE", "/api/people/1", &[], "").await.status,
+        204
+    );
+    assert_eq!(
+        send(proxy.addr, "DELETE", "/api/people/1", &[], "").await.status,
+        404
+    );
+    let methods: Vec<_> = upstream.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, [Method::DELETE, Method::DELETE]);
+}
