@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod forward;
+mod hostile;
 mod reads;
 mod upstream_selftest;
 mod writes;
