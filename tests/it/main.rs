@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod forward;
 mod hostile;
+mod limits;
 mod reads;
 mod upstream_selftest;
 mod writes;
