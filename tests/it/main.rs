@@ -7,5 +7,6 @@ mod forward;
 mod hostile;
 mod limits;
 mod reads;
+mod soak;
 mod upstream_selftest;
 mod writes;
