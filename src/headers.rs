@@ -1,7 +1,8 @@
 //! Header names patchgate uses that `http` does not define, and hop-by-hop handling
 //! (RFC 9110 §7.6.1).
 
-use http::{HeaderMap, HeaderName, header};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, Version, header};
 
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
@@ -51,6 +52,48 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` line, an HTTP/1.0 one at
+/// most one; its value is empty or `uri-host [":" port]` (no userinfo). HTTP/2 and later
+/// carry the authority in `:authority`, so only a present `Host` is checked there.
+pub fn host_is_valid(version: Version, headers: &HeaderMap) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (first, more) = (hosts.next(), hosts.next().is_some());
+    let required = version == Version::HTTP_11;
+    match first {
+        None => !required,
+        Some(_) if more => false,
+        Some(value) => {
+            let bytes = value.as_bytes();
+            bytes.is_empty()
+                || (!bytes.contains(&b'@') && Authority::try_from(bytes).is_ok_and(|a| has_digit_port(&a)))
+        }
+    }
+}
+
+/// `host`, `host:` or `host:digits` (RFC 3986 §3.2.3); `Authority` parses the port lazily.
+fn has_digit_port(authority: &Authority) -> bool {
+    let port = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or_default();
+    match port.strip_prefix(':') {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_digit()),
+        None => port.is_empty(),
+    }
+}
+
+/// True when `Content-Encoding` names any coding other than `identity` (RFC 9110 §8.4).
+pub fn has_content_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|coding| {
+            let coding = coding.trim_ascii();
+            !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity")
+        })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -72,5 +115,52 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn host_must_be_single_and_valid_on_http_1_1() {
+        let map = |hosts: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in hosts {
+                h.append(header::HOST, HeaderValue::from_bytes(v).unwrap());
+            }
+            h
+        };
+        let rows: [(&[&[u8]], bool, bool, bool); 10] = [
+            // (Host lines, valid on HTTP/1.1, on HTTP/1.0, on HTTP/2)
+            (&[], false, true, true),
+            (&[b"example.com"], true, true, true),
+            (&[b"127.0.0.1:8080"], true, true, true),
+            (&[b"[::1]:80"], true, true, true),
+            (&[b""], true, true, true),
+            (&[b"a", b"a"], false, false, false),
+            (&[b"a b"], false, false, false),
+            (&[b"user@host"], false, false, false),
+            (&[b"host/path"], false, false, false),
+            (&[b"host:port"], false, false, false),
+        ];
+        for (hosts, h11, h10, h2) in rows {
+            let h = map(hosts);
+            assert_eq!(host_is_valid(Version::HTTP_11, &h), h11, "{hosts:?}");
+            assert_eq!(host_is_valid(Version::HTTP_10, &h), h10, "{hosts:?}");
+            assert_eq!(host_is_valid(Version::HTTP_2, &h), h2, "{hosts:?}");
+        }
+    }
+
+    #[test]
+    fn only_identity_is_no_content_coding() {
+        let coded = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_ENCODING, HeaderValue::from_str(v).unwrap());
+            }
+            has_content_coding(&h)
+        };
+        assert!(!coded(&[]));
+        assert!(!coded(&["identity"]));
+        assert!(!coded(&["Identity, "]));
+        assert!(coded(&["gzip"]));
+        assert!(coded(&["identity, br"]));
+        assert!(coded(&["identity", "deflate"]));
     }
 }

@@ -205,6 +205,9 @@ impl Ctx {
     }
 
     async fn dispatch(&self, req: Request<Body>, exchange: &mut Exchange) -> Result<Response<Body>, Error> {
+        if !crate::headers::host_is_valid(req.version(), req.headers()) {
+            return Err(Error::BadHost);
+        }
         let path = req.uri().path();
         if !route::is_safe_path(path) {
             return Err(Error::UnsafePath);

@@ -18,6 +18,8 @@ pub enum Error {
     NoRoute,
     /// The request path could escape its route (`..`, `%2f`, `%2e%2e`, NUL, bad escapes).
     UnsafePath,
+    /// An HTTP/1.1 request without exactly one valid `Host` (RFC 9112 §3.2).
+    BadHost,
     MethodNotAllowed {
         allow: HeaderValue,
     },
@@ -29,6 +31,9 @@ pub enum Error {
     UnsupportedPatchFormat {
         accept_patch: HeaderValue,
     },
+    /// A PATCH or PUT body with a content coding: patchgate reads, hashes and caches plain
+    /// documents only (RFC 9110 §8.4.1, RFC 7694).
+    UnsupportedContentEncoding,
     Patch(PatchError),
     /// A failed JSON Patch `test`, with the ETag it was evaluated against.
     PatchConflict {
@@ -60,10 +65,12 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::UnsafePath | Error::ClientBody => StatusCode::BAD_REQUEST,
+            Error::UnsafePath | Error::BadHost | Error::ClientBody => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnsupportedPatchFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedPatchFormat { .. } | Error::UnsupportedContentEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Error::Patch(e) => match e {
                 PatchError::Malformed { .. } => StatusCode::BAD_REQUEST,
                 PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -89,10 +96,12 @@ impl Error {
         match self {
             Error::NoRoute => "no-route",
             Error::UnsafePath => "unsafe-path",
+            Error::BadHost => "bad-host",
             Error::MethodNotAllowed { .. } => "method-not-allowed",
             Error::BodyTooLarge { .. } => "body-too-large",
             Error::ClientBody => "client-body",
             Error::UnsupportedPatchFormat { .. } => "unsupported-patch-format",
+            Error::UnsupportedContentEncoding => "unsupported-content-encoding",
             Error::Patch(e) => match e {
                 PatchError::Malformed { .. } => "malformed-patch",
                 PatchError::TooManyOps { .. } => "too-many-operations",
@@ -118,6 +127,12 @@ impl Error {
             Error::NoRoute => "no route in proxy.toml matches this path".into(),
             Error::UnsafePath => {
                 "the path contains dot segments or encoded separators that could escape its route".into()
+            }
+            Error::BadHost => {
+                "an HTTP/1.1 request needs exactly one Host header with a valid host[:port]".into()
+            }
+            Error::UnsupportedContentEncoding => {
+                "write bodies must not have a Content-Encoding; send the plain document".into()
             }
             Error::MethodNotAllowed { allow } => format!(
                 "allowed methods: {}",
@@ -179,6 +194,9 @@ impl Error {
             }
             Error::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::UnsupportedContentEncoding => {
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             }
             Error::ConflictRetriesExhausted { etag: Some(etag) } | Error::PatchConflict { etag, .. } => {
                 headers.insert(header::ETAG, etag);

@@ -50,6 +50,10 @@ impl Ctx {
         if route.config.require_precondition && !conditions.has_write_precondition() {
             return Err(Error::PreconditionRequired);
         }
+        // A coded body would be patched, hashed and cached as if it were the document.
+        if req.method() != Method::DELETE && crate::headers::has_content_coding(req.headers()) {
+            return Err(Error::UnsupportedContentEncoding);
+        }
         let (parts, body) = req.into_parts();
         let intent = self.intent(route, &parts, body).await?;
         let key = self.cache_key(route, &parts);

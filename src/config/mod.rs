@@ -536,3 +536,7 @@ patch = ["merge-patch"]
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props;

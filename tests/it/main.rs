@@ -4,7 +4,10 @@ mod support;
 
 mod cli;
 mod forward;
+mod hostile;
+mod limits;
 mod reads;
+mod soak;
 mod tls;
 mod upstream_selftest;
 mod writes;
