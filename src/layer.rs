@@ -51,6 +51,7 @@ pub(crate) struct Shared {
     pub key_headers: Vec<HeaderName>,
     pub cache: Cache,
     pub locks: Locks,
+    pub batches: crate::batch::Mailboxes,
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
     pub in_flight: Vec<AtomicUsize>,
@@ -75,6 +76,7 @@ impl PatchLayer {
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 locks: Locks::new(),
+                batches: crate::batch::Mailboxes::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
             }),

@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin; // health and Prometheus metrics listener
+mod batch; // group commit of PATCHes queued for one resource
 pub mod body; // the one boxed body type
 pub mod cache; // bounded LRU body cache with coalescing
 pub mod config; // proxy.toml: raw TOML → validated Config

@@ -59,6 +59,11 @@ pub enum Error {
     UpstreamTimeout,
     /// The route already handles `max_in_flight` requests.
     Overloaded,
+    /// The upstream write that carried this PATCH together with others failed in a way
+    /// that may or may not have changed the document.
+    BatchWriteFailed {
+        status: StatusCode,
+    },
 }
 
 impl Error {
@@ -88,6 +93,7 @@ impl Error {
             }
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BatchWriteFailed { status } => *status,
         }
     }
 
@@ -119,6 +125,7 @@ impl Error {
             Error::UpstreamInvalid { .. } => "upstream-invalid-response",
             Error::UpstreamTimeout => "upstream-timeout",
             Error::Overloaded => "overloaded",
+            Error::BatchWriteFailed { .. } => "write-outcome-unknown",
         }
     }
 
@@ -161,6 +168,10 @@ impl Error {
             Error::UpstreamInvalid { detail } => format!("invalid upstream response: {detail}"),
             Error::UpstreamTimeout => "the upstream did not answer within server.request_timeout".into(),
             Error::Overloaded => "this route is handling route.max_in_flight requests; retry shortly".into(),
+            Error::BatchWriteFailed { status } => format!(
+                "the upstream write that carried this patch with others failed ({status}); \
+                 it may or may not have been applied: read the resource before retrying"
+            ),
         }
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
 use http_body_util::Limited;
 
+use crate::batch::{Claimed, Verdict};
 use crate::body::{self, Body};
 use crate::cache::{Cache, Entry};
 use crate::config::EtagMode;
@@ -27,14 +28,22 @@ use crate::upstream;
 
 /// What the client asked to write, parsed before the lock is taken.
 enum Intent {
-    Patch(Patch),
+    Patch(Arc<Patch>),
     Put(Bytes),
     Delete,
 }
 
+/// How a write gets its turn.
+enum Turn {
+    Lock(crate::lock::WriteGuard),
+    /// A leader wrote this PATCH with its own: the response.
+    Done(Response<Body>),
+}
+
 /// The outcome of one attempt at the upstream write.
 enum Attempt {
-    Done(Response<Body>),
+    /// With the new representation when the write was confirmed and it is known.
+    Done(Response<Body>, Option<Arc<Entry>>),
     /// The upstream refused patchgate's conditional write: someone else wrote first.
     Conflict,
 }
@@ -57,8 +66,16 @@ impl Ctx {
         let (parts, body) = req.into_parts();
         let intent = self.intent(route, &parts, body).await?;
         let key = self.cache_key(route, &parts);
-        let _lock = self.shared.locks.lock(route.id, &key.path).await;
+        let _lock = match self
+            .turn(route, &key.path, &parts, &intent, &conditions, exchange)
+            .await?
+        {
+            Turn::Lock(guard) => guard,
+            Turn::Done(response) => return Ok(response),
+        };
         let mut retries = 0;
+        // Set once a combined write was refused: this PATCH is then written on its own.
+        let mut alone = !route.config.batch_patches;
         loop {
             // After a conflict the cache cannot be trusted: read the upstream.
             let force_upstream = retries > 0;
@@ -101,14 +118,32 @@ impl Ctx {
                 return self.enriched_412(route, current.as_deref(), &parts);
             }
             // The parsed document is consumed here, before the upstream wait.
+            let mut batch = Claimed::default();
             let new_body = match (&intent, document) {
                 (Intent::Patch(patch), Some(doc)) => {
-                    Some(self.apply(route, patch, doc, current.as_deref())?)
+                    let mut doc = self.apply(route, patch, doc, current.as_deref())?;
+                    if !alone {
+                        self.claim(route, &key.path, &mut doc, &mut batch);
+                    }
+                    match doc.serialize(self.max_body()) {
+                        Ok(bytes) => Some(bytes),
+                        Err(e) if batch.is_empty() => return Err(self.patch_failed(route, e)),
+                        Err(_) => {
+                            // Together too large: each one on its own.
+                            batch.settle(|| Verdict::Alone);
+                            alone = true;
+                            continue;
+                        }
+                    }
                 }
                 (Intent::Put(bytes), _) => Some(bytes.clone()),
                 _ => None,
             };
-            match self
+            if !batch.is_empty() {
+                batch.mark_sent();
+                self.shared.metrics.event(route.id, "batched_writes", "");
+            }
+            let attempt = self
                 .attempt(
                     route,
                     &key,
@@ -118,10 +153,38 @@ impl Ctx {
                     new_body,
                     exchange,
                 )
-                .await?
-            {
-                Attempt::Done(response) => return Ok(response),
+                .await;
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    let status = e.status();
+                    batch.settle(|| Verdict::Failed(status));
+                    return Err(e);
+                }
+            };
+            match attempt {
+                Attempt::Done(response, Some(entry)) => {
+                    batch.settle(|| Verdict::Applied(Arc::clone(&entry)));
+                    return Ok(response);
+                }
+                // Refused, so nothing was written: one of the others may be the cause.
+                Attempt::Done(response, None) if !batch.is_empty() && response.status().is_client_error() => {
+                    batch.settle(|| Verdict::Alone);
+                    alone = true;
+                    continue;
+                }
+                Attempt::Done(response, None) => {
+                    let status = response.status();
+                    let status = if status.is_server_error() {
+                        status
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
+                    batch.settle(|| Verdict::Failed(status));
+                    return Ok(response);
+                }
                 Attempt::Conflict if !conditions.any_write_condition() => {
+                    batch.settle(|| Verdict::Alone);
                     if retries < route.config.conflict_retries {
                         retries += 1;
                         self.shared.metrics.event(route.id, "conflict_retries", "");
@@ -134,6 +197,7 @@ impl Ctx {
                     return Err(Error::ConflictRetriesExhausted { etag });
                 }
                 Attempt::Conflict => {
+                    batch.settle(|| Verdict::Alone);
                     // The client stated a precondition: it decides, with the current body.
                     self.shared
                         .metrics
@@ -172,7 +236,7 @@ impl Ctx {
                 if let Err(e) = &patch {
                     self.shared.metrics.event(route.id, "patches_failed", e.kind());
                 }
-                Ok(Intent::Patch(patch?))
+                Ok(Intent::Patch(Arc::new(patch?)))
             }
             Method::PUT => Ok(Intent::Put(self.client_body(parts, body).await?)),
             _ => Ok(Intent::Delete),
@@ -186,21 +250,82 @@ impl Ctx {
         patch: &Patch,
         doc: Document,
         current: Option<&Entry>,
-    ) -> Result<Bytes, Error> {
-        let max = usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX);
-        patch.apply_owned(doc, max).map_err(|e| {
-            let error = Error::Patch(e);
-            self.shared
-                .metrics
-                .event(route.id, "patches_failed", error.kind());
-            match (error, current) {
+    ) -> Result<Document, Error> {
+        patch
+            .apply_to_owned(doc, self.max_body())
+            .map_err(|e| match (self.patch_failed(route, e), current) {
                 (Error::Patch(e @ PatchError::TestFailed { .. }), Some(entry)) => Error::PatchConflict {
                     error: e,
                     etag: entry.etag.to_header_value(),
                 },
                 (error, _) => error,
+            })
+    }
+
+    fn patch_failed(&self, route: &CompiledRoute, e: PatchError) -> Error {
+        let error = Error::Patch(e);
+        self.shared
+            .metrics
+            .event(route.id, "patches_failed", error.kind());
+        error
+    }
+
+    fn max_body(&self) -> usize {
+        usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Waits for this write's turn: the resource's lock, or, for an unconditional PATCH,
+    /// a leader that wrote it together with its own.
+    async fn turn(
+        &self,
+        route: &CompiledRoute,
+        path: &str,
+        parts: &request::Parts,
+        intent: &Intent,
+        conditions: &Conditions,
+        exchange: &mut Exchange,
+    ) -> Result<Turn, Error> {
+        let locks = &self.shared.locks;
+        let patch = match intent {
+            Intent::Patch(patch) if route.config.batch_patches && conditions.is_empty() => patch,
+            _ => return Ok(Turn::Lock(locks.lock(route.id, path).await)),
+        };
+        let mut ticket = self.shared.batches.join(route.id, path, Arc::clone(patch));
+        let verdict = tokio::select! {
+            verdict = &mut ticket.rx => verdict,
+            guard = locks.lock(route.id, path) => {
+                if ticket.withdraw() {
+                    return Ok(Turn::Lock(guard));
+                }
+                // Claimed just before the lock came: the verdict is on its way.
+                drop(guard);
+                (&mut ticket.rx).await
             }
-        })
+        };
+        drop(ticket);
+        match verdict {
+            Ok(Verdict::Applied(entry)) => {
+                exchange.cache = "batched";
+                self.shared.metrics.event(route.id, "patches", "applied");
+                Ok(Turn::Done(patched(&entry, route, parts)))
+            }
+            Ok(Verdict::Alone) => Ok(Turn::Lock(locks.lock(route.id, path).await)),
+            Ok(Verdict::Failed(status)) => Err(Error::BatchWriteFailed { status }),
+            Err(_) => Err(Error::BatchWriteFailed {
+                status: StatusCode::BAD_GATEWAY,
+            }),
+        }
+    }
+
+    /// Takes the PATCHes waiting for this resource and applies each that applies to
+    /// `doc`, in arrival order; the others are sent back to write alone.
+    fn claim(&self, route: &CompiledRoute, path: &str, doc: &mut Document, batch: &mut Claimed) {
+        for joiner in self.shared.batches.take(route.id, path) {
+            match joiner.patch.apply_in_place(doc, self.max_body()) {
+                Ok(()) => batch.push(joiner),
+                Err(_) => joiner.release(),
+            }
+        }
     }
 
     fn too_large(&self) -> Error {
@@ -240,12 +365,12 @@ impl Ctx {
         }
         if !status.is_success() {
             // The guard drops the entry: the upstream's state is unknown.
-            return Ok(Attempt::Done(finish_response(response)));
+            return Ok(Attempt::Done(finish_response(response), None));
         }
         self.invalidate_after_write(route, &key.path);
         let Some(new_body) = new_body else {
             guard.disarm();
-            return Ok(Attempt::Done(finish_response(response)));
+            return Ok(Attempt::Done(finish_response(response), None));
         };
         let (resp_parts, resp_body) = response.into_parts();
         // Let the upstream's response finish on its connection before replying.
@@ -261,7 +386,7 @@ impl Ctx {
         let entry = if route.config.refresh_after_write || tag_unknown {
             match self.current(route, key, parts, true, exchange).await? {
                 Lookup::Found(entry) => entry,
-                Lookup::Other(response) => return Ok(Attempt::Done(response)),
+                Lookup::Other(response) => return Ok(Attempt::Done(response, None)),
             }
         } else {
             let headers = written_headers(current, &resp_parts.headers, parts);
@@ -274,13 +399,13 @@ impl Ctx {
         guard.disarm();
         if matches!(intent, Intent::Patch(_)) {
             self.shared.metrics.event(route.id, "patches", "applied");
-            return Ok(Attempt::Done(patched(&entry, route, parts)));
+            return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));
         }
         let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
         response
             .headers_mut()
             .insert(header::ETAG, entry.etag.to_header_value());
-        Ok(Attempt::Done(finish_response(response)))
+        Ok(Attempt::Done(finish_response(response), Some(entry)))
     }
 
     /// The whole client body, bounded by `max_body_bytes` (413).

@@ -90,6 +90,8 @@ pub struct Route {
     /// At least 1.
     pub patch_max_ops: usize,
     pub refresh_after_write: bool,
+    /// Unconditional PATCHes waiting for one resource are written upstream together.
+    pub batch_patches: bool,
     /// Requests handled at once on this route; more get 503. `None` = unlimited.
     pub max_in_flight: Option<usize>,
     /// Only set for https upstreams.
@@ -223,6 +225,9 @@ impl Route {
         if self.refresh_after_write {
             line.push_str(" refresh_after_write=true");
         }
+        if !self.batch_patches {
+            line.push_str(" batch_patches=false");
+        }
         line
     }
 }
@@ -299,6 +304,7 @@ require_precondition = false     # true => writes without If-Match/If-Unmodified
 conflict_retries = 3             # see "No lost updates"
 patch_max_ops = 1000             # more operations in one JSON Patch => 413
 refresh_after_write = false      # true => re-read after a write (the upstream rewrites bodies)
+batch_patches = true             # false => every PATCH is its own upstream write
 # ca_file = "certs/upstream-ca.pem"   # extra trust root for an https upstream
 "#;
 

@@ -118,6 +118,7 @@ const ROUTE_KEYS: &[(&str, &str)] = &[
     ("conflict_retries", "3"),
     ("patch_max_ops", "10"),
     ("refresh_after_write", "false"),
+    ("batch_patches", "true"),
     ("ca_file", "\"ca.pem\""),
 ];
 

@@ -67,6 +67,7 @@ pub(super) struct RawRoute {
     pub conflict_retries: Option<Spanned<i64>>,
     pub patch_max_ops: Option<Spanned<i64>>,
     pub refresh_after_write: Option<Spanned<bool>>,
+    pub batch_patches: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub ca_file: Text,
 }

@@ -78,6 +78,15 @@ impl Document {
         })
     }
 
+    /// Compact serialization; TooLarge past `max_output_bytes`.
+    pub fn serialize(&self, max_output_bytes: usize) -> Result<Bytes, PatchError> {
+        json::to_vec(&self.root, max_output_bytes, self.source_len)
+            .map(Bytes::from)
+            .map_err(|_| PatchError::TooLarge {
+                max: max_output_bytes,
+            })
+    }
+
     /// Compact serialization, numbers and member order as parsed.
     pub fn to_bytes(&self) -> Bytes {
         json::to_vec(&self.root, usize::MAX, self.source_len)
@@ -178,6 +187,50 @@ impl Patch {
         json::to_vec(&root, max_output_bytes, source_len)
             .map(Bytes::from)
             .map_err(too_large)
+    }
+}
+
+impl Patch {
+    /// Applies the patch to `doc` in place, atomically: on failure `doc` is unchanged. The
+    /// result's size is checked by [`Document::serialize`]; `max_output_bytes` bounds the
+    /// working copy while operations run. The document is copied first only when a failure
+    /// could follow a change (a JSON Patch of several operations, or a `move`).
+    pub fn apply_in_place(&self, doc: &mut Document, max_output_bytes: usize) -> Result<(), PatchError> {
+        match &self.kind {
+            Kind::Merge(patch) => {
+                let grown = json::encoded_len(patch, usize::MAX).unwrap_or(usize::MAX);
+                merge::merge(&mut doc.root, patch);
+                doc.source_len = doc.source_len.saturating_add(grown).saturating_add(1);
+            }
+            // One operation other than `move` fails, if at all, before it changes anything.
+            Kind::Json(ops) if ops.len() == 1 && !matches!(ops[0], Op::Move { .. }) => {
+                let mut budget = Budget::new(doc.source_len, usize::MAX);
+                ops::apply(&mut doc.root, ops, &mut budget)?;
+                doc.source_len = budget.estimate();
+            }
+            Kind::Json(ops) => {
+                let mut root = doc.root.clone();
+                let mut budget = Budget::new(doc.source_len, max_output_bytes);
+                ops::apply(&mut root, ops, &mut budget)?;
+                doc.root = root;
+                doc.source_len = budget.estimate();
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Patch::apply_in_place`] for a caller that drops the document on failure: never
+    /// copies it.
+    pub fn apply_to_owned(&self, mut doc: Document, max_output_bytes: usize) -> Result<Document, PatchError> {
+        match &self.kind {
+            Kind::Json(ops) => {
+                let mut budget = Budget::new(doc.source_len, max_output_bytes);
+                ops::apply(&mut doc.root, ops, &mut budget)?;
+                doc.source_len = budget.estimate();
+            }
+            Kind::Merge(_) => self.apply_in_place(&mut doc, max_output_bytes)?,
+        }
+        Ok(doc)
     }
 }
 

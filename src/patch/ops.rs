@@ -110,6 +110,11 @@ impl Budget {
         }
     }
 
+    /// The current upper bound of the serialized size.
+    pub(super) fn estimate(&self) -> usize {
+        self.estimate
+    }
+
     fn grow(&mut self, n: usize) {
         self.estimate = self.estimate.saturating_add(n);
     }

@@ -165,6 +165,42 @@ proptest! {
         prop_assert_eq!(document.to_bytes(), before);
     }
 
+    /// The group-commit path applies patches one after another to one document in place:
+    /// each must give what `apply` gives, and leave the document as it was when it fails.
+    #[test]
+    fn in_place_application_agrees_with_apply_and_is_atomic(
+        (doc, ops) in doc_and_ops(),
+        merge in prop_oneof![1 => value(), 4 => object()],
+        split in 0usize..4,
+    ) {
+        let mut document = Document::parse(doc.to_string().as_bytes()).unwrap();
+        let split = split.min(ops.len());
+        let patches = [
+            (Format::JsonPatch, Value::Array(ops[..split].to_vec())),
+            (Format::JsonPatch, Value::Array(ops[split..].to_vec())),
+            (Format::JsonPatch, Value::Array(ops.iter().take(1).cloned().collect())),
+            (Format::MergePatch, merge),
+        ];
+        for (format, patch) in &patches {
+            let parsed = Patch::parse(*format, patch.to_string().as_bytes(), MAX_OPS).unwrap();
+            let before = document.to_bytes();
+            let expected = parsed.apply(&document, MAX_BYTES);
+            let owned = parsed.apply_to_owned(document.clone(), MAX_BYTES).map(|d| d.to_bytes());
+            let result = parsed.apply_in_place(&mut document, MAX_BYTES);
+            match (&expected, result) {
+                (Ok(bytes), Ok(())) => {
+                    prop_assert_eq!(&document.serialize(MAX_BYTES).unwrap(), bytes);
+                    prop_assert_eq!(owned.as_ref().ok(), Some(bytes));
+                }
+                (Err(e), Err(got)) => {
+                    prop_assert_eq!(e, &got);
+                    prop_assert_eq!(document.to_bytes(), before, "a failed patch changed the document");
+                }
+                (expected, got) => prop_assert!(false, "apply {:?}, in place {:?}", expected, got),
+            }
+        }
+    }
+
     #[test]
     fn merge_patch_agrees_with_rfc_7396(doc in object(), patch in prop_oneof![1 => value(), 4 => object()]) {
         let document = Document::parse(doc.to_string().as_bytes()).unwrap();
