@@ -184,7 +184,7 @@ fn entry(body: Bytes, etag: &EntityTag) -> Entry {
         body,
         upstream_etag: None,
         last_modified: None,
-        headers,
+        headers: std::sync::Arc::new(headers),
         stored_at: Instant::now(),
     }
 }

@@ -275,8 +275,8 @@ pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: Byt
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    let mut headers = upstream_headers.clone();
-    crate::headers::strip_hop_by_hop(&mut headers);
+    let mut kept = upstream_headers.clone();
+    crate::headers::strip_hop_by_hop(&mut kept);
     for name in [
         header::ETAG,
         header::CONTENT_LENGTH,
@@ -285,16 +285,30 @@ pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: Byt
         header::SET_COOKIE,
         header::VIA,
     ] {
-        headers.remove(name);
+        kept.remove(name);
+    }
+    // Bodies and header values read from a connection are slices of its read buffer; an
+    // entry that kept them would pin a whole buffer per cached document.
+    let mut headers = HeaderMap::with_capacity(kept.len());
+    for (name, value) in &kept {
+        headers.append(name.clone(), detached(value));
     }
     Entry {
-        body,
+        body: Bytes::copy_from_slice(&body),
         etag,
-        upstream_etag,
+        upstream_etag: upstream_etag.as_ref().map(detached),
         last_modified,
-        headers,
+        headers: Arc::new(headers),
         stored_at: Instant::now(),
     }
+}
+
+/// The same value in an allocation of its own.
+fn detached(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+        .unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 fn weak_hash(body: &[u8]) -> EntityTag {

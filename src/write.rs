@@ -555,7 +555,7 @@ fn patched(entry: &Entry, route: &CompiledRoute, parts: &request::Parts) -> Resp
 /// The representation headers of what patchgate just wrote: the old document's, the
 /// written body's type, and the validators the upstream's write response gave.
 fn written_headers(current: Option<&Entry>, response: &HeaderMap, parts: &request::Parts) -> HeaderMap {
-    let mut headers = current.map(|e| e.headers.clone()).unwrap_or_default();
+    let mut headers = current.map(|e| HeaderMap::clone(&e.headers)).unwrap_or_default();
     headers.remove(header::LAST_MODIFIED);
     let content_type = match (&parts.method, parts.headers.get(header::CONTENT_TYPE)) {
         (&Method::PUT, Some(ct)) => ct.clone(),

@@ -3,7 +3,8 @@
 //! replaced by a fixed one, so every input reaches `apply`.
 //!
 //! Checks: no panic; the document is never changed; a result is JSON that parses again,
-//! fits the limit and is the same on a second apply.
+//! fits the limit and is the same on a second apply; applying in place (the batched
+//! PATCH path) gives the same result, or the same error and an unchanged document.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -41,4 +42,18 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&reparsed.to_bytes(), out, "a result is already compact");
     }
     assert_eq!(patch.apply(&doc, MAX_BYTES), result, "apply is deterministic");
+
+    let mut in_place = doc.clone();
+    match (patch.apply_in_place(&mut in_place, MAX_BYTES), &result) {
+        (Ok(()), Ok(out)) => assert_eq!(&in_place.serialize(MAX_BYTES).expect("fits"), out),
+        // Only the final serialization enforces the limit in place.
+        (Ok(()), Err(patchgate::patch::PatchError::TooLarge { .. })) => {
+            assert!(in_place.serialize(MAX_BYTES).is_err());
+        }
+        (Err(e), Err(expected)) => {
+            assert_eq!(&e, expected);
+            assert_eq!(in_place.to_bytes(), before, "a failed in-place apply changed the document");
+        }
+        (got, expected) => panic!("in place {got:?}, apply {expected:?}"),
+    }
 });

@@ -83,7 +83,7 @@ mod tests {
                 etag: EntityTag::from_body(b""),
                 upstream_etag: None,
                 last_modified: None,
-                headers: HeaderMap::new(),
+                headers: Arc::default(),
                 stored_at: Instant::now(),
             }),
             charge: 1,

@@ -17,7 +17,6 @@ mod flight;
 mod policy;
 mod resource;
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -37,6 +36,10 @@ use resource::{Resource, ResourceRef};
 /// client-facing tag when it is a hash, and the resource's own copy of the path.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
+/// Distinct header sets kept for entries to share: the documents of one API mostly carry
+/// the same few, and a `HeaderMap` of its own costs an entry hundreds of bytes.
+const HEADER_SETS: usize = 64;
+
 /// Invalidation generations are striped by resource; a collision only refuses a store.
 const STRIPES: usize = 256;
 
@@ -49,8 +52,9 @@ pub struct Entry {
     /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
     pub upstream_etag: Option<HeaderValue>,
     pub last_modified: Option<SystemTime>,
-    /// End-to-end response headers to replay (content-type, cache-control, vary, …).
-    pub headers: HeaderMap,
+    /// End-to-end response headers to replay (content-type, cache-control, vary, …);
+    /// shared between entries that have the same ones.
+    pub headers: Arc<HeaderMap>,
     pub stored_at: Instant,
 }
 
@@ -101,8 +105,9 @@ impl Slot {
     }
 }
 
-/// A resource's variants, by hash of (query, key_values); collisions share the Vec.
-type Variants = HashMap<u64, Vec<Arc<Slot>>>;
+/// A resource's variants; `Slot::selector` (a hash of query and key values) narrows a
+/// lookup before `Slot::serves` decides. Usually one: a Vec, not a map per resource.
+type Variants = Vec<Arc<Slot>>;
 
 pub struct Cache {
     resources: DashMap<Resource, Variants>,
@@ -110,6 +115,7 @@ pub struct Cache {
     ring: Ring,
     flights: Arc<flight::Table>,
     generations: Box<[AtomicU64]>,
+    header_sets: std::sync::Mutex<(Vec<Arc<HeaderMap>>, usize)>,
     hasher: RandomState,
     max_bytes: u64,
     max_entry_bytes: u64,
@@ -129,6 +135,7 @@ impl Cache {
             ring: Ring::default(),
             flights: Arc::default(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            header_sets: std::sync::Mutex::default(),
             hasher: RandomState::new(),
             max_bytes,
             max_entry_bytes,
@@ -153,8 +160,11 @@ impl Cache {
 
     fn lookup(&self, key: &Key, request: &HeaderMap) -> Option<Arc<Entry>> {
         let variants = self.resources.get(&(key.route, &*key.path) as &dyn ResourceRef)?;
-        let slots = variants.get(&self.selector(key))?;
-        let slot = slots.iter().rev().find(|slot| slot.serves(key, request))?;
+        let selector = self.selector(key);
+        let slot = variants
+            .iter()
+            .rev()
+            .find(|slot| slot.selector == selector && slot.serves(key, request))?;
         // Load first: a hot entry's bit is already set, and not writing it keeps its
         // cache line shared between cores.
         if !slot.referenced.load(Relaxed) {
@@ -215,6 +225,10 @@ impl Cache {
             return None;
         }
         let selector = self.selector(&key);
+        let entry = Entry {
+            headers: self.shared_headers(entry.headers),
+            ..entry
+        };
         if !self.try_reserve(charge) {
             // Full: drop what this response replaces before evicting anything else.
             self.remove_where(key.route, &key.path, selector, |slot| slot.serves(&key, request));
@@ -234,10 +248,9 @@ impl Cache {
         });
 
         let mut replaced = Vec::new();
-        let mut place = |variants: &mut Variants| {
-            let slots = variants.entry(selector).or_default();
+        let mut place = |slots: &mut Variants| {
             slots.retain(|old| {
-                let keep = !old.serves(&slot.key, request);
+                let keep = old.selector != selector || !old.serves(&slot.key, request);
                 if !keep {
                     replaced.push(Arc::clone(old));
                 }
@@ -256,7 +269,7 @@ impl Cache {
                 true
             }
             MapEntry::Vacant(vacant) => {
-                let mut variants = Variants::default();
+                let mut variants = Variants::with_capacity(1);
                 place(&mut variants);
                 vacant.insert(variants);
                 true
@@ -272,6 +285,25 @@ impl Cache {
         Some(entry)
     }
 
+    /// An equal header set already held, or this one, kept for the next entries (the
+    /// oldest kept set makes room when all places are taken).
+    fn shared_headers(&self, headers: Arc<HeaderMap>) -> Arc<HeaderMap> {
+        let Ok(mut guard) = self.header_sets.lock() else {
+            return headers;
+        };
+        let (sets, next) = &mut *guard;
+        if let Some(set) = sets.iter().find(|set| ***set == *headers) {
+            return Arc::clone(set);
+        }
+        if sets.len() < HEADER_SETS {
+            sets.push(Arc::clone(&headers));
+        } else if let Some(place) = sets.get_mut(*next % HEADER_SETS) {
+            *place = Arc::clone(&headers);
+            *next = next.wrapping_add(1);
+        }
+        headers
+    }
+
     /// Drops every variant of (route, path): all queries, key values and `Vary` variants.
     pub fn invalidate(&self, route: u32, path: &str) {
         if let Some(cell) = self.generations.get(self.stripe(route, path)) {
@@ -280,7 +312,7 @@ impl Cache {
         let Some((_, variants)) = self.resources.remove(&(route, path) as &dyn ResourceRef) else {
             return;
         };
-        let slots: Vec<Arc<Slot>> = variants.into_values().flatten().collect();
+        let slots: Vec<Arc<Slot>> = variants;
         self.forget(&slots);
         self.invalidations.fetch_add(1, Relaxed);
     }
@@ -351,20 +383,15 @@ impl Cache {
     fn remove_where(&self, route: u32, path: &str, selector: u64, doomed: impl Fn(&Slot) -> bool) -> u64 {
         let mut removed = Vec::new();
         self.resources
-            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, variants| {
-                if let Some(slots) = variants.get_mut(&selector) {
-                    slots.retain(|slot| {
-                        let keep = !doomed(slot);
-                        if !keep {
-                            removed.push(Arc::clone(slot));
-                        }
-                        keep
-                    });
-                    if slots.is_empty() {
-                        variants.remove(&selector);
+            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, slots| {
+                slots.retain(|slot| {
+                    let keep = slot.selector != selector || !doomed(slot);
+                    if !keep {
+                        removed.push(Arc::clone(slot));
                     }
-                }
-                variants.is_empty()
+                    keep
+                });
+                slots.is_empty()
             });
         self.forget(&removed);
         removed.len() as u64
@@ -431,7 +458,7 @@ mod tests {
             etag: EntityTag::from_body(body.as_bytes()),
             upstream_etag: None,
             last_modified: None,
-            headers: headers(response),
+            headers: Arc::new(headers(response)),
             stored_at: Instant::now(),
         }
     }
@@ -457,7 +484,7 @@ mod tests {
         let slots: Vec<Arc<Slot>> = cache
             .resources
             .iter()
-            .flat_map(|variants| variants.values().flatten().cloned().collect::<Vec<_>>())
+            .flat_map(|variants| variants.iter().cloned().collect::<Vec<_>>())
             .collect();
         (slots.iter().map(|slot| slot.charge).sum(), slots.len() as u64)
     }
@@ -551,6 +578,29 @@ mod tests {
         );
         assert!(cache.get(&k, &HeaderMap::new()).is_none());
         assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
+    }
+
+    #[test]
+    fn entries_with_equal_headers_share_one_header_set() {
+        let cache = Cache::new(1 << 20, 1 << 20);
+        let json = [("content-type", "application/json")];
+        let none = HeaderMap::new();
+        let a = cache
+            .insert(key(1, "/a", None, &[]), &none, entry("1", &json))
+            .unwrap();
+        let b = cache
+            .insert(key(1, "/b", None, &[]), &none, entry("2", &json))
+            .unwrap();
+        let c = cache
+            .insert(
+                key(1, "/c", None, &[]),
+                &none,
+                entry("3", &[("content-type", "text/plain")]),
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.headers, &b.headers));
+        assert!(!Arc::ptr_eq(&a.headers, &c.headers));
+        assert_eq!(c.headers.get("content-type").unwrap(), "text/plain");
     }
 
     #[test]

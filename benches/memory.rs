@@ -1,0 +1,293 @@
+//! Memory benchmark: the resident memory of the `patchgate` binary against what it caches.
+//!
+//! Starts, in this process, a legacy upstream that serves `GET /docs/{n}` with a distinct
+//! JSON document of `PATCHGATE_MEM_SIZE` bytes (1024) for every `n`, generated on the fly,
+//! and runs the release binary as a child process in front of it (`freshness =
+//! "exclusive"`, logging at `warn`). Then it reads `PATCHGATE_MEM_DOCS` (100000) distinct
+//! documents through the proxy over 32 keep-alive connections, twice:
+//!
+//! 1. with a cache large enough for all of them: resident memory (`VmRSS`) against the
+//!    cached body bytes, and the bound `1.25 × body bytes + 20 MiB`;
+//! 2. with `cache.max_bytes` a third of the working set: the peak resident memory
+//!    (`VmHWM`) against `max_bytes + 20 MiB`.
+//!
+//! `cargo bench --bench memory`. Reports, never asserts: the numbers depend on the
+//! allocator and the machine.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: f64 = 1024.0 * 1024.0;
+const CONNS: usize = 32;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo test --benches` runs every bench target once: keep that short.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let docs = if bench {
+        env_usize("PATCHGATE_MEM_DOCS", 100_000)
+    } else {
+        2_000
+    };
+    let size = env_usize("PATCHGATE_MEM_SIZE", 1024);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(run(docs, size));
+}
+
+async fn run(docs: usize, size: usize) {
+    let template = String::from_utf8(common::document(size)).expect("documents are UTF-8");
+    let upstream = start_upstream(template).await;
+    let body_bytes = (docs * size) as u64;
+    println!(
+        "{docs} distinct documents of {} through `patchgate` (exclusive), {CONNS} connections\n",
+        common::size_label(size)
+    );
+    println!(
+        "| cache.max_bytes | documents cached | cached body bytes | cache_bytes (charged) | RSS after | peak RSS | bound | within |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|:---:|");
+
+    let large = (body_bytes * 2).max(64 << 20);
+    let small = (body_bytes / 3).max(1 << 20);
+    for max_bytes in [large, small] {
+        let proxy = Proxy::start(upstream, max_bytes).await;
+        let baseline = proxy.status("VmRSS:");
+        fill(proxy.addr, docs).await;
+        let rss = proxy.status("VmRSS:");
+        let peak = proxy.status("VmHWM:");
+        let metrics = proxy.metrics().await;
+        let entries = metric(&metrics, "patchgate_cache_entries");
+        let charged = metric(&metrics, "patchgate_cache_bytes");
+        let cached_body = entries * size as u64;
+        let (bound, within) = if max_bytes == large {
+            let bound = 1.25 * cached_body as f64 + 20.0 * MIB;
+            (bound, rss as f64 <= bound)
+        } else {
+            let bound = max_bytes as f64 + 20.0 * MIB;
+            (bound, peak as f64 <= bound)
+        };
+        println!(
+            "| {:.0} MiB | {entries} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} |",
+            max_bytes as f64 / MIB,
+            cached_body as f64 / MIB,
+            charged as f64 / MIB,
+            rss as f64 / MIB,
+            peak as f64 / MIB,
+            bound / MIB,
+            if within { "yes" } else { "NO" },
+        );
+        eprintln!("  (resident before the fill: {:.1} MiB)", baseline as f64 / MIB);
+        proxy.stop();
+    }
+}
+
+/// A legacy upstream with a distinct document for every `/docs/{n}`: the template with
+/// its `"n":0` member set to `n`, padded so every document has the same length.
+async fn start_upstream(template: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream address");
+    let template: &'static str = Box::leak(template.into_boxed_str());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let n: u64 = req
+                        .uri()
+                        .path()
+                        .rsplit('/')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    // `"n":0,` becomes `"n":12345,` and `"ada Lovelace"` loses as many
+                    // characters, so the length stays the same.
+                    let digits = n.to_string();
+                    let name = "Ada Lovelace";
+                    let cut = (digits.len() - 1).min(name.len() - 1);
+                    let body = template
+                        .replacen("\"n\":0,", &format!("\"n\":{digits},"), 1)
+                        .replacen(name, &name[cut..], 1);
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, max_bytes: u64) -> Proxy {
+        let (addr, admin) = (free_port(), free_port());
+        let dir = TempDir::new();
+        let config = dir.0.join("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
+                 [cache]\nmax_bytes = {max_bytes}\nmax_entry_bytes = \"64KiB\"\n\n\
+                 [[route]]\nname = \"docs\"\npath = \"/docs/{{id}}\"\n\
+                 upstream = \"http://{upstream}\"\nfreshness = \"exclusive\"\n"
+            ),
+        )
+        .expect("write proxy.toml");
+        let child = Command::new(env!("CARGO_BIN_EXE_patchgate"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start patchgate");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "patchgate did not start listening");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Proxy {
+            child,
+            addr,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// A `/proc/<pid>/status` field, in bytes.
+    fn status(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
+    async fn metrics(&self) -> String {
+        let (status, body) = get(self.admin, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: a graceful exit, so allocator statistics (MIMALLOC_SHOW_STATS=1) print.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        if self.child.wait().is_err() {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Reads `/docs/0` … `/docs/{docs - 1}` once each over `CONNS` keep-alive connections.
+async fn fill(proxy: SocketAddr, docs: usize) {
+    let tasks: Vec<_> = (0..CONNS)
+        .map(|k| {
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(proxy).await.expect("connect");
+                let _ = stream.set_nodelay(true);
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+                tokio::spawn(conn);
+                for n in (k..docs).step_by(CONNS) {
+                    let request = Request::get(format!("/docs/{n}"))
+                        .header(header::HOST, "bench")
+                        .body(Empty::<Bytes>::new())
+                        .expect("request");
+                    let response = sender.send_request(request).await.expect("response");
+                    assert_eq!(response.status(), StatusCode::OK);
+                    response.into_body().collect().await.expect("body");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("fill task");
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = Request::get(path)
+        .header(header::HOST, "bench")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "patchgate-memory-bench-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
