@@ -67,7 +67,7 @@ async fn run(docs: usize, size: usize) {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|:---:|");
 
-    let large = (body_bytes * 2).max(64 << 20);
+    let large = (body_bytes * 4).max(64 << 20);
     let small = (body_bytes / 3).max(1 << 20);
     for max_bytes in [large, small] {
         let proxy = Proxy::start(upstream, max_bytes).await;

@@ -60,7 +60,9 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
+    // The default queue (128 000 lines) is a 4 MiB array touched up front.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(8192)
         .lossy(false)
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()

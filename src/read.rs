@@ -170,6 +170,11 @@ impl Ctx {
         match (response.status(), cached) {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
                 exchange.cache = "revalidated";
+                // Only a duration freshness reads the storage time: elsewhere the entry
+                // the upstream just confirmed is served as it is.
+                if !matches!(route.config.freshness, Freshness::For(_)) {
+                    return Ok(Lookup::Found(entry));
+                }
                 Ok(Lookup::Found(self.refresh(since, key, &parts.headers, &entry)))
             }
             (StatusCode::OK, _) => {
