@@ -57,6 +57,16 @@ pub(crate) struct Shared {
     pub in_flight: Vec<AtomicUsize>,
 }
 
+/// A spelling of a standard method in the wrong case, such as `put` or `Patch`.
+fn is_miscased_standard(method: &Method) -> bool {
+    let name = method.as_str();
+    [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ]
+    .iter()
+    .any(|standard| *standard != name && standard.eq_ignore_ascii_case(name))
+}
+
 /// Wraps an upstream service with patchgate's read and write paths.
 #[derive(Clone)]
 pub struct PatchLayer {
@@ -225,6 +235,9 @@ impl Ctx {
             Method::PATCH | Method::PUT | Method::DELETE => self.write(route, req, exchange).await,
             Method::OPTIONS => self.options(route, req).await,
             Method::CONNECT => Err(Error::MethodNotAllowed { allow: allow(route) }),
+            // Methods are case-sensitive (RFC 9110 §9.1), but an upstream that
+            // upper-cases them would take `put` as a write outside the lock.
+            ref m if is_miscased_standard(m) => Err(Error::MethodNotImplemented),
             _ => {
                 // POST and other methods pass through; a success still changes the
                 // resource and its collection, so their cached copies go.

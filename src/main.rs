@@ -3,11 +3,6 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand, ValueEnum};
 use patchgate::{Config, Proxy};
 
-/// Request handling allocates many small, short-lived objects (parsed JSON, headers)
-/// across worker threads; mimalloc's per-thread heaps avoid glibc's arena locks there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A reverse proxy that gives a legacy JSON API strong ETags, PATCH, enforced
 /// preconditions and no lost updates.
 #[derive(Parser)]

@@ -23,6 +23,8 @@ pub enum Error {
     MethodNotAllowed {
         allow: HeaderValue,
     },
+    /// A standard method spelled in the wrong case (`put`).
+    MethodNotImplemented,
     BodyTooLarge {
         max: u64,
     },
@@ -72,6 +74,7 @@ impl Error {
             Error::NoRoute => StatusCode::NOT_FOUND,
             Error::UnsafePath | Error::BadHost | Error::ClientBody => StatusCode::BAD_REQUEST,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedPatchFormat { .. } | Error::UnsupportedContentEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -104,6 +107,7 @@ impl Error {
             Error::UnsafePath => "unsafe-path",
             Error::BadHost => "bad-host",
             Error::MethodNotAllowed { .. } => "method-not-allowed",
+            Error::MethodNotImplemented => "method-not-implemented",
             Error::BodyTooLarge { .. } => "body-too-large",
             Error::ClientBody => "client-body",
             Error::UnsupportedPatchFormat { .. } => "unsupported-patch-format",
@@ -140,6 +144,9 @@ impl Error {
             }
             Error::UnsupportedContentEncoding => {
                 "write bodies must not have a Content-Encoding; send the plain document".into()
+            }
+            Error::MethodNotImplemented => {
+                "methods are case-sensitive; this is a standard method in the wrong case".into()
             }
             Error::MethodNotAllowed { allow } => format!(
                 "allowed methods: {}",

@@ -146,6 +146,10 @@ fn rows() -> Vec<Row> {
         ("long_path_to_a_missing_document", h1(&long_path, &[], b""), 404, By::Upstream),
         // PATCH bodies and media types.
         ("patch_gzip_encoded", h1("PATCH /api/doc", &[JP, "Content-Encoding: gzip"], replace), 415, By::Problem),
+        // Methods are case-sensitive; a write method in the wrong case is refused, not forwarded.
+        ("lowercase_put", h1("put /api/doc", &["Content-Type: application/json"], br#"{"x":1}"#), 501, By::Problem),
+        ("mixed_case_delete", h1("Delete /api/doc", &[], b""), 501, By::Problem),
+        ("lowercase_patch", h1("patch /api/doc", &[MP], br#"{"name":"Eve"}"#), 501, By::Problem),
         ("patch_with_unknown_coding", h1("PATCH /api/doc", &[MP, "Content-Encoding: br, identity"], br#"{"name":"Eve"}"#), 415, By::Problem),
         ("patch_as_application_json", h1("PATCH /api/doc", &["Content-Type: application/json"], replace), 415, By::Problem),
         ("patch_without_content_type", h1("PATCH /api/doc", &[], replace), 415, By::Problem),
