@@ -323,7 +323,9 @@ impl Ctx {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         // One allocation of the announced length instead of a doubling series: the
         // discarded halves would fragment the heap between long-lived cached bodies.
-        let announced = hyper::body::Body::size_hint(&body).exact().and_then(|n| usize::try_from(n).ok());
+        let announced = hyper::body::Body::size_hint(&body)
+            .exact()
+            .and_then(|n| usize::try_from(n).ok());
         let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0).min(limit.saturating_add(1)));
         let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
         loop {
