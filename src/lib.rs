@@ -19,6 +19,7 @@ pub mod headers; // header names, hop-by-hop stripping
 pub mod layer; // PatchLayer / PatchService: the request walk
 pub mod lock; // per-resource write locks
 pub mod metrics; // counters and histograms
+mod parsed; // hot documents kept parsed between writes
 pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
 pub mod precondition; // conditional requests (RFC 9110 §13)
 pub mod problem; // problem+json errors, mapped once (RFC 9457)

@@ -103,9 +103,14 @@ impl Ctx {
                 },
             };
             let document = match (&intent, &current) {
-                (Intent::Patch(_), Some(entry)) => Some(Document::parse(&entry.body).inspect_err(|_| {
-                    self.shared.metrics.event(route.id, "patches_failed", "not-json");
-                })?),
+                (Intent::Patch(_), Some(entry)) => {
+                    Some(match self.shared.parsed.take(route.id, &key.path, entry) {
+                        Some(doc) => doc,
+                        None => Document::parse(&entry.body).inspect_err(|_| {
+                            self.shared.metrics.event(route.id, "patches_failed", "not-json");
+                        })?,
+                    })
+                }
                 _ => None,
             };
             let state = Current {
@@ -119,6 +124,7 @@ impl Ctx {
             }
             // The parsed document is consumed here, before the upstream wait.
             let mut batch = Claimed::default();
+            let mut written = None;
             let new_body = match (&intent, document) {
                 (Intent::Patch(patch), Some(doc)) => {
                     let mut doc = self.apply(route, patch, doc, current.as_deref())?;
@@ -126,7 +132,10 @@ impl Ctx {
                         self.claim(route, &key.path, &mut doc, &mut batch);
                     }
                     match doc.serialize(self.max_body()) {
-                        Ok(bytes) => Some(bytes),
+                        Ok(bytes) => {
+                            written = Some((doc, bytes.clone()));
+                            Some(bytes)
+                        }
                         Err(e) if batch.is_empty() => return Err(self.patch_failed(route, e)),
                         Err(_) => {
                             // Together too large: each one on its own.
@@ -165,6 +174,13 @@ impl Ctx {
             match attempt {
                 Attempt::Done(response, Some(entry)) => {
                     batch.settle(|| Verdict::Applied(Arc::clone(&entry)));
+                    // The next PATCH of this document can start from the parsed form,
+                    // unless the upstream's copy (re-read) differs from what was sent.
+                    if let Some((doc, bytes)) = written
+                        && entry.body == bytes
+                    {
+                        self.shared.parsed.keep(route.id, &key.path, &entry, doc);
+                    }
                     return Ok(response);
                 }
                 // Refused, so nothing was written: one of the others may be the cause.
