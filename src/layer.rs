@@ -52,6 +52,7 @@ pub(crate) struct Shared {
     pub cache: Cache,
     pub locks: Locks,
     pub batches: crate::batch::Mailboxes,
+    pub rounds: crate::rounds::Rounds,
     pub parsed: crate::parsed::Parsed,
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
@@ -88,6 +89,7 @@ impl PatchLayer {
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 locks: Locks::new(),
                 batches: crate::batch::Mailboxes::default(),
+                rounds: crate::rounds::Rounds::default(),
                 parsed: crate::parsed::Parsed::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),

@@ -24,6 +24,7 @@ pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
 pub mod precondition; // conditional requests (RFC 9110 §13)
 pub mod problem; // problem+json errors, mapped once (RFC 9457)
 mod read; // the read path: cache, ETags, 304
+mod rounds; // shared revalidations of concurrent identical reads
 pub mod route; // templates, prefix stripping, path safety
 pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
 pub mod upstream; // pooled client, forwarding headers, error classification

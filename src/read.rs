@@ -17,6 +17,7 @@ use crate::headers::ACCEPT_PATCH;
 use crate::layer::{Ctx, Exchange, finish_response};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
+use crate::rounds::{self, Role, Signature};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
@@ -48,7 +49,7 @@ impl Ctx {
         let (parts, _body) = req.into_parts();
         let key = self.cache_key(route, &parts);
         let head = parts.method == Method::HEAD;
-        match self.current(route, &key, &parts, false, exchange).await? {
+        match self.read_current(route, &key, &parts, exchange).await? {
             Lookup::Found(entry) => {
                 let conditions = Conditions::from_headers(&parts.headers);
                 let current = Current {
@@ -85,6 +86,52 @@ impl Ctx {
             query: parts.uri.query().map(Into::into),
             key_values,
         }
+    }
+
+    /// [`Self::current`] for a read. On a revalidate route, concurrent reads that would
+    /// send the same upstream request share one exchange (see [`crate::rounds`]).
+    async fn read_current(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
+        if route.config.freshness != Freshness::Revalidate || !route.config.batch_reads {
+            return self.current(route, key, parts, false, exchange).await;
+        }
+        let cache = &self.shared.cache;
+        let read = self.upstream_read(route, parts)?;
+        let round = match self.shared.rounds.join(key, read) {
+            Role::Lead(round) => round,
+            Role::LeadNext(mut round, running) => {
+                round.start(running).await;
+                round
+            }
+            Role::Follow(answer) => {
+                if let Some(entry) = rounds::answer(answer).await {
+                    exchange.cache = "batched";
+                    self.shared.metrics.event(route.id, "batched_reads", "");
+                    return Ok(Lookup::Found(entry));
+                }
+                let cached = cache.get(key, &parts.headers);
+                return self.fetch(route, key, parts, cached, exchange).await;
+            }
+            Role::Alone(read) => {
+                let cached = cache.get(key, &parts.headers);
+                return self.fetch_as(route, key, parts, read, cached, exchange).await;
+            }
+        };
+        // The cache as the exchange starts: the one before may just have refreshed it.
+        let cached = cache.get(key, &parts.headers);
+        let read = round.signature().clone();
+        let lookup = self.fetch_as(route, key, parts, read, cached, exchange).await?;
+        if let Lookup::Found(entry) = &lookup
+            && !entry.headers.contains_key(header::SET_COOKIE)
+        {
+            round.publish(entry);
+        }
+        Ok(lookup)
     }
 
     /// The current representation. `force_upstream` skips a fresh cache hit (a retry
@@ -131,6 +178,31 @@ impl Ctx {
         }
     }
 
+    /// The upstream GET that reads what `parts` asks for, before any conditional of
+    /// patchgate's own: the client's conditionals, range and coding stay with patchgate.
+    pub(crate) fn upstream_read(
+        &self,
+        route: &CompiledRoute,
+        parts: &request::Parts,
+    ) -> Result<Signature, Error> {
+        let mut headers = parts.headers.clone();
+        for name in CLIENT_CONDITIONALS {
+            headers.remove(name);
+        }
+        headers.remove(header::RANGE);
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::CONTENT_TYPE);
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let (mut up, ()) = Request::new(()).into_parts();
+        up.headers = headers;
+        up.extensions = parts.extensions.clone();
+        upstream::prepare(&mut up, self.upstream_uri(route, &parts.uri)?, &route.host);
+        Ok(Signature {
+            uri: up.uri,
+            headers: up.headers,
+        })
+    }
+
     /// One upstream GET, conditional when `cached` has upstream validators.
     async fn fetch(
         &self,
@@ -140,17 +212,23 @@ impl Ctx {
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
+        let read = self.upstream_read(route, parts)?;
+        self.fetch_as(route, key, parts, read, cached, exchange).await
+    }
+
+    /// [`Self::fetch`] with the upstream request already built.
+    async fn fetch_as(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        read: Signature,
+        cached: Option<Arc<Entry>>,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
         let mut req = Request::new(body::empty());
-        *req.method_mut() = Method::GET;
-        *req.headers_mut() = parts.headers.clone();
-        for name in CLIENT_CONDITIONALS {
-            req.headers_mut().remove(name);
-        }
-        req.headers_mut().remove(header::RANGE);
-        req.headers_mut().remove(header::CONTENT_LENGTH);
-        req.headers_mut().remove(header::CONTENT_TYPE);
-        req.headers_mut()
-            .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        *req.uri_mut() = read.uri;
+        *req.headers_mut() = read.headers;
         if let Some(entry) = &cached {
             if let Some(tag) = &entry.upstream_etag {
                 req.headers_mut().insert(header::IF_NONE_MATCH, tag.clone());
@@ -158,14 +236,10 @@ impl Ctx {
                 req.headers_mut().insert(header::IF_MODIFIED_SINCE, date.clone());
             }
         }
-        let (mut up_parts, up_body) = req.into_parts();
-        up_parts.extensions = parts.extensions.clone();
         // A write that lands while this read is in flight must win: stores below are
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
-        let uri = self.upstream_uri(route, &parts.uri)?;
-        upstream::prepare(&mut up_parts, uri, &route.host);
-        let response = self.send(route, Request::from_parts(up_parts, up_body)).await?;
+        let response = self.send(route, req).await?;
 
         match (response.status(), cached) {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
@@ -221,13 +295,22 @@ impl Ctx {
                 )));
             }
         };
-        let entry = make_entry(route.config.etag, &parts.headers, body);
-        // Never store a response that sets cookies: it belongs to one client. In
-        // revalidate mode an entry without upstream validators would never be used.
+        let mut entry = make_entry(route.config.etag, &parts.headers, body);
+        // Never store a response that sets cookies: it belongs to one client, who gets
+        // its cookies. In revalidate mode an entry without upstream validators would
+        // never be used.
+        if parts.headers.contains_key(header::SET_COOKIE) {
+            let mut headers = HeaderMap::clone(&entry.headers);
+            for cookie in parts.headers.get_all(header::SET_COOKIE) {
+                headers.append(header::SET_COOKIE, cookie.clone());
+            }
+            entry.headers = Arc::new(headers);
+            return Ok(Lookup::Found(Arc::new(entry)));
+        }
         let useless = route.config.freshness == Freshness::Revalidate
             && entry.upstream_etag.is_none()
             && entry.last_modified.is_none();
-        let entry = if useless || parts.headers.contains_key(header::SET_COOKIE) {
+        let entry = if useless {
             Arc::new(entry)
         } else {
             let shared = duplicate(&entry);
@@ -364,11 +447,13 @@ fn not_modified(entry: &Entry, route: &CompiledRoute) -> Response<Body> {
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
     headers.insert(header::ETAG, entry.etag.to_header_value());
+    // Only an entry made for this one request has cookies (such entries are never cached).
     for name in [
         header::CONTENT_LOCATION,
         header::VARY,
         header::CACHE_CONTROL,
         header::EXPIRES,
+        header::SET_COOKIE,
     ] {
         for value in entry.headers.get_all(&name) {
             headers.append(name.clone(), value.clone());

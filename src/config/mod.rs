@@ -92,6 +92,8 @@ pub struct Route {
     pub refresh_after_write: bool,
     /// Unconditional PATCHes waiting for one resource are written upstream together.
     pub batch_patches: bool,
+    /// Concurrent revalidate reads with the same upstream request share one exchange.
+    pub batch_reads: bool,
     /// Requests handled at once on this route; more get 503. `None` = unlimited.
     pub max_in_flight: Option<usize>,
     /// Only set for https upstreams.
@@ -228,6 +230,9 @@ impl Route {
         if !self.batch_patches {
             line.push_str(" batch_patches=false");
         }
+        if !self.batch_reads {
+            line.push_str(" batch_reads=false");
+        }
         line
     }
 }
@@ -305,6 +310,7 @@ conflict_retries = 3             # see "No lost updates"
 patch_max_ops = 1000             # more operations in one JSON Patch => 413
 refresh_after_write = false      # true => re-read after a write (the upstream rewrites bodies)
 batch_patches = true             # false => every PATCH is its own upstream write
+batch_reads = true               # false => every revalidate read is its own upstream exchange
 # ca_file = "certs/upstream-ca.pem"   # extra trust root for an https upstream
 "#;
 

@@ -119,6 +119,7 @@ const ROUTE_KEYS: &[(&str, &str)] = &[
     ("patch_max_ops", "10"),
     ("refresh_after_write", "false"),
     ("batch_patches", "true"),
+    ("batch_reads", "true"),
     ("ca_file", "\"ca.pem\""),
 ];
 

@@ -68,6 +68,7 @@ pub(super) struct RawRoute {
     pub patch_max_ops: Option<Spanned<i64>>,
     pub refresh_after_write: Option<Spanned<bool>>,
     pub batch_patches: Option<Spanned<bool>>,
+    pub batch_reads: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,
     pub ca_file: Text,
 }

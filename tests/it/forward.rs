@@ -388,8 +388,14 @@ async fn requests_beyond_max_in_flight_get_503_with_retry_after() {
     upstream.set_delay(Duration::from_millis(700));
     let proxy = TestProxy::in_front_of(&upstream, "max_in_flight = 2").await;
     let addr = proxy.addr;
+    // Different clients: identical reads would share one upstream exchange.
     let slow: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(async move { get(addr, "/api/x").await }))
+        .map(|i| {
+            tokio::spawn(async move {
+                let client = i.to_string();
+                send(addr, "GET", "/api/x", &[("x-client", &client)], "").await
+            })
+        })
         .collect();
     assert!(
         eventually(Duration::from_secs(5), || upstream.count(&Method::GET, "/api/x")

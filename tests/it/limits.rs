@@ -138,11 +138,13 @@ upstream = "{}"
     const SLOW: usize = 32;
     let slow_done = Arc::new(AtomicUsize::new(0));
     let mut in_flight = Vec::new();
-    for _ in 0..SLOW {
+    for i in 0..SLOW {
         let done = Arc::clone(&slow_done);
         let addr = proxy.addr;
         in_flight.push(tokio::spawn(async move {
-            let got = get(addr, "/slow/doc").await;
+            // Different clients: identical reads would share one upstream exchange.
+            let client = i.to_string();
+            let got = send(addr, "GET", "/slow/doc", &[("x-client", &client)], "").await;
             done.fetch_add(1, Ordering::SeqCst);
             got
         }));

@@ -381,3 +381,158 @@ async fn a_failed_if_match_on_a_read_gets_412_with_the_current_body() {
     assert_eq!(failed.text(), DOC);
     assert_eq!(failed.header("etag"), Some(tag.as_str()));
 }
+
+/// Starts one revalidate read and waits until its exchange reached the (slow) upstream.
+async fn first_read_under_way(
+    upstream: &LegacyUpstream,
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<Response> {
+    let first = tokio::spawn(async move { get(addr, "/api/people/1").await });
+    assert!(
+        eventually(Duration::from_secs(2), || upstream
+            .count(&Method::GET, "/api/people/1")
+            == 1)
+        .await
+    );
+    first
+}
+
+fn reads(
+    addr: std::net::SocketAddr,
+    n: usize,
+    headers: &'static [(&'static str, &'static str)],
+) -> Vec<tokio::task::JoinHandle<Response>> {
+    (0..n)
+        .map(|_| tokio::spawn(async move { send(addr, "GET", "/api/people/1", headers, "").await }))
+        .collect()
+}
+
+#[tokio::test]
+async fn identical_revalidate_reads_share_one_exchange_that_starts_after_they_arrive() {
+    let (upstream, proxy) = setup("").await;
+    upstream.set_delay(Duration::from_millis(300));
+    let first = first_read_under_way(&upstream, proxy.addr).await;
+    // Ten reads arrive while the first one's exchange runs: they must not take its
+    // answer (it may predate them), but they can share the next one.
+    let later = reads(proxy.addr, 10, &[]);
+    assert_eq!(first.await.unwrap().text(), DOC);
+    for read in later {
+        let got = read.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), DOC);
+        assert!(got.header("etag").is_some_and(is_strong_tag));
+    }
+    assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2);
+    let metrics = get(proxy.admin, "/metrics").await.text();
+    assert!(
+        metrics.contains("patchgate_batched_reads_total{route=\"api\"} 9"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_while_an_exchange_runs_is_seen_by_the_reads_that_arrive_after_it() {
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_etag_style(EtagStyle::Strong);
+    upstream.set_doc("/api/people/1", DOC);
+    let proxy = TestProxy::in_front_of(&upstream, "").await;
+    assert_eq!(get(proxy.addr, "/api/people/1").await.text(), DOC);
+    upstream.clear_requests();
+    upstream.set_delay(Duration::from_millis(300));
+    let first = first_read_under_way(&upstream, proxy.addr).await;
+    upstream.set_doc("/api/people/1", r#"{"id":1,"name":"changed"}"#);
+    let later = reads(proxy.addr, 5, &[]);
+    first.await.unwrap();
+    for read in later {
+        assert_eq!(read.await.unwrap().text(), r#"{"id":1,"name":"changed"}"#);
+    }
+    assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 2);
+}
+
+#[tokio::test]
+async fn reads_that_would_send_another_request_are_never_answered_from_each_others_exchange() {
+    let (upstream, proxy) = setup("").await;
+    upstream.set_delay(Duration::from_millis(300));
+    const ALICE: &[(&str, &str)] = &[("authorization", "Bearer alice")];
+    const ALICE_TRACED: &[(&str, &str)] = &[("authorization", "Bearer alice"), ("x-trace", "7")];
+    const BOB: &[(&str, &str)] = &[("authorization", "Bearer bob")];
+    let addr = proxy.addr;
+    let first = tokio::spawn(async move { send(addr, "GET", "/api/people/1", ALICE, "").await });
+    assert!(
+        eventually(Duration::from_secs(2), || upstream
+            .count(&Method::GET, "/api/people/1")
+            == 1)
+        .await
+    );
+    let same = reads(addr, 3, ALICE);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let traced = reads(addr, 3, ALICE_TRACED);
+    let bob = reads(addr, 3, BOB);
+    first.await.unwrap();
+    for read in same.into_iter().chain(traced).chain(bob) {
+        assert_eq!(read.await.unwrap().text(), DOC);
+    }
+    let seen: Vec<_> = upstream
+        .requests()
+        .iter()
+        .map(|r| {
+            let header = |name| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            (header("authorization").unwrap_or_default(), header("x-trace"))
+        })
+        .collect();
+    let count = |who: &str, trace: Option<&str>| {
+        seen.iter()
+            .filter(|(auth, t)| auth == who && t.as_deref() == trace)
+            .count()
+    };
+    assert_eq!(
+        count("Bearer alice", None),
+        2,
+        "the first read, then one for the three that waited: {seen:?}"
+    );
+    assert_eq!(
+        count("Bearer alice", Some("7")),
+        3,
+        "another header: an exchange each: {seen:?}"
+    );
+    // Credentials are part of the cache key: bob's reads queue on their own, the first
+    // at once, the other two behind it.
+    assert_eq!(count("Bearer bob", None), 2, "{seen:?}");
+    assert_eq!(seen.len(), 7, "{seen:?}");
+}
+
+#[tokio::test]
+async fn responses_that_set_cookies_reach_their_client_and_are_never_shared() {
+    let (upstream, proxy) = setup("").await;
+    upstream.set_extra_header("set-cookie", "session=abc; HttpOnly");
+    let alone = get(proxy.addr, "/api/people/1").await;
+    assert_eq!(alone.status, 200);
+    assert_eq!(alone.header("set-cookie"), Some("session=abc; HttpOnly"));
+    upstream.clear_requests();
+    upstream.set_delay(Duration::from_millis(300));
+    let first = first_read_under_way(&upstream, proxy.addr).await;
+    let later = reads(proxy.addr, 3, &[]);
+    assert_eq!(
+        first.await.unwrap().header("set-cookie"),
+        Some("session=abc; HttpOnly")
+    );
+    for read in later {
+        let got = read.await.unwrap();
+        assert_eq!(got.text(), DOC);
+        assert_eq!(got.header("set-cookie"), Some("session=abc; HttpOnly"));
+    }
+    assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 4);
+}
+
+#[tokio::test]
+async fn with_batch_reads_off_every_revalidate_read_is_its_own_exchange() {
+    let (upstream, proxy) = setup("batch_reads = false").await;
+    upstream.set_delay(Duration::from_millis(300));
+    let first = first_read_under_way(&upstream, proxy.addr).await;
+    let later = reads(proxy.addr, 5, &[]);
+    first.await.unwrap();
+    for read in later {
+        assert_eq!(read.await.unwrap().text(), DOC);
+    }
+    assert_eq!(upstream.count(&Method::GET, "/api/people/1"), 6);
+}

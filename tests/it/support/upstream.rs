@@ -207,7 +207,8 @@ impl LegacyUpstream {
         self.shared.lock().normalize_on_put = on;
     }
 
-    /// Delays every response (faults included) by `d`, after the request is recorded.
+    /// Delays every response (faults included) by `d`, after the request is recorded;
+    /// a GET or HEAD answers with the document as it was when it arrived.
     pub fn set_delay(&self, d: Duration) {
         self.shared.lock().delay = d;
     }
@@ -281,11 +282,20 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         headers: parts.headers.clone(),
         body: body.clone(),
     };
-    let (fault, delay) = {
+    let (fault, delay, read) = {
         let mut state = shared.lock();
         state.requests.push(recorded);
-        (state.take_fault(&parts.method), state.delay)
+        let fault = state.take_fault(&parts.method);
+        // A read shows the document as it was when the request arrived, however slowly
+        // it is then sent; writes take effect after the delay.
+        let read = (fault.is_none() && (parts.method == Method::GET || parts.method == Method::HEAD))
+            .then(|| state.answer(&parts, body.clone()));
+        (fault, state.delay, read)
     };
+    if let Some(read) = read {
+        tokio::time::sleep(delay).await;
+        return Ok(read);
+    }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
