@@ -114,7 +114,7 @@ async fn run(settings: Settings) {
         cases.extend(cases_for(&settings, &upstream, proxy.addr, size).await);
     }
     if let Some(&size) = settings.sizes.first() {
-        cases.push(hot_document(&settings, &upstream, size));
+        cases.extend(hot_document(&settings, &upstream, size));
     }
     cases.retain(|case| {
         let name = format!("{} {}", case.scenario, case.freshness).to_lowercase();
@@ -260,10 +260,10 @@ async fn cases_for(settings: &Settings, upstream: &Upstream, proxy: SocketAddr, 
     cases
 }
 
-/// Every connection patches the same document: the write lock serializes them, so this
-/// shows the queue, against direct PUTs to one document (which the upstream does not
-/// serialize).
-fn hot_document(settings: &Settings, upstream: &Upstream, size: usize) -> Case {
+/// Every connection reads, then patches, the same document: revalidate reads share
+/// upstream exchanges, and the write lock serializes the PATCHes (against direct PUTs to
+/// one document, which the upstream does not serialize).
+fn hot_document(settings: &Settings, upstream: &Upstream, size: usize) -> Vec<Case> {
     let doc = Bytes::from(common::document(size));
     let direct_path = format!("/docs/{size}/hot-direct");
     upstream.put(&direct_path, doc.clone());
@@ -275,14 +275,26 @@ fn hot_document(settings: &Settings, upstream: &Upstream, size: usize) -> Case {
     put.set_header(header::CONTENT_TYPE, "application/json");
     put.body = RequestBody::Fixed(doc.clone());
     let path = format!("/docs/{size}/hot-exclusive");
-    upstream.put(&path, doc);
-    Case {
-        size,
-        scenario: "PATCH, one document for all connections",
-        freshness: "exclusive",
-        direct: put,
-        proxied: patch_load(vec![format!("/excl{path}"); settings.conns]),
-    }
+    upstream.put(&path, doc.clone());
+    let read_path = format!("/docs/{size}/hot-read");
+    upstream.put(&read_path, doc);
+    let one = |path: String| vec![path; settings.conns];
+    vec![
+        Case {
+            size,
+            scenario: "GET → 200, one document for all connections",
+            freshness: "revalidate",
+            direct: Load::new(Method::GET, one(read_path.clone()), StatusCode::OK),
+            proxied: Load::new(Method::GET, one(format!("/reval{read_path}")), StatusCode::OK),
+        },
+        Case {
+            size,
+            scenario: "PATCH, one document for all connections",
+            freshness: "exclusive",
+            direct: put,
+            proxied: patch_load(one(format!("/excl{path}"))),
+        },
+    ]
 }
 
 fn patch_load(paths: Vec<String>) -> Load {
