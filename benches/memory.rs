@@ -11,6 +11,9 @@
 //! 2. with `cache.max_bytes` a third of the working set: the peak resident memory
 //!    (`VmHWM`) against `max_bytes + 20 MiB`.
 //!
+//! `PATCHGATE_MEM_AUTH=1` sends an `Authorization` header (a user per connection), so
+//! that entries are keyed by credentials as well.
+//!
 //! `cargo bench --bench memory`. Reports, never asserts: the numbers depend on the
 //! allocator and the machine.
 
@@ -222,6 +225,7 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// Reads `/docs/0` … `/docs/{docs - 1}` once each over `CONNS` keep-alive connections.
 async fn fill(proxy: SocketAddr, docs: usize) {
+    let auth = std::env::var_os("PATCHGATE_MEM_AUTH").is_some();
     let tasks: Vec<_> = (0..CONNS)
         .map(|k| {
             tokio::spawn(async move {
@@ -231,11 +235,16 @@ async fn fill(proxy: SocketAddr, docs: usize) {
                     .await
                     .expect("handshake");
                 tokio::spawn(conn);
+                let user = format!("Bearer user-{k}");
                 for n in (k..docs).step_by(CONNS) {
-                    let request = Request::get(format!("/docs/{n}"))
+                    let mut request = Request::get(format!("/docs/{n}"))
                         .header(header::HOST, "bench")
                         .body(Empty::<Bytes>::new())
                         .expect("request");
+                    if auth {
+                        let value = header::HeaderValue::from_str(&user).expect("header value");
+                        request.headers_mut().insert(header::AUTHORIZATION, value);
+                    }
                     let response = sender.send_request(request).await.expect("response");
                     assert_eq!(response.status(), StatusCode::OK);
                     response.into_body().collect().await.expect("body");

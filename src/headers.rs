@@ -94,6 +94,16 @@ pub fn has_content_coding(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The same value in an allocation of its own. Values parsed from a request or response
+/// head are slices of the connection's read buffer; anything kept beyond the exchange
+/// would pin that whole buffer.
+pub fn detached(value: &http::HeaderValue) -> http::HeaderValue {
+    let copy = bytes::Bytes::copy_from_slice(value.as_bytes());
+    let mut copy = http::HeaderValue::from_maybe_shared(copy).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

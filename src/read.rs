@@ -74,12 +74,17 @@ impl Ctx {
     }
 
     pub(crate) fn cache_key(&self, route: &CompiledRoute, parts: &request::Parts) -> Key {
-        let key_values = self
-            .shared
-            .key_headers
-            .iter()
-            .map(|name| parts.headers.get(name).cloned())
-            .collect();
+        // All absent (no credentials) is the empty list: no allocation, and still distinct
+        // from every list that has a value.
+        let key_headers = &self.shared.key_headers;
+        let key_values = if key_headers.iter().any(|name| parts.headers.contains_key(name)) {
+            key_headers
+                .iter()
+                .map(|name| parts.headers.get(name).cloned())
+                .collect()
+        } else {
+            Box::default()
+        };
         Key {
             route: route.id,
             path: route.upstream_path(parts.uri.path()).into_boxed_str(),
@@ -379,24 +384,16 @@ pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: Byt
     // entry that kept them would pin a whole buffer per cached document.
     let mut headers = HeaderMap::with_capacity(kept.len());
     for (name, value) in &kept {
-        headers.append(name.clone(), detached(value));
+        headers.append(name.clone(), crate::headers::detached(value));
     }
     Entry {
         body: Bytes::copy_from_slice(&body),
         etag,
-        upstream_etag: upstream_etag.as_ref().map(detached),
+        upstream_etag: upstream_etag.as_ref().map(crate::headers::detached),
         last_modified,
         headers: Arc::new(headers),
         stored_at: Instant::now(),
     }
-}
-
-/// The same value in an allocation of its own.
-fn detached(value: &HeaderValue) -> HeaderValue {
-    let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
-        .unwrap_or_else(|_| value.clone());
-    copy.set_sensitive(value.is_sensitive());
-    copy
 }
 
 fn weak_hash(body: &[u8]) -> EntityTag {

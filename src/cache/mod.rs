@@ -231,6 +231,14 @@ impl Cache {
             headers: self.shared_headers(entry.headers),
             ..entry
         };
+        let key = Key {
+            key_values: key
+                .key_values
+                .iter()
+                .map(|value| value.as_ref().map(crate::headers::detached))
+                .collect(),
+            ..key
+        };
         if !self.try_reserve(charge) {
             // Full: drop what this response replaces before evicting anything else.
             self.remove_where(key.route, &key.path, selector, |slot| slot.serves(&key, request));
@@ -637,6 +645,27 @@ mod tests {
             .unwrap();
         assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "alice's");
         assert_eq!(body_of(&cache, &bob, &HeaderMap::new()).unwrap(), "bob's");
+    }
+
+    #[test]
+    fn stored_request_values_do_not_pin_the_request_head() {
+        // Parsed header values are slices of the connection's read buffer.
+        let head = Bytes::from(vec![b'x'; 8192]);
+        let slice =
+            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(head.slice(range)).unwrap();
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let mut k = key(1, "/p", None, &[]);
+        k.key_values = Box::new([Some(slice(0..16))]);
+        let mut request = HeaderMap::new();
+        request.insert("accept-language", slice(16..32));
+        cache
+            .insert(k, &request, entry("body", &[("vary", "accept-language")]))
+            .unwrap();
+        drop(request);
+        assert!(
+            head.try_into_mut().is_ok(),
+            "the cache holds no view of the request's buffer"
+        );
     }
 
     #[test]

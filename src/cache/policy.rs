@@ -18,7 +18,11 @@ impl Selectors {
             names
                 .into_iter()
                 .map(|name| {
-                    let values = request.get_all(&name).iter().cloned().collect();
+                    let values = request
+                        .get_all(&name)
+                        .iter()
+                        .map(crate::headers::detached)
+                        .collect();
                     (name, values)
                 })
                 .collect(),
