@@ -10,13 +10,18 @@
 /// Deepest nesting of arrays and objects accepted (serde_json's default limit is 127).
 pub(super) const MAX_DEPTH: usize = 128;
 
+/// Short text (up to 24 bytes: most member names, numbers and values) lives inline, so a
+/// parse does not allocate for it; parsing and dropping whole documents is the write
+/// path's main cost.
+pub(super) type Text = compact_str::CompactString;
+
 #[derive(Debug, Clone)]
 pub(super) enum Json {
     Null,
     Bool(bool),
     /// The number exactly as written; valid RFC 8259 §6 grammar.
-    Number(Box<str>),
-    String(String),
+    Number(Text),
+    String(Text),
     Array(Vec<Json>),
     Object(Object),
 }
@@ -45,10 +50,10 @@ impl Json {
 
 /// Object members in document order, names unique.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Object(Vec<(String, Json)>);
+pub(super) struct Object(Vec<(Text, Json)>);
 
 impl Object {
-    pub(super) fn from_members(members: Vec<(String, Json)>) -> Object {
+    pub(super) fn from_members(members: Vec<(Text, Json)>) -> Object {
         Object(members)
     }
 
@@ -85,13 +90,13 @@ impl Object {
         match self.get_mut(key) {
             Some(slot) => Some(std::mem::replace(slot, value)),
             None => {
-                self.0.push((key.to_owned(), value));
+                self.0.push((key.into(), value));
                 None
             }
         }
     }
 
-    pub(super) fn push(&mut self, key: String, value: Json) {
+    pub(super) fn push(&mut self, key: Text, value: Json) {
         self.0.push((key, value));
     }
 

@@ -41,7 +41,7 @@ fn merge_members(target: &mut Object, patch: &Object) {
             (value, None) => {
                 let mut fresh = Json::Null;
                 merge(&mut fresh, value);
-                target.push(name.to_owned(), fresh);
+                target.push(name.into(), fresh);
             }
         }
     }

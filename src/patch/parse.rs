@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::json::{Json, MAX_DEPTH, Object};
+use super::json::{Json, MAX_DEPTH, Object, Text};
 
 /// What to do with repeated member names (RFC 8259 §4 leaves it open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,9 +234,9 @@ impl<'a> Parser<'a> {
         Ok(Json::Number(text.into()))
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    fn string(&mut self) -> Result<Text, ParseError> {
         self.pos += 1; // the opening quote
-        let mut out = String::new();
+        let mut out = Text::default();
         loop {
             let start = self.pos;
             while let Some(b) = self.peek() {
@@ -361,7 +361,7 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn first_duplicate(members: &[(String, Json)]) -> Option<String> {
+fn first_duplicate(members: &[(Text, Json)]) -> Option<Text> {
     if members.len() <= 16 {
         return members
             .iter()
@@ -375,12 +375,12 @@ fn first_duplicate(members: &[(String, Json)]) -> Option<String> {
         .windows(2)
         .find(|w| w.first() == w.get(1))
         .and_then(|w| w.first())
-        .map(|k| (*k).to_owned())
+        .map(|k| Text::from(*k))
 }
 
-fn last_wins(members: Vec<(String, Json)>) -> Vec<(String, Json)> {
-    let mut out: Vec<(String, Json)> = Vec::with_capacity(members.len());
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(members.len());
+fn last_wins(members: Vec<(Text, Json)>) -> Vec<(Text, Json)> {
+    let mut out: Vec<(Text, Json)> = Vec::with_capacity(members.len());
+    let mut seen: HashMap<Text, usize> = HashMap::with_capacity(members.len());
     for (key, value) in members {
         match seen.get(&key).and_then(|&i| out.get_mut(i)) {
             Some(slot) => slot.1 = value,
