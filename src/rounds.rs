@@ -72,6 +72,17 @@ pub(crate) struct Round<'a> {
 
 impl Rounds {
     pub(crate) fn join(&self, key: &Key, signature: Signature) -> Role<'_> {
+        // Most reads under load join a waiting exchange: decide those under the shard's
+        // read lock, without a copy of the key.
+        if let Some(lane) = self.lanes.get(key)
+            && let Some((waiting, answer)) = &lane.next
+        {
+            return if **waiting == signature {
+                Role::Follow(answer.clone())
+            } else {
+                Role::Alone(signature)
+            };
+        }
         let mut lane = self.lanes.entry(key.clone()).or_default();
         let running = match (&lane.next, &lane.running) {
             (Some((waiting, answer)), _) if **waiting == signature => {

@@ -508,6 +508,13 @@ async fn responses_that_set_cookies_reach_their_client_and_are_never_shared() {
     let alone = get(proxy.addr, "/api/people/1").await;
     assert_eq!(alone.status, 200);
     assert_eq!(alone.header("set-cookie"), Some("session=abc; HttpOnly"));
+    // A 304 made from such a response still carries its cookie, beside the ETag.
+    let tag = alone.header("etag").unwrap().to_owned();
+    let revalidated = send(proxy.addr, "GET", "/api/people/1", &[("if-none-match", &tag)], "").await;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(revalidated.header("etag"), Some(tag.as_str()));
+    assert_eq!(revalidated.header("set-cookie"), Some("session=abc; HttpOnly"));
+    assert!(revalidated.body.is_empty());
     upstream.clear_requests();
     upstream.set_delay(Duration::from_millis(300));
     let first = first_read_under_way(&upstream, proxy.addr).await;
