@@ -59,10 +59,12 @@ fn main() {
 
 async fn run(docs: usize, size: usize) {
     let template = String::from_utf8(common::document(size)).expect("documents are UTF-8");
+    // The generator stops at the first item that reaches `size`: count what is served.
+    let length = template.len();
     let upstream = start_upstream(template).await;
-    let body_bytes = (docs * size) as u64;
+    let body_bytes = (docs * length) as u64;
     println!(
-        "{docs} distinct documents of {} through `patchgate` (exclusive), {CONNS} connections\n",
+        "{docs} distinct documents of {} ({length} bytes each) through `patchgate` (exclusive), {CONNS} connections\n",
         common::size_label(size)
     );
     println!(
@@ -81,7 +83,7 @@ async fn run(docs: usize, size: usize) {
         let metrics = proxy.metrics().await;
         let entries = metric(&metrics, "patchgate_cache_entries");
         let charged = metric(&metrics, "patchgate_cache_bytes");
-        let cached_body = entries * size as u64;
+        let cached_body = entries * length as u64;
         let (bound, within) = if max_bytes == large {
             let bound = 1.25 * cached_body as f64 + 20.0 * MIB;
             (bound, rss as f64 <= bound)

@@ -179,14 +179,7 @@ fn key(route: u32, path: &str) -> Key {
 fn entry(body: Bytes, etag: &EntityTag) -> Entry {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Entry {
-        etag: etag.clone(),
-        body,
-        upstream_etag: None,
-        last_modified: None,
-        headers: std::sync::Arc::new(headers),
-        stored_at: Instant::now(),
-    }
+    Entry::new(body, etag.clone(), std::sync::Arc::new(headers))
 }
 
 /// Runs `op(thread, i)` `iters` times on each of `threads` threads started together and

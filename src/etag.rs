@@ -5,6 +5,7 @@
 //! a header value cannot fail. Parsing is linear in the input, never panics, and keeps at
 //! most [`MAX_LISTED_TAGS`] tags from one field.
 
+use bytes::Bytes;
 use http::HeaderValue;
 use std::fmt;
 
@@ -85,6 +86,18 @@ impl EntityTag {
     /// The field value `"x"` or `W/"x"`; a cheap clone.
     pub fn to_header_value(&self) -> HeaderValue {
         self.value.clone()
+    }
+
+    /// The same tag, its rendered form read from `shared`, which must hold exactly that
+    /// form (else the tag is kept as it is): lets a cached tag live in its body's buffer.
+    pub fn held_in(self, shared: Bytes) -> EntityTag {
+        if shared.as_ref() != self.value.as_bytes() {
+            return self;
+        }
+        match HeaderValue::from_maybe_shared(shared) {
+            Ok(value) => EntityTag { value },
+            Err(_) => self,
+        }
     }
 
     fn checked(weak: bool, opaque: &[u8]) -> Option<EntityTag> {

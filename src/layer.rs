@@ -321,21 +321,28 @@ impl Ctx {
         }
     }
 
-    /// Reads an upstream body up to `limit` bytes. A longer one comes back as a body
-    /// that streams what was read and the rest.
-    pub async fn read_or_stream(&self, mut body: Body, limit: u64) -> Result<Result<Bytes, Body>, Error> {
+    /// Reads an upstream body up to `limit` bytes, into a buffer with `room` bytes to
+    /// spare after it. A longer one comes back as a body that streams what was read and
+    /// the rest.
+    pub async fn read_or_stream(
+        &self,
+        mut body: Body,
+        limit: u64,
+        room: usize,
+    ) -> Result<Result<bytes::BytesMut, Body>, Error> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         // One allocation of the announced length instead of a doubling series: the
         // discarded halves would fragment the heap between long-lived cached bodies.
         let announced = hyper::body::Body::size_hint(&body)
             .exact()
             .and_then(|n| usize::try_from(n).ok());
-        let mut buf = bytes::BytesMut::with_capacity(announced.unwrap_or(0).min(limit.saturating_add(1)));
+        let capacity = announced.unwrap_or(0).min(limit.saturating_add(1));
+        let mut buf = bytes::BytesMut::with_capacity(capacity.saturating_add(room));
         let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(Error::UpstreamTimeout),
-                Ok(None) => return Ok(Ok(buf.freeze())),
+                Ok(None) => return Ok(Ok(buf)),
                 Ok(Some(Err(e))) => return Err(upstream::classify(e.as_ref())),
                 Ok(Some(Ok(frame))) => frame,
             };

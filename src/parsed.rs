@@ -82,17 +82,13 @@ mod tests {
     use super::*;
     use crate::etag::EntityTag;
     use bytes::Bytes;
-    use std::time::Instant;
 
     fn entry(body: &str) -> Arc<Entry> {
-        Arc::new(Entry {
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            etag: EntityTag::from_body(body.as_bytes()),
-            upstream_etag: None,
-            last_modified: None,
-            headers: Arc::default(),
-            stored_at: Instant::now(),
-        })
+        Arc::new(Entry::new(
+            Bytes::copy_from_slice(body.as_bytes()),
+            EntityTag::from_body(body.as_bytes()),
+            Arc::default(),
+        ))
     }
 
     #[test]

@@ -177,7 +177,6 @@ pub(crate) async fn answer(mut answer: Answer) -> Option<Arc<Entry>> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use http::HeaderValue;
 
@@ -202,14 +201,11 @@ mod tests {
     }
 
     fn entry(body: &'static str) -> Arc<Entry> {
-        Arc::new(Entry {
-            body: body.into(),
-            etag: crate::etag::EntityTag::from_body(body.as_bytes()),
-            upstream_etag: None,
-            last_modified: None,
-            headers: Arc::default(),
-            stored_at: Instant::now(),
-        })
+        Arc::new(Entry::new(
+            body.into(),
+            crate::etag::EntityTag::from_body(body.as_bytes()),
+            Arc::default(),
+        ))
     }
 
     #[tokio::test]

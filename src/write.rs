@@ -22,7 +22,7 @@ use crate::layer::{Ctx, Exchange, allow, collect, content_length, finish_respons
 use crate::patch::{Document, Format, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
-use crate::read::{Lookup, duplicate, make_entry, represent};
+use crate::read::{Lookup, make_entry, represent, tag_room};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
@@ -116,7 +116,7 @@ impl Ctx {
             let state = Current {
                 exists: current.is_some(),
                 etag: current.as_ref().map(|e| &e.etag),
-                last_modified: current.as_ref().and_then(|e| e.last_modified),
+                last_modified: current.as_ref().and_then(|e| e.last_modified()),
             };
             if evaluate(&conditions, &state, false) != Outcome::Proceed {
                 self.shared.metrics.event(route.id, "precondition_failures", "");
@@ -371,7 +371,7 @@ impl Ctx {
         // the upstream may not hold.
         let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
         let upstream_tag = current
-            .and_then(|e| e.upstream_etag.as_ref())
+            .and_then(|e| e.upstream_etag())
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
         let response = self.send(route, request).await?;
@@ -397,7 +397,7 @@ impl Ctx {
         // Without a new upstream tag, an upstream that tags its documents must be asked
         // for it, or the next read would show another ETag for the same body.
         let tag_unknown = route.config.etag != EtagMode::Hash
-            && current.is_some_and(|e| e.upstream_etag.is_some())
+            && current.is_some_and(|e| e.upstream_etag().is_some())
             && !resp_parts.headers.contains_key(header::ETAG);
         let entry = if route.config.refresh_after_write || tag_unknown {
             match self.current(route, key, parts, true, exchange).await? {
@@ -406,10 +406,12 @@ impl Ctx {
             }
         } else {
             let headers = written_headers(current, &resp_parts.headers, parts);
-            let entry = make_entry(route.config.etag, &headers, new_body);
+            let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
+            body.extend_from_slice(&new_body);
+            let entry = make_entry(route.config.etag, &headers, body);
             self.shared
                 .cache
-                .insert(key.clone(), &parts.headers, duplicate(&entry))
+                .insert(key.clone(), &parts.headers, entry.duplicate())
                 .unwrap_or_else(|| Arc::new(entry))
         };
         guard.disarm();

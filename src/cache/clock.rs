@@ -9,19 +9,19 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use super::Slot;
+use super::Entry;
 
 /// Oldest first. A std mutex: held for a few pops and pushes, never across an await.
 /// Weak links, so that an entry dropped by invalidation or replacement frees its body
 /// at once; dead links are skipped by the hand and compacted on push.
 #[derive(Default)]
-pub(super) struct Ring(Mutex<VecDeque<Weak<Slot>>>);
+pub(super) struct Ring(Mutex<VecDeque<Weak<Entry>>>);
 
 impl Ring {
     /// Adds a newly stored entry; `live` is the number of entries in the cache.
-    pub(super) fn push(&self, slot: &Arc<Slot>, live: u64) {
+    pub(super) fn push(&self, entry: &Arc<Entry>, live: u64) {
         let mut ring = self.lock();
-        ring.push_back(Arc::downgrade(slot));
+        ring.push_back(Arc::downgrade(entry));
         // Keep dead links under one per live entry (plus slack): amortized O(1), and the
         // ring stays proportional to the cache.
         let live = usize::try_from(live).unwrap_or(usize::MAX);
@@ -31,18 +31,22 @@ impl Ring {
     }
 
     /// The next entry to evict, taken out of the ring; `None` when no entry is left.
-    pub(super) fn victim(&self) -> Option<Arc<Slot>> {
+    pub(super) fn victim(&self) -> Option<Arc<Entry>> {
         let mut ring = self.lock();
         // Two turns clear every bit, so hits racing with the hand cannot keep it going.
         let mut budget = ring.len().saturating_mul(2);
         while let Some(link) = ring.pop_front() {
-            let Some(slot) = link.upgrade() else { continue };
+            let Some(entry) = link.upgrade() else { continue };
             budget = budget.saturating_sub(1);
-            if budget > 0 && slot.referenced.swap(false, Relaxed) {
+            let referenced = entry
+                .place
+                .as_ref()
+                .is_some_and(|place| place.referenced.swap(false, Relaxed));
+            if budget > 0 && referenced {
                 ring.push_back(link);
                 continue;
             }
-            return Some(slot);
+            return Some(entry);
         }
         None
     }
@@ -52,7 +56,7 @@ impl Ring {
         self.lock().len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Weak<Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Weak<Entry>>> {
         // Every operation leaves the ring consistent, so a poisoned lock is still usable.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -62,37 +66,30 @@ impl Ring {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::cache::{Entry, Key, policy::Selectors};
+    use crate::cache::{Entry, Place};
     use crate::etag::EntityTag;
-    use http::HeaderMap;
     use std::sync::atomic::AtomicBool;
-    use std::time::Instant;
 
-    fn slot(path: &str) -> Arc<Slot> {
-        Arc::new(Slot {
-            key: Key {
-                route: 1,
-                path: path.into(),
-                query: None,
-                key_values: Box::new([]),
-            },
+    fn slot(path: &str) -> Arc<Entry> {
+        let mut entry = Entry::new(bytes::Bytes::new(), EntityTag::from_body(b""), Arc::default());
+        entry.place = Some(Place {
+            route: 1,
+            path: path.into(),
             selector: 0,
-            vary: Selectors::capture(Vec::new(), &HeaderMap::new()),
-            entry: Arc::new(Entry {
-                body: bytes::Bytes::new(),
-                etag: EntityTag::from_body(b""),
-                upstream_etag: None,
-                last_modified: None,
-                headers: Arc::default(),
-                stored_at: Instant::now(),
-            }),
+            variant: None,
             charge: 1,
             referenced: AtomicBool::new(false),
-        })
+        });
+        Arc::new(entry)
+    }
+
+    fn referenced(entry: &Entry) -> &AtomicBool {
+        &entry.place.as_ref().unwrap().referenced
     }
 
     fn victim_path(ring: &Ring) -> Option<String> {
-        ring.victim().map(|slot| slot.key.path.to_string())
+        ring.victim()
+            .map(|entry| entry.place.as_ref().unwrap().path.to_string())
     }
 
     #[test]
@@ -111,9 +108,9 @@ mod tests {
         let ring = Ring::default();
         let slots: Vec<_> = ["/a", "/b"].into_iter().map(slot).collect();
         slots.iter().for_each(|s| ring.push(s, 2));
-        slots[0].referenced.store(true, Relaxed);
+        referenced(&slots[0]).store(true, Relaxed);
         assert_eq!(victim_path(&ring).as_deref(), Some("/b"));
-        assert!(!slots[0].referenced.load(Relaxed));
+        assert!(!referenced(&slots[0]).load(Relaxed));
         assert_eq!(victim_path(&ring).as_deref(), Some("/a"));
     }
 
@@ -123,7 +120,7 @@ mod tests {
         let slots: Vec<_> = ["/a", "/b"].into_iter().map(slot).collect();
         slots.iter().for_each(|s| {
             ring.push(s, 2);
-            s.referenced.store(true, Relaxed);
+            referenced(s).store(true, Relaxed);
         });
         assert_eq!(victim_path(&ring).as_deref(), Some("/a"));
     }

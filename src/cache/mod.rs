@@ -13,6 +13,7 @@
 //! resource's shard read lock; the ring's mutex is taken by inserts and evictions.
 
 mod clock;
+mod entry;
 mod flight;
 mod policy;
 mod resource;
@@ -20,17 +21,16 @@ mod resource;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use dashmap::{DashMap, Entry as MapEntry};
 use http::{HeaderMap, HeaderValue};
 
-use crate::etag::EntityTag;
 use clock::Ring;
+pub use entry::Entry;
+use entry::{Place, Variant};
 pub use flight::{Flight, FlightGuard, Follower};
 use policy::Selectors;
-use resource::{Resource, ResourceRef};
+use resource::{Resource, ResourceRef, Variants};
 
 /// Charged per entry on top of its bytes: the slot, its map and ring bookkeeping, the
 /// client-facing tag when it is a hash, the resource's own copy of the path, and the
@@ -44,21 +44,6 @@ const HEADER_SETS: usize = 64;
 
 /// Invalidation generations are striped by resource; a collision only refuses a store.
 const STRIPES: usize = 256;
-
-/// What is stored: enough to answer a GET/HEAD/304 without the upstream and to revalidate.
-#[derive(Debug)]
-pub struct Entry {
-    pub body: Bytes,
-    /// The tag clients see.
-    pub etag: EntityTag,
-    /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
-    pub upstream_etag: Option<HeaderValue>,
-    pub last_modified: Option<SystemTime>,
-    /// End-to-end response headers to replay (content-type, cache-control, vary, …);
-    /// shared between entries that have the same ones.
-    pub headers: Arc<HeaderMap>,
-    pub stored_at: Instant,
-}
 
 /// Identifies one request's view of a resource. Built by the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -90,26 +75,6 @@ pub struct Generation {
     stripe: usize,
     value: u64,
 }
-
-/// One stored variant.
-struct Slot {
-    key: Key,
-    selector: u64,
-    vary: Selectors,
-    entry: Arc<Entry>,
-    charge: u64,
-    referenced: AtomicBool,
-}
-
-impl Slot {
-    fn serves(&self, key: &Key, request: &HeaderMap) -> bool {
-        self.key.query == key.query && self.key.key_values == key.key_values && self.vary.matches(request)
-    }
-}
-
-/// A resource's variants; `Slot::selector` (a hash of query and key values) narrows a
-/// lookup before `Slot::serves` decides. Usually one: a Vec, not a map per resource.
-type Variants = Vec<Arc<Slot>>;
 
 pub struct Cache {
     resources: DashMap<Resource, Variants>,
@@ -163,16 +128,19 @@ impl Cache {
     fn lookup(&self, key: &Key, request: &HeaderMap) -> Option<Arc<Entry>> {
         let variants = self.resources.get(&(key.route, &*key.path) as &dyn ResourceRef)?;
         let selector = self.selector(key);
-        let slot = variants
+        let entry = variants
+            .as_slice()
             .iter()
             .rev()
-            .find(|slot| slot.selector == selector && slot.serves(key, request))?;
+            .find(|entry| entry.serves(selector, &key.query, &key.key_values, request))?;
         // Load first: a hot entry's bit is already set, and not writing it keeps its
         // cache line shared between cores.
-        if !slot.referenced.load(Relaxed) {
-            slot.referenced.store(true, Relaxed);
+        if let Some(place) = &entry.place
+            && !place.referenced.load(Relaxed)
+        {
+            place.referenced.store(true, Relaxed);
         }
-        Some(Arc::clone(&slot.entry))
+        Some(Arc::clone(entry))
     }
 
     /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or `None` when
@@ -182,7 +150,8 @@ impl Cache {
     ///
     /// The `Vary` names in `entry.headers` and their values in `request` become part of
     /// the variant's identity; stored variants this request would select are replaced.
-    /// The charge is body + header names and values + key strings (the path twice) +
+    /// The charge is body + header names and values + key strings (one path, shared with
+    /// the map) +
     /// selecting values + twice the upstream tag + [`ENTRY_OVERHEAD`]. Least recently used
     /// entries (CLOCK) are evicted first; the total never exceeds `max_bytes`. Bodies
     /// still referenced by callers through the returned `Arc`s are not counted.
@@ -227,61 +196,59 @@ impl Cache {
             return None;
         }
         let selector = self.selector(&key);
-        let entry = Entry {
-            headers: self.shared_headers(entry.headers),
-            ..entry
+        let Key {
+            route,
+            path,
+            query,
+            key_values,
+        } = key;
+        let key_values = key_values
+            .iter()
+            .map(|value| value.as_ref().map(crate::headers::detached))
+            .collect();
+        let path: Arc<str> = Arc::from(path);
+        let resource = Resource {
+            route,
+            path: Arc::clone(&path),
         };
-        let key = Key {
-            key_values: key
-                .key_values
-                .iter()
-                .map(|value| value.as_ref().map(crate::headers::detached))
-                .collect(),
-            ..key
-        };
+        let mut entry = entry;
+        entry.headers = self.shared_headers(Arc::clone(&entry.headers));
+        entry.place = Some(Place {
+            route,
+            path,
+            selector,
+            variant: Variant::boxed(query, key_values, vary),
+            charge,
+            referenced: AtomicBool::new(false),
+        });
+        let entry = Arc::new(entry);
+        let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
         if !self.try_reserve(charge) {
             // Full: drop what this response replaces before evicting anything else.
-            self.remove_where(key.route, &key.path, selector, |slot| slot.serves(&key, request));
+            self.remove_where(route, &resource.path, replaces);
             if !self.reserve_evicting(charge) {
                 return None;
             }
         }
         self.entries.fetch_add(1, Relaxed);
-        let entry = Arc::new(entry);
-        let slot = Arc::new(Slot {
-            key,
-            selector,
-            vary,
-            entry: Arc::clone(&entry),
-            charge,
-            referenced: AtomicBool::new(false),
-        });
-
         let mut replaced = Vec::new();
-        let mut place = |slots: &mut Variants| {
-            slots.retain(|old| {
-                let keep = old.selector != selector || !old.serves(&slot.key, request);
-                if !keep {
-                    replaced.push(Arc::clone(old));
-                }
-                keep
-            });
-            slots.push(Arc::clone(&slot));
-        };
-        let resource = Resource {
-            route: slot.key.route,
-            path: slot.key.path.clone(),
+        let mut keep = |old: &Arc<Entry>| {
+            let keep = !replaces(old);
+            if !keep {
+                replaced.push(Arc::clone(old));
+            }
+            keep
         };
         let stored = match self.resources.entry(resource) {
             _ if refused() => false,
             MapEntry::Occupied(mut variants) => {
-                place(variants.get_mut());
+                let variants = variants.get_mut();
+                variants.retain(&mut keep);
+                variants.push(Arc::clone(&entry));
                 true
             }
             MapEntry::Vacant(vacant) => {
-                let mut variants = Variants::with_capacity(1);
-                place(&mut variants);
-                vacant.insert(variants);
+                vacant.insert(Variants::One(Arc::clone(&entry)));
                 true
             }
         };
@@ -291,7 +258,7 @@ impl Cache {
             return None;
         }
         self.inserts.fetch_add(1, Relaxed);
-        self.ring.push(&slot, self.entries.load(Relaxed));
+        self.ring.push(&entry, self.entries.load(Relaxed));
         Some(entry)
     }
 
@@ -322,8 +289,7 @@ impl Cache {
         let Some((_, variants)) = self.resources.remove(&(route, path) as &dyn ResourceRef) else {
             return;
         };
-        let slots: Vec<Arc<Slot>> = variants;
-        self.forget(&slots);
+        self.forget(variants.as_slice());
         self.invalidations.fetch_add(1, Relaxed);
     }
 
@@ -381,36 +347,35 @@ impl Cache {
             let Some(victim) = self.ring.victim() else {
                 return false;
             };
-            let evicted = self.remove_where(victim.key.route, &victim.key.path, victim.selector, |slot| {
-                std::ptr::eq(slot, &*victim)
-            });
+            let Some(place) = &victim.place else { continue };
+            let evicted = self.remove_where(place.route, &place.path, |entry| Arc::ptr_eq(entry, &victim));
             self.evictions.fetch_add(evicted, Relaxed);
         }
     }
 
-    /// Removes the slots of one (route, path, selector) that `doomed` picks; returns
-    /// how many. The resource leaves the map with its last variant.
-    fn remove_where(&self, route: u32, path: &str, selector: u64, doomed: impl Fn(&Slot) -> bool) -> u64 {
+    /// Removes the variants of (route, path) that `doomed` picks; returns how many. The
+    /// resource leaves the map with its last variant.
+    fn remove_where(&self, route: u32, path: &str, doomed: impl Fn(&Arc<Entry>) -> bool) -> u64 {
         let mut removed = Vec::new();
         self.resources
-            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, slots| {
-                slots.retain(|slot| {
-                    let keep = slot.selector != selector || !doomed(slot);
+            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, variants| {
+                variants.retain(|entry| {
+                    let keep = !doomed(entry);
                     if !keep {
-                        removed.push(Arc::clone(slot));
+                        removed.push(Arc::clone(entry));
                     }
                     keep
                 });
-                slots.is_empty()
+                variants.is_empty()
             });
         self.forget(&removed);
         removed.len() as u64
     }
 
-    /// Releases the accounting of slots already out of the map.
-    fn forget(&self, slots: &[Arc<Slot>]) {
-        let bytes = slots.iter().map(|slot| slot.charge).sum();
-        self.release(bytes, slots.len() as u64);
+    /// Releases the accounting of entries already out of the map.
+    fn forget(&self, entries: &[Arc<Entry>]) {
+        let bytes = entries.iter().map(|entry| entry.charge()).sum();
+        self.release(bytes, entries.len() as u64);
     }
 
     fn release(&self, bytes: u64, entries: u64) {
@@ -436,9 +401,9 @@ fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
     let key_values: usize = key.key_values.iter().flatten().map(HeaderValue::len).sum();
-    let key_bytes = 2 * key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key_values;
+    let key_bytes = key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key_values;
     // The client's tag is usually the upstream's, else a fixed-size hash (in the overhead).
-    let tags = 2 * entry.upstream_etag.as_ref().map_or(0, HeaderValue::len);
+    let tags = 2 * entry.upstream_etag().map_or(0, HeaderValue::len);
     let bytes = entry.body.len() + headers + key_bytes + vary.bytes() + tags;
     ENTRY_OVERHEAD.saturating_add(bytes as u64)
 }
@@ -447,6 +412,8 @@ fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::etag::EntityTag;
+    use bytes::Bytes;
     use http::HeaderName;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
@@ -463,14 +430,11 @@ mod tests {
     }
 
     fn entry(body: &str, response: &[(&str, &str)]) -> Entry {
-        Entry {
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            etag: EntityTag::from_body(body.as_bytes()),
-            upstream_etag: None,
-            last_modified: None,
-            headers: Arc::new(headers(response)),
-            stored_at: Instant::now(),
-        }
+        Entry::new(
+            Bytes::copy_from_slice(body.as_bytes()),
+            EntityTag::from_body(body.as_bytes()),
+            Arc::new(headers(response)),
+        )
     }
 
     fn key(route: u32, path: &str, query: Option<&str>, values: &[Option<&str>]) -> Key {
@@ -491,12 +455,15 @@ mod tests {
 
     /// What the map holds, summed independently of the counters.
     fn resident(cache: &Cache) -> (u64, u64) {
-        let slots: Vec<Arc<Slot>> = cache
+        let entries: Vec<Arc<Entry>> = cache
             .resources
             .iter()
-            .flat_map(|variants| variants.iter().cloned().collect::<Vec<_>>())
+            .flat_map(|variants| variants.as_slice().to_vec())
             .collect();
-        (slots.iter().map(|slot| slot.charge).sum(), slots.len() as u64)
+        (
+            entries.iter().map(|entry| entry.charge()).sum(),
+            entries.len() as u64,
+        )
     }
 
     #[test]
@@ -531,10 +498,10 @@ mod tests {
     fn charge_counts_body_headers_keys_vary_tags_and_overhead() {
         let cache = Cache::new(1 << 20, 1 << 16);
         let k = key(1, "/p", Some("x=1"), &[Some("Bearer t"), None]);
-        let mut e = entry("body", &[("vary", "accept"), ("content-type", "a/b")]);
-        e.upstream_etag = Some(HeaderValue::from_static("\"up\""));
+        let e = entry("body", &[("vary", "accept"), ("content-type", "a/b")]);
+        let e = e.with_validators(Some(HeaderValue::from_static("\"up\"")), None);
         cache.insert(k, &headers(&[("accept", "j")]), e).unwrap();
-        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 * 2 + 3 + 8 + (6 + 1) + 2 * 4;
+        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 + 3 + 8 + (6 + 1) + 2 * 4;
         assert_eq!(cache.stats().bytes, expected);
         assert_eq!(resident(&cache), (expected, 1));
     }

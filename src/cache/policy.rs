@@ -38,6 +38,11 @@ impl Selectors {
             .all(|(name, values)| request.get_all(name).iter().eq(values.iter()))
     }
 
+    /// No `Vary`: every request selects the response.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Bytes held, for the cache's accounting.
     pub(super) fn bytes(&self) -> usize {
         self.0

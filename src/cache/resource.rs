@@ -1,17 +1,60 @@
-//! The cache's map key: one resource, (route, upstream path).
+//! The cache's map key, one resource (route, upstream path), and its value, the
+//! resource's stored variants.
 //!
 //! Looked up through the [`ResourceRef`] trait object so that a `get` borrows the
 //! request's path instead of allocating a copy on every read.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::Entry;
 
 /// The map key of a resource. Looked up through [`ResourceRef`] so that a `get` borrows
-/// the request's path instead of allocating a copy.
+/// the request's path instead of allocating a copy. The path is the one its entries hold.
 #[derive(PartialEq, Eq)]
 pub(super) struct Resource {
     pub(super) route: u32,
-    pub(super) path: Box<str>,
+    pub(super) path: Arc<str>,
+}
+
+/// A resource's variants, oldest first. Nearly always one, held without a `Vec`'s own
+/// allocation: with small documents every allocation an entry makes shows in memory.
+pub(super) enum Variants {
+    One(Arc<Entry>),
+    Many(Vec<Arc<Entry>>),
+}
+
+impl Variants {
+    pub(super) fn as_slice(&self) -> &[Arc<Entry>] {
+        match self {
+            Variants::One(entry) => std::slice::from_ref(entry),
+            Variants::Many(entries) => entries,
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    pub(super) fn push(&mut self, entry: Arc<Entry>) {
+        match self {
+            Variants::Many(entries) if entries.is_empty() => *self = Variants::One(entry),
+            Variants::Many(entries) => entries.push(entry),
+            Variants::One(first) => *self = Variants::Many(vec![Arc::clone(first), entry]),
+        }
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Arc<Entry>) -> bool) {
+        match self {
+            Variants::Many(entries) => entries.retain(|entry| keep(entry)),
+            Variants::One(entry) => {
+                if !keep(entry) {
+                    *self = Variants::Many(Vec::new());
+                }
+            }
+        }
+    }
 }
 
 pub(super) trait ResourceRef {
