@@ -4,7 +4,7 @@
 //! of a resource, from the cache when the route's freshness allows, else from the
 //! upstream (conditionally when the cached entry has upstream validators).
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
@@ -156,7 +156,7 @@ impl Ctx {
             if let Some(entry) = &cached {
                 let fresh = match route.config.freshness {
                     Freshness::Exclusive => true,
-                    Freshness::For(ttl) => entry.stored_at.elapsed() < ttl,
+                    Freshness::For(ttl) => entry.age() < ttl,
                     Freshness::Revalidate => false,
                 };
                 if fresh && !force_upstream {
@@ -330,7 +330,7 @@ impl Ctx {
     /// After an upstream 304: the same entry, stored again as fresh.
     fn refresh(&self, since: Generation, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
         let mut renewed = entry.duplicate();
-        renewed.stored_at = Instant::now();
+        renewed.renew();
         self.shared
             .cache
             .insert_since(since, key.clone(), request, renewed)

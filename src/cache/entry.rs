@@ -1,19 +1,29 @@
 //! A cached representation and where the cache keeps it.
 //!
 //! With small documents every allocation an entry makes shows in resident memory, so a
-//! stored variant is two allocations besides its body's buffer (which also holds its
-//! tags): the entry with its place in the cache, and the path it shares with the map.
+//! stored variant is one allocation besides its body's buffer (which also holds its
+//! tags): the entry with its place in the cache, a path of up to 24 bytes included.
 //! What most entries lack (upstream validators, a query, key values, `Vary`) is boxed.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::AtomicBool;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue};
 
+use super::Key;
 use super::policy::Selectors;
 use crate::etag::EntityTag;
+
+/// The process's clock origin for entry ages.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn since_epoch() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// What is stored: enough to answer a GET/HEAD/304 without the upstream and to revalidate.
 #[derive(Debug)]
@@ -24,7 +34,9 @@ pub struct Entry {
     /// End-to-end response headers to replay (content-type, cache-control, vary, …);
     /// shared between entries that have the same ones.
     pub headers: Arc<HeaderMap>,
-    pub stored_at: Instant,
+    /// When the representation was read from the upstream: nanoseconds since [`EPOCH`],
+    /// half the size of an `Instant`.
+    stored_at: u64,
     validators: Option<Box<Validators>>,
     /// Set by the cache when it stores the entry.
     pub(super) place: Option<Place>,
@@ -37,18 +49,34 @@ struct Validators {
     last_modified: Option<SystemTime>,
 }
 
-/// Where a stored entry is: its resource (the path shared with the map's key), what
-/// selects it among the resource's variants, and its share of `max_bytes`.
+/// Where a stored entry is: its resource, what selects it among the resource's
+/// variants, and its share of `max_bytes`.
 #[derive(Debug)]
 pub(super) struct Place {
     pub(super) route: u32,
-    pub(super) path: Arc<str>,
+    pub(super) path: CompactString,
     /// A hash of query and key values, which narrows a lookup before they decide.
     pub(super) selector: u64,
     /// `None`: no query, no key values and no `Vary`.
     pub(super) variant: Option<Box<Variant>>,
     pub(super) charge: u64,
     pub(super) referenced: AtomicBool,
+}
+
+impl Place {
+    fn selects(
+        &self,
+        query: &Option<Box<str>>,
+        key_values: &[Option<HeaderValue>],
+        request: &HeaderMap,
+    ) -> bool {
+        match &self.variant {
+            None => query.is_none() && key_values.is_empty(),
+            Some(variant) => {
+                variant.query == *query && *variant.key_values == *key_values && variant.vary.matches(request)
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -83,7 +111,7 @@ impl Entry {
             body,
             etag,
             headers,
-            stored_at: Instant::now(),
+            stored_at: since_epoch(),
             validators: None,
             place: None,
         }
@@ -94,6 +122,16 @@ impl Entry {
         self.validators =
             (etag.is_some() || last_modified.is_some()).then(|| Box::new(Validators { etag, last_modified }));
         self
+    }
+
+    /// How long ago the representation was read from the upstream.
+    pub fn age(&self) -> Duration {
+        Duration::from_nanos(since_epoch().saturating_sub(self.stored_at))
+    }
+
+    /// Marks the representation as read from the upstream just now.
+    pub fn renew(&mut self) {
+        self.stored_at = since_epoch();
     }
 
     /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
@@ -117,42 +155,55 @@ impl Entry {
         }
     }
 
-    /// Whether this stored entry is the variant that `selector`, `query`, `key_values`
-    /// and `request` (for `Vary`) select.
-    pub(super) fn serves(
-        &self,
-        selector: u64,
-        query: &Option<Box<str>>,
-        key_values: &[Option<HeaderValue>],
-        request: &HeaderMap,
-    ) -> bool {
-        let Some(place) = &self.place else {
-            return false;
-        };
-        place.selector == selector
-            && match &place.variant {
-                None => query.is_none() && key_values.is_empty(),
-                Some(variant) => {
-                    variant.query == *query
-                        && *variant.key_values == *key_values
-                        && variant.vary.matches(request)
-                }
-            }
+    /// Whether this stored entry is the variant of `key` that `request` selects
+    /// (`selector` is the cache's hash of the key's query and values).
+    pub(super) fn serves(&self, key: &Key, selector: u64, request: &HeaderMap) -> bool {
+        self.place.as_ref().is_some_and(|place| {
+            place.selector == selector
+                && place.route == key.route
+                && place.path == *key.path
+                && place.selects(&key.query, &key.key_values, request)
+        })
     }
 
-    /// Whether this stored entry is a variant that the stored entry `new`, stored for
-    /// `request`, replaces.
+    /// Whether this stored entry is a variant that `new`, stored for `request`,
+    /// replaces.
     pub(super) fn serves_as(&self, new: &Entry, request: &HeaderMap) -> bool {
-        let Some(place) = &new.place else {
+        let (Some(old), Some(new)) = (&self.place, &new.place) else {
             return false;
         };
-        match place.variant.as_deref() {
-            None => self.serves(place.selector, &None, &[], request),
-            Some(variant) => self.serves(place.selector, &variant.query, &variant.key_values, request),
-        }
+        let selects = match new.variant.as_deref() {
+            None => old.selects(&None, &[], request),
+            Some(variant) => old.selects(&variant.query, &variant.key_values, request),
+        };
+        old.selector == new.selector && old.route == new.route && old.path == new.path && selects
+    }
+
+    /// Whether this is the place of (route, path).
+    pub(super) fn is_at(&self, route: u32, path: &str) -> bool {
+        self.place
+            .as_ref()
+            .is_some_and(|place| place.route == route && place.path == path)
     }
 
     pub(super) fn charge(&self) -> u64 {
         self.place.as_ref().map_or(0, |place| place.charge)
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_entry_stays_one_small_allocation() {
+        // With the `Arc` counts and the allocator's header, 152 bytes is a 176-byte
+        // chunk (glibc); a map bucket is the hash and a one-variant `Variants`.
+        assert!(
+            std::mem::size_of::<Entry>() <= 152,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert_eq!(std::mem::size_of::<super::super::Variants>(), 16);
     }
 }

@@ -22,6 +22,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
+use compact_str::CompactString;
 use dashmap::{DashMap, Entry as MapEntry};
 use http::{HeaderMap, HeaderValue};
 
@@ -30,7 +31,7 @@ pub use entry::Entry;
 use entry::{Place, Variant};
 pub use flight::{Flight, FlightGuard, Follower};
 use policy::Selectors;
-use resource::{Resource, ResourceRef, Variants};
+use resource::{Prehashed, Variants};
 
 /// Charged per entry on top of its bytes: the slot, its map and ring bookkeeping, the
 /// client-facing tag when it is a hash, the resource's own copy of the path, and the
@@ -77,7 +78,8 @@ pub struct Generation {
 }
 
 pub struct Cache {
-    resources: DashMap<Resource, Variants>,
+    /// By [`Cache::resource`], the keyed hash of (route, path).
+    resources: DashMap<u64, Variants, Prehashed>,
     /// Eviction order; its lock is never taken together with a map lock.
     ring: Ring,
     flights: Arc<flight::Table>,
@@ -98,7 +100,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(max_bytes: u64, max_entry_bytes: u64) -> Cache {
         Cache {
-            resources: DashMap::new(),
+            resources: DashMap::default(),
             ring: Ring::default(),
             flights: Arc::default(),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -126,13 +128,13 @@ impl Cache {
     }
 
     fn lookup(&self, key: &Key, request: &HeaderMap) -> Option<Arc<Entry>> {
-        let variants = self.resources.get(&(key.route, &*key.path) as &dyn ResourceRef)?;
+        let variants = self.resources.get(&self.resource(key.route, &key.path))?;
         let selector = self.selector(key);
         let entry = variants
             .as_slice()
             .iter()
             .rev()
-            .find(|entry| entry.serves(selector, &key.query, &key.key_values, request))?;
+            .find(|entry| entry.serves(key, selector, request))?;
         // Load first: a hot entry's bit is already set, and not writing it keeps its
         // cache line shared between cores.
         if let Some(place) = &entry.place
@@ -161,7 +163,7 @@ impl Cache {
 
     /// The current [`Generation`] of a resource: take it before reading the upstream.
     pub fn generation(&self, route: u32, path: &str) -> Generation {
-        let stripe = self.stripe(route, path);
+        let stripe = self.stripe(self.resource(route, path));
         let value = self.generations.get(stripe).map_or(0, |cell| cell.load(Acquire));
         Generation { stripe, value }
     }
@@ -206,16 +208,12 @@ impl Cache {
             .iter()
             .map(|value| value.as_ref().map(crate::headers::detached))
             .collect();
-        let path: Arc<str> = Arc::from(path);
-        let resource = Resource {
-            route,
-            path: Arc::clone(&path),
-        };
+        let resource = self.resource(route, &path);
         let mut entry = entry;
         entry.headers = self.shared_headers(Arc::clone(&entry.headers));
         entry.place = Some(Place {
             route,
-            path,
+            path: CompactString::from(&*path),
             selector,
             variant: Variant::boxed(query, key_values, vary),
             charge,
@@ -225,7 +223,7 @@ impl Cache {
         let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
         if !self.try_reserve(charge) {
             // Full: drop what this response replaces before evicting anything else.
-            self.remove_where(route, &resource.path, replaces);
+            self.remove_where(resource, replaces);
             if !self.reserve_evicting(charge) {
                 return None;
             }
@@ -283,14 +281,13 @@ impl Cache {
 
     /// Drops every variant of (route, path): all queries, key values and `Vary` variants.
     pub fn invalidate(&self, route: u32, path: &str) {
-        if let Some(cell) = self.generations.get(self.stripe(route, path)) {
+        let resource = self.resource(route, path);
+        if let Some(cell) = self.generations.get(self.stripe(resource)) {
             cell.fetch_add(1, AcqRel);
         }
-        let Some((_, variants)) = self.resources.remove(&(route, path) as &dyn ResourceRef) else {
-            return;
-        };
-        self.forget(variants.as_slice());
-        self.invalidations.fetch_add(1, Relaxed);
+        if self.remove_where(resource, |entry| entry.is_at(route, path)) > 0 {
+            self.invalidations.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -320,8 +317,14 @@ impl Cache {
         self.hasher.hash_one((&key.query, &key.key_values))
     }
 
-    fn stripe(&self, route: u32, path: &str) -> usize {
-        (self.hasher.hash_one((route, path)) % STRIPES as u64) as usize
+    /// The map key of (route, path): a keyed hash, so that requests cannot aim at
+    /// collisions.
+    fn resource(&self, route: u32, path: &str) -> u64 {
+        self.hasher.hash_one((route, path))
+    }
+
+    fn stripe(&self, resource: u64) -> usize {
+        (resource % STRIPES as u64) as usize
     }
 
     fn changed_since(&self, since: Generation) -> bool {
@@ -348,26 +351,26 @@ impl Cache {
                 return false;
             };
             let Some(place) = &victim.place else { continue };
-            let evicted = self.remove_where(place.route, &place.path, |entry| Arc::ptr_eq(entry, &victim));
+            let resource = self.resource(place.route, &place.path);
+            let evicted = self.remove_where(resource, |entry| Arc::ptr_eq(entry, &victim));
             self.evictions.fetch_add(evicted, Relaxed);
         }
     }
 
-    /// Removes the variants of (route, path) that `doomed` picks; returns how many. The
-    /// resource leaves the map with its last variant.
-    fn remove_where(&self, route: u32, path: &str, doomed: impl Fn(&Arc<Entry>) -> bool) -> u64 {
+    /// Removes the variants under `resource` that `doomed` picks; returns how many. The
+    /// map entry goes with its last variant.
+    fn remove_where(&self, resource: u64, doomed: impl Fn(&Arc<Entry>) -> bool) -> u64 {
         let mut removed = Vec::new();
-        self.resources
-            .remove_if_mut(&(route, path) as &dyn ResourceRef, |_, variants| {
-                variants.retain(|entry| {
-                    let keep = !doomed(entry);
-                    if !keep {
-                        removed.push(Arc::clone(entry));
-                    }
-                    keep
-                });
-                variants.is_empty()
+        self.resources.remove_if_mut(&resource, |_, variants| {
+            variants.retain(|entry| {
+                let keep = !doomed(entry);
+                if !keep {
+                    removed.push(Arc::clone(entry));
+                }
+                keep
             });
+            variants.is_empty()
+        });
         self.forget(&removed);
         removed.len() as u64
     }
@@ -789,12 +792,11 @@ mod tests {
                 tokio::spawn(async move {
                     for i in 0..PER_TASK {
                         let k = key(1, &format!("/cold/{t}/{i}"), None, &[]);
-                        if cache
-                            .insert(k.clone(), &HeaderMap::new(), entry(&body, &[]))
-                            .is_some()
-                        {
+                        // Recorded before the insert: a task preempted between the two
+                        // can then only make its key look older than it is.
+                        order.lock().unwrap().push(k.clone());
+                        if cache.insert(k, &HeaderMap::new(), entry(&body, &[])).is_some() {
                             stored.fetch_add(1, Relaxed);
-                            order.lock().unwrap().push(k);
                         }
                         assert!(cache.stats().bytes <= max);
                         assert!(cache.get(&hot[i % hot.len()], &HeaderMap::new()).is_some());
@@ -831,7 +833,7 @@ mod tests {
                 );
             }
         }
-        // The latest inserts, in completion order across tasks, are still there.
+        // The latest inserts across tasks are still there.
         let order = order.lock().unwrap();
         for k in &order[order.len() - 100..] {
             assert!(

@@ -1,28 +1,44 @@
-//! The cache's map key, one resource (route, upstream path), and its value, the
-//! resource's stored variants.
+//! The cache's map: a resource (route, upstream path) is found by a keyed hash of it, and
+//! its value lists the variants stored under that hash.
 //!
-//! Looked up through the [`ResourceRef`] trait object so that a `get` borrows the
-//! request's path instead of allocating a copy on every read.
+//! Keying by the hash keeps a map bucket at 24 bytes and the path in one place, the
+//! entry; two resources whose hashes collide share a bucket, and every lookup compares
+//! the path itself ([`super::Entry::serves`]).
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::Entry;
 
-/// The map key of a resource. Looked up through [`ResourceRef`] so that a `get` borrows
-/// the request's path instead of allocating a copy. The path is the one its entries hold.
-#[derive(PartialEq, Eq)]
-pub(super) struct Resource {
-    pub(super) route: u32,
-    pub(super) path: Arc<str>,
+/// The map's hasher: its keys are already keyed hashes (`RandomState`), so they are used
+/// as they are.
+pub(super) type Prehashed = BuildHasherDefault<PrehashedHasher>;
+
+#[derive(Default)]
+pub(super) struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else is folded in rather than lost.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
-/// A resource's variants, oldest first. Nearly always one, held without a `Vec`'s own
-/// allocation: with small documents every allocation an entry makes shows in memory.
+/// The variants under one hash, oldest first. Nearly always one, held without an
+/// allocation of its own: with small documents every allocation an entry makes shows.
 pub(super) enum Variants {
     One(Arc<Entry>),
-    Many(Vec<Arc<Entry>>),
+    Many(Box<[Arc<Entry>]>),
 }
 
 impl Variants {
@@ -38,72 +54,44 @@ impl Variants {
     }
 
     pub(super) fn push(&mut self, entry: Arc<Entry>) {
-        match self {
-            Variants::Many(entries) if entries.is_empty() => *self = Variants::One(entry),
-            Variants::Many(entries) => entries.push(entry),
-            Variants::One(first) => *self = Variants::Many(vec![Arc::clone(first), entry]),
-        }
+        *self = match self.as_slice() {
+            [] => Variants::One(entry),
+            held => held
+                .iter()
+                .cloned()
+                .chain([entry])
+                .collect::<Vec<_>>()
+                .into_boxed_slice()
+                .into(),
+        };
     }
 
+    /// Keeps the variants `keep` approves; it sees each once.
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&Arc<Entry>) -> bool) {
         match self {
-            Variants::Many(entries) => entries.retain(|entry| keep(entry)),
             Variants::One(entry) => {
                 if !keep(entry) {
-                    *self = Variants::Many(Vec::new());
+                    *self = Variants::Many(Box::new([]));
+                }
+            }
+            Variants::Many(entries) => {
+                let kept: Vec<Arc<Entry>> = entries.iter().filter(|entry| keep(entry)).cloned().collect();
+                if kept.len() != entries.len() {
+                    *self = kept.into_boxed_slice().into();
                 }
             }
         }
     }
 }
 
-pub(super) trait ResourceRef {
-    fn route(&self) -> u32;
-    fn path(&self) -> &str;
-}
-
-impl ResourceRef for Resource {
-    fn route(&self) -> u32 {
-        self.route
-    }
-    fn path(&self) -> &str {
-        &self.path
+impl From<Box<[Arc<Entry>]>> for Variants {
+    fn from(entries: Box<[Arc<Entry>]>) -> Variants {
+        match <Box<[Arc<Entry>; 1]>>::try_from(entries) {
+            Ok(one) => {
+                let [entry] = *one;
+                Variants::One(entry)
+            }
+            Err(entries) => Variants::Many(entries),
+        }
     }
 }
-
-impl ResourceRef for (u32, &str) {
-    fn route(&self) -> u32 {
-        self.0
-    }
-    fn path(&self) -> &str {
-        self.1
-    }
-}
-
-impl<'a> Borrow<dyn ResourceRef + 'a> for Resource {
-    fn borrow(&self) -> &(dyn ResourceRef + 'a) {
-        self
-    }
-}
-
-// `Borrow` requires the owned and borrowed forms to hash alike: both hash through here.
-impl Hash for dyn ResourceRef + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.route().hash(state);
-        self.path().hash(state);
-    }
-}
-
-impl Hash for Resource {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self as &dyn ResourceRef).hash(state);
-    }
-}
-
-impl PartialEq for dyn ResourceRef + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.route() == other.route() && self.path() == other.path()
-    }
-}
-
-impl Eq for dyn ResourceRef + '_ {}
