@@ -179,7 +179,7 @@ fn key(route: u32, path: &str) -> Key {
 fn entry(body: Bytes, etag: &EntityTag) -> Entry {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Entry::new(body, etag.clone(), std::sync::Arc::new(headers))
+    Entry::new(&body, etag, std::sync::Arc::new(headers))
 }
 
 /// Runs `op(thread, i)` `iters` times on each of `threads` threads started together and

@@ -37,16 +37,46 @@ impl EntityTag {
     /// A strong tag from BLAKE3 of the exact bytes (SPEC `etag = "hash"`): the same bytes
     /// give the same tag on every instance and after restarts. 128 bits as 32 hex digits.
     pub fn from_body(body: &[u8]) -> EntityTag {
-        let hash = blake3::hash(body);
-        let mut rendered = Vec::with_capacity(34);
-        rendered.push(b'"');
-        for byte in hash.as_bytes().iter().take(16) {
-            rendered.push(hex_digit(byte >> 4));
-            rendered.push(hex_digit(byte & 0x0f));
-        }
-        rendered.push(b'"');
-        let value = HeaderValue::try_from(rendered).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        let value = HeaderValue::from_bytes(&Self::render_hash(body))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
         EntityTag { value }
+    }
+
+    /// The rendered form of [`EntityTag::from_body`], without allocating: `"` and the
+    /// first 16 bytes of the body's BLAKE3 hash in lowercase hex, then `"`.
+    pub fn render_hash(body: &[u8]) -> [u8; 34] {
+        let hash = blake3::hash(body);
+        let mut rendered = [b'"'; 34];
+        let digits = hash
+            .as_bytes()
+            .iter()
+            .flat_map(|byte| [hex_digit(byte >> 4), hex_digit(byte & 0x0f)]);
+        for (place, digit) in rendered.iter_mut().skip(1).take(32).zip(digits) {
+            *place = digit;
+        }
+        rendered
+    }
+
+    /// What [`EntityTag::parse`] accepts, checked without allocating: whether the tag
+    /// is weak, and its rendered form (`value` without surrounding whitespace).
+    pub fn rendered_in(value: &[u8]) -> Option<(bool, &[u8])> {
+        let trimmed = trim_ows(value);
+        match parse_element(trimmed, 0) {
+            Ok((Element::Tag { weak, .. }, end)) if end == trimmed.len() => Some((weak, trimmed)),
+            _ => None,
+        }
+    }
+
+    /// The tag whose rendered form is exactly `value`, kept without copying it: lets a
+    /// cached tag live in its body's buffer.
+    pub fn from_shared(value: Bytes) -> Option<EntityTag> {
+        let (_, rendered) = Self::rendered_in(&value)?;
+        if rendered.len() != value.len() {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(value)
+            .ok()
+            .map(|value| EntityTag { value })
     }
 
     /// Parses one `entity-tag` (RFC 9110 §8.8.3), e.g. an upstream's `ETag` field:
@@ -86,18 +116,6 @@ impl EntityTag {
     /// The field value `"x"` or `W/"x"`; a cheap clone.
     pub fn to_header_value(&self) -> HeaderValue {
         self.value.clone()
-    }
-
-    /// The same tag, its rendered form read from `shared`, which must hold exactly that
-    /// form (else the tag is kept as it is): lets a cached tag live in its body's buffer.
-    pub fn held_in(self, shared: Bytes) -> EntityTag {
-        if shared.as_ref() != self.value.as_bytes() {
-            return self;
-        }
-        match HeaderValue::from_maybe_shared(shared) {
-            Ok(value) => EntityTag { value },
-            Err(_) => self,
-        }
     }
 
     fn checked(weak: bool, opaque: &[u8]) -> Option<EntityTag> {

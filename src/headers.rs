@@ -52,6 +52,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether [`strip_hop_by_hop`] would remove `name` from `headers`, without changing
+/// them.
+pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+    const FIXED: [HeaderName; 9] = [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        PROXY_CONNECTION,
+    ];
+    FIXED.contains(name)
+        || name.as_str().starts_with("proxy-")
+        || headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` line, an HTTP/1.0 one at
 /// most one; its value is empty or `uri-host [":" port]` (no userinfo). HTTP/2 and later
 /// carry the authority in `:authority`, so only a present `Host` is checked there.

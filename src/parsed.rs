@@ -43,11 +43,11 @@ impl Parsed {
     /// Keeps `doc` as the parsed form of `entry`; the caller has checked that `doc`
     /// serializes to `entry.body`.
     pub(crate) fn keep(&self, route: u32, path: &str, entry: &Arc<Entry>, doc: Document) {
-        if entry.body.len() > MAX_SOURCE_BYTES {
+        if entry.body_len() > MAX_SOURCE_BYTES {
             return;
         }
         let key = (route, Box::from(path));
-        let size = entry.body.len();
+        let size = entry.body_len();
         // Any kept document makes room: this is a small working set, not a cache.
         while self.bytes.load(Ordering::Relaxed) + size > BUDGET_BYTES {
             let victim = self.table.iter().next().map(|e| e.key().clone());
@@ -81,12 +81,11 @@ impl Parsed {
 mod tests {
     use super::*;
     use crate::etag::EntityTag;
-    use bytes::Bytes;
 
     fn entry(body: &str) -> Arc<Entry> {
         Arc::new(Entry::new(
-            Bytes::copy_from_slice(body.as_bytes()),
-            EntityTag::from_body(body.as_bytes()),
+            body.as_bytes(),
+            &EntityTag::from_body(body.as_bytes()),
             Arc::default(),
         ))
     }
@@ -96,15 +95,15 @@ mod tests {
         let parsed = Parsed::default();
         let first = entry(r#"{"a":1}"#);
         let same_bytes = entry(r#"{"a":1}"#);
-        parsed.keep(1, "/d", &first, Document::parse(&first.body).unwrap());
+        parsed.keep(1, "/d", &first, Document::parse(&first.body()).unwrap());
         assert!(
             parsed.take(1, "/d", &same_bytes).is_none(),
             "another entry, even with equal bytes"
         );
-        parsed.keep(1, "/d", &first, Document::parse(&first.body).unwrap());
+        parsed.keep(1, "/d", &first, Document::parse(&first.body()).unwrap());
         assert!(parsed.take(2, "/d", &first).is_none(), "another route");
         let doc = parsed.take(1, "/d", &first).unwrap();
-        assert_eq!(doc.to_bytes(), first.body);
+        assert_eq!(doc.to_bytes(), first.body());
         assert!(parsed.take(1, "/d", &first).is_none(), "taken out");
     }
 
@@ -114,7 +113,7 @@ mod tests {
         let text = format!(r#"{{"s":"{}"}}"#, "x".repeat(60_000));
         let entries: Vec<_> = (0..40).map(|_| entry(&text)).collect();
         for (i, e) in entries.iter().enumerate() {
-            parsed.keep(1, &format!("/d/{i}"), e, Document::parse(&e.body).unwrap());
+            parsed.keep(1, &format!("/d/{i}"), e, Document::parse(&e.body()).unwrap());
         }
         assert_eq!(parsed.table.len(), BUDGET_BYTES / text.len());
         assert_eq!(
@@ -122,7 +121,7 @@ mod tests {
             parsed.table.len() * text.len()
         );
         let large = entry(&format!(r#"{{"s":"{}"}}"#, "x".repeat(MAX_SOURCE_BYTES)));
-        parsed.keep(1, "/large", &large, Document::parse(&large.body).unwrap());
+        parsed.keep(1, "/large", &large, Document::parse(&large.body()).unwrap());
         assert!(parsed.take(1, "/large", &large).is_none());
     }
 }

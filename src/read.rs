@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header, request};
 
 use crate::body::{self, Body};
-use crate::cache::{Entry, Flight, Generation, Key};
+use crate::cache::{Cache, Entry, Flight, Generation, Key};
 use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
 use crate::headers::ACCEPT_PATCH;
@@ -52,9 +52,10 @@ impl Ctx {
         match self.read_current(route, &key, &parts, exchange).await? {
             Lookup::Found(entry) => {
                 let conditions = Conditions::from_headers(&parts.headers);
+                let etag = entry.etag();
                 let current = Current {
                     exists: true,
-                    etag: Some(&entry.etag),
+                    etag: Some(&etag),
                     last_modified: entry.last_modified(),
                 };
                 Ok(match evaluate(&conditions, &current, true) {
@@ -300,7 +301,7 @@ impl Ctx {
                 )));
             }
         };
-        let mut entry = make_entry(route.config.etag, &parts.headers, body);
+        let mut entry = make_entry(route.config.etag, &parts.headers, body, &self.shared.cache);
         // Never store a response that sets cookies: it belongs to one client, who gets
         // its cookies. In revalidate mode an entry without upstream validators would
         // never be used.
@@ -357,47 +358,42 @@ pub(crate) fn tag_room(upstream_headers: &HeaderMap) -> usize {
 
 /// Builds the entry for an upstream 200, with the route's ETag mode (SPEC "Validators").
 /// With `etag = "upstream"` and no upstream tag, a weak tag of the body's hash lets
-/// 304s work but can never satisfy `If-Match`.
-pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: BytesMut) -> Entry {
-    let upstream_etag = upstream_headers.get(header::ETAG).cloned();
-    let upstream_tag = upstream_etag
-        .as_ref()
-        .and_then(|v| EntityTag::parse(v.as_bytes()));
-    let etag = match (mode, upstream_tag) {
-        (EtagMode::Hash, _) => EntityTag::from_body(&body),
-        (EtagMode::Auto, Some(tag)) if !tag.is_weak() => tag,
-        (EtagMode::Auto, _) => EntityTag::from_body(&body),
-        (EtagMode::Upstream, Some(tag)) => tag,
-        (EtagMode::Upstream, None) => weak_hash(&body),
+/// 304s work but can never satisfy `If-Match`. The header set comes from `cache`'s
+/// kept ones.
+pub(crate) fn make_entry(
+    mode: EtagMode,
+    upstream_headers: &HeaderMap,
+    body: BytesMut,
+    cache: &Cache,
+) -> Entry {
+    let upstream_etag = upstream_headers.get(header::ETAG);
+    let upstream_tag = upstream_etag.and_then(|v| EntityTag::rendered_in(v.as_bytes()));
+    let hash;
+    let (weak_prefix, tag): (&[u8], &[u8]) = match (mode, upstream_tag) {
+        (EtagMode::Auto, Some((false, rendered))) | (EtagMode::Upstream, Some((_, rendered))) => {
+            (b"", rendered)
+        }
+        (EtagMode::Upstream, None) => {
+            hash = EntityTag::render_hash(&body);
+            (b"W/", &hash)
+        }
+        (EtagMode::Hash | EtagMode::Auto, _) => {
+            hash = EntityTag::render_hash(&body);
+            (b"", &hash)
+        }
     };
-    let last_modified = upstream_headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let mut kept = upstream_headers.clone();
-    crate::headers::strip_hop_by_hop(&mut kept);
-    for name in [
-        header::ETAG,
-        header::CONTENT_LENGTH,
-        header::DATE,
-        header::AGE,
-        header::SET_COOKIE,
-        header::VIA,
-    ] {
-        kept.remove(name);
-    }
-    // Bodies and header values read from a connection are slices of its read buffer; an
-    // entry that kept them would pin a whole buffer per cached document.
-    let mut headers = HeaderMap::with_capacity(kept.len());
-    for (name, value) in &kept {
-        headers.append(name.clone(), crate::headers::detached(value));
-    }
+    // The upstream's tag verbatim, unless it is the client's tag as it is.
+    let upstream = upstream_etag.map_or(&[][..], HeaderValue::as_bytes);
+    let upstream_extra = if weak_prefix.is_empty() && upstream == tag {
+        &[][..]
+    } else {
+        upstream
+    };
+
     // The body and its tags in one buffer: one allocation (and one reference count) a
     // cached document instead of three, which shows with small documents. A buffer
     // with more spare capacity than that (grown by doubling) is copied to fit.
-    let tag = etag.to_header_value();
-    let upstream_len = upstream_etag.as_ref().map_or(0, HeaderValue::len);
-    let room = tag.len() + upstream_len;
+    let room = weak_prefix.len() + tag.len() + upstream_extra.len();
     let spare = body.capacity() - body.len();
     let mut buf = if (room..=room + 64).contains(&spare) {
         body
@@ -407,29 +403,39 @@ pub(crate) fn make_entry(mode: EtagMode, upstream_headers: &HeaderMap, body: Byt
         exact
     };
     let body_end = buf.len();
-    buf.extend_from_slice(tag.as_bytes());
-    if let Some(upstream) = &upstream_etag {
-        buf.extend_from_slice(upstream.as_bytes());
-    }
+    buf.extend_from_slice(weak_prefix);
+    buf.extend_from_slice(tag);
+    buf.extend_from_slice(upstream_extra);
     let buf = buf.freeze();
-    let tag_end = body_end + tag.len();
-    let upstream_etag = upstream_etag.map(|upstream| {
-        HeaderValue::from_maybe_shared(buf.slice(tag_end..tag_end + upstream_len))
-            .unwrap_or_else(|_| crate::headers::detached(&upstream))
+    let tag_end = body_end + weak_prefix.len() + tag.len();
+    let upstream_etag = upstream_etag.map(|value| {
+        let held = if upstream_extra.is_empty() {
+            body_end..tag_end
+        } else {
+            tag_end..buf.len()
+        };
+        HeaderValue::from_maybe_shared(buf.slice(held)).unwrap_or_else(|_| crate::headers::detached(value))
     });
-    Entry::new(
-        buf.slice(..body_end),
-        etag.held_in(buf.slice(body_end..tag_end)),
-        Arc::new(headers),
-    )
-    .with_validators(upstream_etag, last_modified)
+    let last_modified = upstream_headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let headers = cache.header_set(upstream_headers, |name| {
+        !REPLACED.contains(name) && !crate::headers::is_hop_by_hop(name, upstream_headers)
+    });
+    let tail = buf.len() - body_end;
+    Entry::held(buf, tail, tag_end - body_end, headers).with_validators(upstream_etag, last_modified)
 }
 
-fn weak_hash(body: &[u8]) -> EntityTag {
-    let strong = EntityTag::from_body(body);
-    let text = strong.to_string();
-    EntityTag::weak(text.trim_matches('"')).unwrap_or(strong)
-}
+/// Upstream response headers an entry does not replay: patchgate sets them itself.
+const REPLACED: [HeaderName; 6] = [
+    header::ETAG,
+    header::CONTENT_LENGTH,
+    header::DATE,
+    header::AGE,
+    header::SET_COOKIE,
+    header::VIA,
+];
 
 /// A full response for `entry` (no body for HEAD).
 pub(crate) fn represent(
@@ -441,14 +447,14 @@ pub(crate) fn represent(
     let body = if head {
         body::empty()
     } else {
-        body::full(entry.body.clone())
+        body::full(entry.body())
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.clone_from(&entry.headers);
-    headers.insert(header::ETAG, entry.etag.to_header_value());
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    headers.insert(header::ETAG, entry.etag().to_header_value());
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
     if let Some(accept) = &route.accept_patch {
         headers.insert(ACCEPT_PATCH, accept.clone());
     }
@@ -461,7 +467,7 @@ fn not_modified(entry: &Entry, route: &CompiledRoute) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, entry.etag.to_header_value());
+    headers.insert(header::ETAG, entry.etag().to_header_value());
     // Only an entry made for this one request has cookies (such entries are never cached).
     for name in [
         header::CONTENT_LOCATION,

@@ -202,8 +202,8 @@ mod tests {
 
     fn entry(body: &'static str) -> Arc<Entry> {
         Arc::new(Entry::new(
-            body.into(),
-            crate::etag::EntityTag::from_body(body.as_bytes()),
+            body.as_bytes(),
+            &crate::etag::EntityTag::from_body(body.as_bytes()),
             Arc::default(),
         ))
     }
@@ -242,7 +242,7 @@ mod tests {
         };
         second.publish(&entry("new"));
         drop(second);
-        assert_eq!(answer(third).await.unwrap().body, "new");
+        assert_eq!(answer(third).await.unwrap().body(), "new");
         drop(fourth);
         assert_eq!(rounds.busy(), 0);
     }

@@ -106,16 +106,17 @@ impl Ctx {
                 (Intent::Patch(_), Some(entry)) => {
                     Some(match self.shared.parsed.take(route.id, &key.path, entry) {
                         Some(doc) => doc,
-                        None => Document::parse(&entry.body).inspect_err(|_| {
+                        None => Document::parse(&entry.body()).inspect_err(|_| {
                             self.shared.metrics.event(route.id, "patches_failed", "not-json");
                         })?,
                     })
                 }
                 _ => None,
             };
+            let etag = current.as_ref().map(|e| e.etag());
             let state = Current {
                 exists: current.is_some(),
-                etag: current.as_ref().map(|e| &e.etag),
+                etag: etag.as_ref(),
                 last_modified: current.as_ref().and_then(|e| e.last_modified()),
             };
             if evaluate(&conditions, &state, false) != Outcome::Proceed {
@@ -177,7 +178,7 @@ impl Ctx {
                     // The next PATCH of this document can start from the parsed form,
                     // unless the upstream's copy (re-read) differs from what was sent.
                     if let Some((doc, bytes)) = written
-                        && entry.body == bytes
+                        && entry.body() == bytes
                     {
                         self.shared.parsed.keep(route.id, &key.path, &entry, doc);
                     }
@@ -207,7 +208,7 @@ impl Ctx {
                         continue;
                     }
                     let etag = match self.current(route, &key, &parts, true, exchange).await? {
-                        Lookup::Found(entry) => Some(entry.etag.to_header_value()),
+                        Lookup::Found(entry) => Some(entry.etag().to_header_value()),
                         Lookup::Other(_) => None,
                     };
                     return Err(Error::ConflictRetriesExhausted { etag });
@@ -272,7 +273,7 @@ impl Ctx {
             .map_err(|e| match (self.patch_failed(route, e), current) {
                 (Error::Patch(e @ PatchError::TestFailed { .. }), Some(entry)) => Error::PatchConflict {
                     error: e,
-                    etag: entry.etag.to_header_value(),
+                    etag: entry.etag().to_header_value(),
                 },
                 (error, _) => error,
             })
@@ -408,7 +409,7 @@ impl Ctx {
             let headers = written_headers(current, &resp_parts.headers, parts);
             let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
             body.extend_from_slice(&new_body);
-            let entry = make_entry(route.config.etag, &headers, body);
+            let entry = make_entry(route.config.etag, &headers, body, &self.shared.cache);
             self.shared
                 .cache
                 .insert(key.clone(), &parts.headers, entry.duplicate())
@@ -422,7 +423,7 @@ impl Ctx {
         let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
         response
             .headers_mut()
-            .insert(header::ETAG, entry.etag.to_header_value());
+            .insert(header::ETAG, entry.etag().to_header_value());
         Ok(Attempt::Done(finish_response(response), Some(entry)))
     }
 
@@ -560,7 +561,7 @@ fn patched(entry: &Entry, route: &CompiledRoute, parts: &request::Parts) -> Resp
     if minimal {
         let mut response = crate::layer::status_only(StatusCode::NO_CONTENT);
         let headers = response.headers_mut();
-        headers.insert(header::ETAG, entry.etag.to_header_value());
+        headers.insert(header::ETAG, entry.etag().to_header_value());
         headers.insert(PREFERENCE_APPLIED, HeaderValue::from_static("return=minimal"));
         if let Some(accept) = &route.accept_patch {
             headers.insert(ACCEPT_PATCH, accept.clone());

@@ -71,7 +71,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     fn slot(path: &str) -> Arc<Entry> {
-        let mut entry = Entry::new(bytes::Bytes::new(), EntityTag::from_body(b""), Arc::default());
+        let mut entry = Entry::new(b"", &EntityTag::from_body(b""), Arc::default());
         entry.place = Some(Place {
             route: 1,
             path: path.into(),

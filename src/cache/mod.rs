@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 
 use compact_str::CompactString;
 use dashmap::{DashMap, Entry as MapEntry};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use clock::Ring;
 pub use entry::Entry;
@@ -189,7 +189,7 @@ impl Cache {
         since: Option<Generation>,
     ) -> Option<Arc<Entry>> {
         let refused = || since.is_some_and(|since| self.changed_since(since));
-        if entry.body.len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
+        if entry.body_len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
             return None;
         }
         let vary = Selectors::capture(policy::vary_names(&entry.headers)?, request);
@@ -260,6 +260,25 @@ impl Cache {
         Some(entry)
     }
 
+    /// A kept header set of exactly the fields of `headers` that `keep` picks (in this
+    /// order), else a new one of detached copies of them, kept for the next entries: an
+    /// entry's headers are then built only the first time.
+    pub fn header_set(&self, headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> Arc<HeaderMap> {
+        let fields = || headers.iter().filter(|(name, _)| keep(name));
+        let held = self.header_sets.lock().ok().and_then(|guard| {
+            let sets = &guard.0;
+            sets.iter().find(|set| same_fields(set, fields())).cloned()
+        });
+        if let Some(set) = held {
+            return set;
+        }
+        let mut kept = HeaderMap::with_capacity(fields().count());
+        for (name, value) in fields() {
+            kept.append(name.clone(), crate::headers::detached(value));
+        }
+        self.shared_headers(Arc::new(kept))
+    }
+
     /// An equal header set already held, or this one, kept for the next entries (the
     /// oldest kept set makes room when all places are taken).
     fn shared_headers(&self, headers: Arc<HeaderMap>) -> Arc<HeaderMap> {
@@ -267,7 +286,10 @@ impl Cache {
             return headers;
         };
         let (sets, next) = &mut *guard;
-        if let Some(set) = sets.iter().find(|set| ***set == *headers) {
+        if let Some(set) = sets
+            .iter()
+            .find(|set| Arc::ptr_eq(set, &headers) || ***set == *headers)
+        {
             return Arc::clone(set);
         }
         if sets.len() < HEADER_SETS {
@@ -397,6 +419,21 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// Whether `set` holds exactly `fields`, in this order.
+fn same_fields<'a>(
+    set: &HeaderMap,
+    mut fields: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> bool {
+    let mut held = set.iter();
+    loop {
+        match (held.next(), fields.next()) {
+            (None, None) => return true,
+            (Some((a, x)), Some((b, y))) if a == b && x == y => {}
+            _ => return false,
+        }
+    }
+}
+
 fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
     let headers: usize = entry
         .headers
@@ -407,7 +444,7 @@ fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
     let key_bytes = key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key_values;
     // The client's tag is usually the upstream's, else a fixed-size hash (in the overhead).
     let tags = 2 * entry.upstream_etag().map_or(0, HeaderValue::len);
-    let bytes = entry.body.len() + headers + key_bytes + vary.bytes() + tags;
+    let bytes = entry.body_len() + headers + key_bytes + vary.bytes() + tags;
     ENTRY_OVERHEAD.saturating_add(bytes as u64)
 }
 
@@ -434,8 +471,8 @@ mod tests {
 
     fn entry(body: &str, response: &[(&str, &str)]) -> Entry {
         Entry::new(
-            Bytes::copy_from_slice(body.as_bytes()),
-            EntityTag::from_body(body.as_bytes()),
+            body.as_bytes(),
+            &EntityTag::from_body(body.as_bytes()),
             Arc::new(headers(response)),
         )
     }
@@ -453,7 +490,7 @@ mod tests {
     }
 
     fn body_of(cache: &Cache, key: &Key, request: &HeaderMap) -> Option<Bytes> {
-        cache.get(key, request).map(|entry| entry.body.clone())
+        cache.get(key, request).map(|entry| entry.body())
     }
 
     /// What the map holds, summed independently of the counters.
@@ -489,7 +526,7 @@ mod tests {
         );
         let got = cache.get(&k, &HeaderMap::new()).unwrap();
         assert!(Arc::ptr_eq(&stored.unwrap(), &got));
-        assert_eq!(got.body, Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(got.body(), Bytes::from_static(b"{\"a\":1}"));
         let stats = cache.stats();
         assert_eq!(
             (stats.hits, stats.misses, stats.inserts, stats.entries),
@@ -935,7 +972,7 @@ mod tests {
                     barrier.wait().await;
                     loop {
                         if let Some(hit) = cache.get(&k, &HeaderMap::new()) {
-                            return hit.body.clone();
+                            return hit.body();
                         }
                         match cache.join(&k) {
                             Flight::Follower(follower) => follower.wait().await,
@@ -945,8 +982,7 @@ mod tests {
                                 return cache
                                     .insert(k, &HeaderMap::new(), entry("once", &[]))
                                     .unwrap()
-                                    .body
-                                    .clone();
+                                    .body();
                             }
                         }
                     }
