@@ -5,7 +5,6 @@
 //! a header value cannot fail. Parsing is linear in the input, never panics, and keeps at
 //! most [`MAX_LISTED_TAGS`] tags from one field.
 
-use bytes::Bytes;
 use http::HeaderValue;
 use std::fmt;
 
@@ -67,14 +66,13 @@ impl EntityTag {
         }
     }
 
-    /// The tag whose rendered form is exactly `value`, kept without copying it: lets a
-    /// cached tag live in its body's buffer.
-    pub fn from_shared(value: Bytes) -> Option<EntityTag> {
-        let (_, rendered) = Self::rendered_in(&value)?;
+    /// The tag whose rendered form is exactly `value` (no surrounding whitespace).
+    pub fn from_rendered(value: &[u8]) -> Option<EntityTag> {
+        let (_, rendered) = Self::rendered_in(value)?;
         if rendered.len() != value.len() {
             return None;
         }
-        HeaderValue::from_maybe_shared(value)
+        HeaderValue::from_bytes(value)
             .ok()
             .map(|value| EntityTag { value })
     }

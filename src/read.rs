@@ -348,12 +348,12 @@ fn too_large(route: &CompiledRoute, response: Response<Body>) -> Response<Body> 
     response
 }
 
-/// What [`make_entry`] appends to a body: the longest tag it makes (a weak hash) and
-/// the upstream's tag. A body read with this much spare capacity is stored in place.
+/// What [`make_entry`] appends to a body: the longest tag it makes, a weak hash or
+/// the upstream's. A body read with this much spare capacity is stored in place.
 pub(crate) fn tag_room(upstream_headers: &HeaderMap) -> usize {
     // `W/"` + 32 hex digits + `"`.
     const WEAK_HASH: usize = 36;
-    WEAK_HASH + upstream_headers.get(header::ETAG).map_or(0, HeaderValue::len)
+    WEAK_HASH.max(upstream_headers.get(header::ETAG).map_or(0, HeaderValue::len))
 }
 
 /// Builds the entry for an upstream 200, with the route's ETag mode (SPEC "Validators").
@@ -382,18 +382,9 @@ pub(crate) fn make_entry(
             (b"", &hash)
         }
     };
-    // The upstream's tag verbatim, unless it is the client's tag as it is.
-    let upstream = upstream_etag.map_or(&[][..], HeaderValue::as_bytes);
-    let upstream_extra = if weak_prefix.is_empty() && upstream == tag {
-        &[][..]
-    } else {
-        upstream
-    };
-
-    // The body and its tags in one buffer: one allocation (and one reference count) a
-    // cached document instead of three, which shows with small documents. A buffer
-    // with more spare capacity than that (grown by doubling) is copied to fit.
-    let room = weak_prefix.len() + tag.len() + upstream_extra.len();
+    // The body and its tag in one buffer. A buffer with more spare capacity than that
+    // (grown by doubling) is copied to fit.
+    let room = weak_prefix.len() + tag.len();
     let spare = body.capacity() - body.len();
     let mut buf = if (room..=room + 64).contains(&spare) {
         body
@@ -402,20 +393,10 @@ pub(crate) fn make_entry(
         exact.extend_from_slice(&body);
         exact
     };
-    let body_end = buf.len();
     buf.extend_from_slice(weak_prefix);
     buf.extend_from_slice(tag);
-    buf.extend_from_slice(upstream_extra);
-    let buf = buf.freeze();
-    let tag_end = body_end + weak_prefix.len() + tag.len();
-    let upstream_etag = upstream_etag.map(|value| {
-        let held = if upstream_extra.is_empty() {
-            body_end..tag_end
-        } else {
-            tag_end..buf.len()
-        };
-        HeaderValue::from_maybe_shared(buf.slice(held)).unwrap_or_else(|_| crate::headers::detached(value))
-    });
+    let buf = Vec::from(buf).into_boxed_slice();
+    let upstream_etag = upstream_etag.map(crate::headers::detached);
     let last_modified = upstream_headers
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
@@ -423,8 +404,7 @@ pub(crate) fn make_entry(
     let headers = cache.header_set(upstream_headers, |name| {
         !REPLACED.contains(name) && !crate::headers::is_hop_by_hop(name, upstream_headers)
     });
-    let tail = buf.len() - body_end;
-    Entry::held(buf, tail, tag_end - body_end, headers).with_validators(upstream_etag, last_modified)
+    Entry::held(buf, room, headers).with_validators(upstream_etag, last_modified)
 }
 
 /// Upstream response headers an entry does not replay: patchgate sets them itself.
@@ -439,7 +419,7 @@ const REPLACED: [HeaderName; 6] = [
 
 /// A full response for `entry` (no body for HEAD).
 pub(crate) fn represent(
-    entry: &Entry,
+    entry: &Arc<Entry>,
     route: &CompiledRoute,
     status: StatusCode,
     head: bool,

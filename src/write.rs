@@ -106,7 +106,7 @@ impl Ctx {
                 (Intent::Patch(_), Some(entry)) => {
                     Some(match self.shared.parsed.take(route.id, &key.path, entry) {
                         Some(doc) => doc,
-                        None => Document::parse(&entry.body()).inspect_err(|_| {
+                        None => Document::parse(entry.body_bytes()).inspect_err(|_| {
                             self.shared.metrics.event(route.id, "patches_failed", "not-json");
                         })?,
                     })
@@ -121,7 +121,7 @@ impl Ctx {
             };
             if evaluate(&conditions, &state, false) != Outcome::Proceed {
                 self.shared.metrics.event(route.id, "precondition_failures", "");
-                return self.enriched_412(route, current.as_deref(), &parts);
+                return self.enriched_412(route, current.as_ref(), &parts);
             }
             // The parsed document is consumed here, before the upstream wait.
             let mut batch = Claimed::default();
@@ -178,7 +178,7 @@ impl Ctx {
                     // The next PATCH of this document can start from the parsed form,
                     // unless the upstream's copy (re-read) differs from what was sent.
                     if let Some((doc, bytes)) = written
-                        && entry.body() == bytes
+                        && entry.body_bytes() == bytes
                     {
                         self.shared.parsed.keep(route.id, &key.path, &entry, doc);
                     }
@@ -487,7 +487,7 @@ impl Ctx {
     fn enriched_412(
         &self,
         route: &CompiledRoute,
-        current: Option<&Entry>,
+        current: Option<&Arc<Entry>>,
         parts: &request::Parts,
     ) -> Result<Response<Body>, Error> {
         let Some(entry) = current else {
@@ -550,7 +550,7 @@ impl Ctx {
 }
 
 /// 200 with the new document, or 204 for `Prefer: return=minimal` (RFC 7240).
-fn patched(entry: &Entry, route: &CompiledRoute, parts: &request::Parts) -> Response<Body> {
+fn patched(entry: &Arc<Entry>, route: &CompiledRoute, parts: &request::Parts) -> Response<Body> {
     let minimal = parts
         .headers
         .get_all(PREFER)

@@ -19,6 +19,15 @@ use super::Key;
 use super::policy::Selectors;
 use crate::etag::EntityTag;
 
+/// A response body borrowed from a shared entry.
+struct BodyOf(Arc<Entry>);
+
+impl AsRef<[u8]> for BodyOf {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body_bytes()
+    }
+}
+
 /// The process's clock origin for entry ages.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -29,11 +38,10 @@ fn since_epoch() -> u64 {
 /// What is stored: enough to answer a GET/HEAD/304 without the upstream and to revalidate.
 #[derive(Debug)]
 pub struct Entry {
-    /// The body, then the rendered tag clients see, then (unless it is the same) the
-    /// upstream's tag: the last `tail` bytes are tags, the first `tag` of them the
-    /// client's.
-    buf: Bytes,
-    tail: u32,
+    /// The body, then the rendered tag clients see (its last `tag` bytes). A plain
+    /// allocation: response bodies borrow it through the entry's own reference count
+    /// ([`Entry::body`]), so it needs none of its own.
+    buf: Box<[u8]>,
     tag: u32,
     /// End-to-end response headers to replay (content-type, cache-control, vary, …);
     /// shared between entries that have the same ones.
@@ -112,22 +120,20 @@ impl Entry {
     /// An entry that is not stored yet, fresh as of now, without upstream validators.
     pub fn new(body: &[u8], etag: &EntityTag, headers: Arc<HeaderMap>) -> Entry {
         let tag = etag.to_header_value();
-        let mut buf = bytes::BytesMut::with_capacity(body.len() + tag.len());
+        let mut buf = Vec::with_capacity(body.len() + tag.len());
         buf.extend_from_slice(body);
         buf.extend_from_slice(tag.as_bytes());
-        Entry::held(buf.freeze(), tag.len(), tag.len(), headers)
+        Entry::held(buf.into_boxed_slice(), tag.len(), headers)
     }
 
-    /// An entry over `buf`: a body, then a rendered entity-tag of `tag` bytes, then
-    /// more tag bytes up to `tail`. Out-of-range lengths are clamped: the tag is then
-    /// not one, and [`Entry::etag`] falls back to a hash of the body.
-    pub(crate) fn held(buf: Bytes, tail: usize, tag: usize, headers: Arc<HeaderMap>) -> Entry {
-        let tail = tail.min(buf.len());
-        let tag = tag.min(tail);
+    /// An entry over `buf`: a body, then a rendered entity-tag of `tag` bytes. A length
+    /// out of range is clamped: the tag is then not one, and [`Entry::etag`] falls back
+    /// to a hash of the body.
+    pub(crate) fn held(buf: Box<[u8]>, tag: usize, headers: Arc<HeaderMap>) -> Entry {
+        let tag = u32::try_from(tag.min(buf.len())).unwrap_or(0);
         Entry {
             buf,
-            tail: u32::try_from(tail).unwrap_or(0),
-            tag: u32::try_from(tag).unwrap_or(0),
+            tag,
             headers,
             stored_at: since_epoch(),
             validators: None,
@@ -135,20 +141,23 @@ impl Entry {
         }
     }
 
-    /// The representation's body.
-    pub fn body(&self) -> Bytes {
-        self.buf.slice(..self.body_len())
+    /// The representation's body, as a response body: it holds the entry, not a copy.
+    pub fn body(self: &Arc<Self>) -> Bytes {
+        Bytes::from_owner(BodyOf(Arc::clone(self)))
+    }
+
+    pub fn body_bytes(&self) -> &[u8] {
+        self.buf.get(..self.body_len()).unwrap_or_default()
     }
 
     pub fn body_len(&self) -> usize {
-        self.buf.len() - self.tail as usize
+        self.buf.len() - self.tag as usize
     }
 
     /// The tag clients see.
     pub fn etag(&self) -> EntityTag {
-        let start = self.body_len();
-        EntityTag::from_shared(self.buf.slice(start..start + self.tag as usize))
-            .unwrap_or_else(|| EntityTag::from_body(&self.buf[..start]))
+        let rendered = self.buf.get(self.body_len()..).unwrap_or_default();
+        EntityTag::from_rendered(rendered).unwrap_or_else(|| EntityTag::from_body(self.body_bytes()))
     }
 
     /// Records the upstream's validators.
@@ -181,7 +190,6 @@ impl Entry {
     pub fn duplicate(&self) -> Entry {
         Entry {
             buf: self.buf.clone(),
-            tail: self.tail,
             tag: self.tag,
             headers: Arc::clone(&self.headers),
             stored_at: self.stored_at,
@@ -232,10 +240,10 @@ mod tests {
 
     #[test]
     fn a_stored_entry_stays_one_small_allocation() {
-        // With the `Arc` counts and the allocator's header, 120 bytes is a 144-byte
+        // With the `Arc` counts and the allocator's header, 104 bytes is a 128-byte
         // chunk (glibc); a map bucket is the hash and a one-variant `Variants`.
         assert!(
-            std::mem::size_of::<Entry>() <= 120,
+            std::mem::size_of::<Entry>() <= 104,
             "{}",
             std::mem::size_of::<Entry>()
         );
