@@ -58,11 +58,15 @@ impl Ctx {
                     etag: Some(&etag),
                     last_modified: entry.last_modified(),
                 };
-                Ok(match evaluate(&conditions, &current, true) {
-                    Outcome::NotModified => not_modified(&entry, route),
+                let outcome = evaluate(&conditions, &current, true);
+                let tag = etag.to_header_value();
+                Ok(match outcome {
+                    Outcome::NotModified => not_modified(&entry, tag, route),
                     // If-Match / If-Unmodified-Since on a read (RFC 9110 §13.1.1).
-                    Outcome::Failed => represent(&entry, route, StatusCode::PRECONDITION_FAILED, head),
-                    Outcome::Proceed => represent(&entry, route, StatusCode::OK, head),
+                    Outcome::Failed => {
+                        represent_tagged(&entry, tag, route, StatusCode::PRECONDITION_FAILED, head)
+                    }
+                    Outcome::Proceed => represent_tagged(&entry, tag, route, StatusCode::OK, head),
                 })
             }
             Lookup::Other(mut response) => {
@@ -424,6 +428,17 @@ pub(crate) fn represent(
     status: StatusCode,
     head: bool,
 ) -> Response<Body> {
+    represent_tagged(entry, entry.etag().to_header_value(), route, status, head)
+}
+
+/// [`represent`] with the entry's tag already rendered.
+fn represent_tagged(
+    entry: &Arc<Entry>,
+    etag: HeaderValue,
+    route: &CompiledRoute,
+    status: StatusCode,
+    head: bool,
+) -> Response<Body> {
     let body = if head {
         body::empty()
     } else {
@@ -433,7 +448,7 @@ pub(crate) fn represent(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.clone_from(&entry.headers);
-    headers.insert(header::ETAG, entry.etag().to_header_value());
+    headers.insert(header::ETAG, etag);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body_len()));
     if let Some(accept) = &route.accept_patch {
         headers.insert(ACCEPT_PATCH, accept.clone());
@@ -443,11 +458,11 @@ pub(crate) fn represent(
 }
 
 /// 304 with the headers a 200 would carry among those RFC 9110 §15.4.5 keeps.
-fn not_modified(entry: &Entry, route: &CompiledRoute) -> Response<Body> {
+fn not_modified(entry: &Entry, etag: HeaderValue, route: &CompiledRoute) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::NOT_MODIFIED;
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, entry.etag().to_header_value());
+    headers.insert(header::ETAG, etag);
     // Only an entry made for this one request has cookies (such entries are never cached).
     for name in [
         header::CONTENT_LOCATION,
