@@ -116,6 +116,11 @@ impl EntityTag {
         self.value.clone()
     }
 
+    /// The field value, without a clone.
+    pub fn into_header_value(self) -> HeaderValue {
+        self.value
+    }
+
     fn checked(weak: bool, opaque: &[u8]) -> Option<EntityTag> {
         if opaque.iter().all(|&b| is_etagc(b)) {
             Self::unchecked(weak, opaque)

@@ -59,7 +59,7 @@ impl Ctx {
                     last_modified: entry.last_modified(),
                 };
                 let outcome = evaluate(&conditions, &current, true);
-                let tag = etag.to_header_value();
+                let tag = etag.into_header_value();
                 Ok(match outcome {
                     Outcome::NotModified => not_modified(&entry, tag, route),
                     // If-Match / If-Unmodified-Since on a read (RFC 9110 §13.1.1).
@@ -428,7 +428,7 @@ pub(crate) fn represent(
     status: StatusCode,
     head: bool,
 ) -> Response<Body> {
-    represent_tagged(entry, entry.etag().to_header_value(), route, status, head)
+    represent_tagged(entry, entry.etag().into_header_value(), route, status, head)
 }
 
 /// [`represent`] with the entry's tag already rendered.

@@ -208,7 +208,7 @@ impl Ctx {
                         continue;
                     }
                     let etag = match self.current(route, &key, &parts, true, exchange).await? {
-                        Lookup::Found(entry) => Some(entry.etag().to_header_value()),
+                        Lookup::Found(entry) => Some(entry.etag().into_header_value()),
                         Lookup::Other(_) => None,
                     };
                     return Err(Error::ConflictRetriesExhausted { etag });
@@ -273,7 +273,7 @@ impl Ctx {
             .map_err(|e| match (self.patch_failed(route, e), current) {
                 (Error::Patch(e @ PatchError::TestFailed { .. }), Some(entry)) => Error::PatchConflict {
                     error: e,
-                    etag: entry.etag().to_header_value(),
+                    etag: entry.etag().into_header_value(),
                 },
                 (error, _) => error,
             })
@@ -423,7 +423,7 @@ impl Ctx {
         let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
         response
             .headers_mut()
-            .insert(header::ETAG, entry.etag().to_header_value());
+            .insert(header::ETAG, entry.etag().into_header_value());
         Ok(Attempt::Done(finish_response(response), Some(entry)))
     }
 
@@ -561,7 +561,7 @@ fn patched(entry: &Arc<Entry>, route: &CompiledRoute, parts: &request::Parts) ->
     if minimal {
         let mut response = crate::layer::status_only(StatusCode::NO_CONTENT);
         let headers = response.headers_mut();
-        headers.insert(header::ETAG, entry.etag().to_header_value());
+        headers.insert(header::ETAG, entry.etag().into_header_value());
         headers.insert(PREFERENCE_APPLIED, HeaderValue::from_static("return=minimal"));
         if let Some(accept) = &route.accept_patch {
             headers.insert(ACCEPT_PATCH, accept.clone());

@@ -76,6 +76,7 @@ pub(super) struct Place {
 }
 
 impl Place {
+    /// Whether a request with this query and these key values selects this variant.
     fn selects(
         &self,
         query: &Option<Box<str>>,
@@ -85,8 +86,23 @@ impl Place {
         match &self.variant {
             None => query.is_none() && key_values.is_empty(),
             Some(variant) => {
-                variant.query == *query && *variant.key_values == *key_values && variant.vary.matches(request)
+                variant.query == *query
+                    && variant.key_values.matches(key_values)
+                    && variant.vary.matches(request)
             }
+        }
+    }
+
+    /// Whether the request `other` was stored for selects this variant.
+    fn selects_as(&self, other: Option<&Variant>, request: &HeaderMap) -> bool {
+        let same = |a: &Variant, b: &Variant| a.query == b.query && a.key_values == b.key_values;
+        match (self.variant.as_deref(), other) {
+            (None, None) => true,
+            (None, Some(other)) => other.query.is_none() && other.key_values.is_empty(),
+            (Some(mine), None) => {
+                mine.query.is_none() && mine.key_values.is_empty() && mine.vary.matches(request)
+            }
+            (Some(mine), Some(other)) => same(mine, other) && mine.vary.matches(request),
         }
     }
 }
@@ -94,15 +110,72 @@ impl Place {
 #[derive(Debug)]
 pub(super) struct Variant {
     pub(super) query: Option<Box<str>>,
-    pub(super) key_values: Box<[Option<HeaderValue>]>,
+    pub(super) key_values: KeyValues,
     pub(super) vary: Selectors,
+}
+
+/// The values of `cache.key_headers`, each present or not, in one allocation of their own
+/// bytes: per value a byte 0 (absent), or 1, its length (4 bytes, little-endian) and its
+/// bytes. No values, no allocation.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct KeyValues(Box<[u8]>);
+
+impl KeyValues {
+    pub(super) fn encode(values: &[Option<HeaderValue>]) -> KeyValues {
+        let mut bytes = Vec::with_capacity(
+            values
+                .iter()
+                .map(|v| 5 + v.as_ref().map_or(0, HeaderValue::len))
+                .sum(),
+        );
+        for value in values {
+            match value {
+                None => bytes.push(0),
+                Some(value) => {
+                    bytes.push(1);
+                    bytes.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    bytes.extend_from_slice(value.as_bytes());
+                }
+            }
+        }
+        KeyValues(bytes.into_boxed_slice())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether these are `values`, compared without encoding them.
+    pub(super) fn matches(&self, values: &[Option<HeaderValue>]) -> bool {
+        let mut rest: &[u8] = &self.0;
+        for value in values {
+            let Some((&present, tail)) = rest.split_first() else {
+                return false;
+            };
+            rest = match (present, value) {
+                (0, None) => tail,
+                (1, Some(value)) => {
+                    let Some((len, tail)) = tail.split_first_chunk::<4>() else {
+                        return false;
+                    };
+                    let len = u32::from_le_bytes(*len) as usize;
+                    match tail.split_at_checked(len) {
+                        Some((held, tail)) if held == value.as_bytes() => tail,
+                        _ => return false,
+                    }
+                }
+                _ => return false,
+            };
+        }
+        rest.is_empty()
+    }
 }
 
 impl Variant {
     /// `None` when there is nothing to tell variants apart by.
     pub(super) fn boxed(
         query: Option<Box<str>>,
-        key_values: Box<[Option<HeaderValue>]>,
+        key_values: KeyValues,
         vary: Selectors,
     ) -> Option<Box<Variant>> {
         let plain = query.is_none() && key_values.is_empty() && vary.is_empty();
@@ -215,11 +288,10 @@ impl Entry {
         let (Some(old), Some(new)) = (&self.place, &new.place) else {
             return false;
         };
-        let selects = match new.variant.as_deref() {
-            None => old.selects(&None, &[], request),
-            Some(variant) => old.selects(&variant.query, &variant.key_values, request),
-        };
-        old.selector == new.selector && old.route == new.route && old.path == new.path && selects
+        old.selector == new.selector
+            && old.route == new.route
+            && old.path == new.path
+            && old.selects_as(new.variant.as_deref(), request)
     }
 
     /// Whether this is the place of (route, path).
@@ -235,8 +307,25 @@ impl Entry {
 }
 
 #[cfg(all(test, target_pointer_width = "64"))]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_values_match_exactly_the_values_they_were_made_of() {
+        let value = |v: &str| Some(HeaderValue::from_str(v).unwrap());
+        let values = [value("Bearer a"), None, value("")];
+        let held = KeyValues::encode(&values);
+        assert!(held.matches(&values));
+        assert!(!held.matches(&[value("Bearer a"), None]));
+        assert!(!held.matches(&[value("Bearer a"), value(""), None]));
+        assert!(!held.matches(&[value("Bearer b"), None, value("")]));
+        assert!(!held.matches(&[value("Bearer a"), None, value(""), None]));
+        assert!(KeyValues::encode(&[None]).matches(&[None]));
+        assert!(!KeyValues::encode(&[None]).matches(&[value("")]));
+        assert!(KeyValues::encode(&[]).is_empty() && KeyValues::encode(&[]).matches(&[]));
+        assert_eq!(held, KeyValues::encode(&values));
+    }
 
     #[test]
     fn a_stored_entry_stays_one_small_allocation() {

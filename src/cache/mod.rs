@@ -28,15 +28,16 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use clock::Ring;
 pub use entry::Entry;
-use entry::{Place, Variant};
+use entry::{KeyValues, Place, Variant};
 pub use flight::{Flight, FlightGuard, Follower};
 use policy::Selectors;
 use resource::{Prehashed, Variants};
 
-/// Charged per entry on top of its bytes: the slot, its map and ring bookkeeping, the
-/// client-facing tag when it is a hash, the resource's own copy of the path, and the
-/// allocator's share. Measured with `benches/memory.rs`: about 900 bytes per entry beyond
-/// the counted ones, so that `max_bytes` bounds resident memory, not just bodies.
+/// Charged per entry on top of its bytes: the entry, its map bucket and ring link, its
+/// tag, and the allocator's share. `benches/memory.rs` measures about 420 bytes per
+/// 1 KiB entry beyond its body, fragmentation included (more with credentials in the
+/// key); the charge keeps a margin so that `max_bytes` bounds resident memory, not just
+/// bodies, also while entries are evicted and replaced.
 pub const ENTRY_OVERHEAD: u64 = 1024;
 
 /// Distinct header sets kept for entries to share: the documents of one API mostly carry
@@ -204,10 +205,8 @@ impl Cache {
             query,
             key_values,
         } = key;
-        let key_values = key_values
-            .iter()
-            .map(|value| value.as_ref().map(crate::headers::detached))
-            .collect();
+        // Its own copies: the request's values are slices of its connection's buffer.
+        let key_values = KeyValues::encode(&key_values);
         let resource = self.resource(route, &path);
         let mut entry = entry;
         entry.headers = self.shared_headers(Arc::clone(&entry.headers));
