@@ -265,7 +265,7 @@ fn cache(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 contended(threads, iters, &|t, i| {
                     let k = &paths[(i as usize * threads + t) % paths.len()];
-                    black_box(cache.insert(k.clone(), &request, entry(body.clone(), &tag)));
+                    let _ = black_box(cache.insert(k.clone(), &request, entry(body.clone(), &tag)));
                 })
             })
         });

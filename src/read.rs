@@ -323,23 +323,25 @@ impl Ctx {
         let entry = if useless {
             Arc::new(entry)
         } else {
-            let shared = entry.duplicate();
-            self.shared
-                .cache
-                .insert_since(since, key.clone(), request, shared)
-                .unwrap_or_else(|| Arc::new(entry))
+            match self.shared.cache.insert_since(since, key.clone(), request, entry) {
+                Ok(stored) => stored,
+                Err(unstored) => Arc::new(unstored),
+            }
         };
         Ok(Lookup::Found(entry))
     }
 
-    /// After an upstream 304: the same entry, stored again as fresh.
+    /// After an upstream 304: the same entry, fresh again; stored again if it was
+    /// evicted meanwhile.
     fn refresh(&self, since: Generation, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
-        let mut renewed = entry.duplicate();
-        renewed.renew();
+        entry.renew();
+        if self.shared.cache.contains(entry) {
+            return Arc::clone(entry);
+        }
         self.shared
             .cache
-            .insert_since(since, key.clone(), request, renewed)
-            .unwrap_or_else(|| Arc::clone(entry))
+            .insert_since(since, key.clone(), request, entry.duplicate())
+            .unwrap_or_else(|_| Arc::clone(entry))
     }
 }
 

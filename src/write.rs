@@ -412,8 +412,8 @@ impl Ctx {
             let entry = make_entry(route.config.etag, &headers, body, &self.shared.cache);
             self.shared
                 .cache
-                .insert(key.clone(), &parts.headers, entry.duplicate())
-                .unwrap_or_else(|| Arc::new(entry))
+                .insert(key.clone(), &parts.headers, entry)
+                .unwrap_or_else(Arc::new)
         };
         guard.disarm();
         if matches!(intent, Intent::Patch(_)) {

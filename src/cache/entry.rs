@@ -2,13 +2,15 @@
 //!
 //! With small documents every byte an entry holds shows in resident memory, so a stored
 //! variant is one allocation besides its body's buffer: the entry with its place in the
-//! cache, a path of up to 24 bytes included. The buffer holds the body and then the tags
-//! (one allocation and one reference count where three were); what most entries lack
-//! (upstream validators, a query, key values, `Vary`) is boxed.
+//! cache, a path of up to 24 bytes included. The buffer holds the body and then its tag,
+//! and response bodies borrow it through the entry, so it needs no reference count of its
+//! own. What most entries lack (upstream validators, a query, key values, `Vary`) is
+//! boxed. Entries are not copied: the cache gives back one it does not store, and an
+//! upstream `304` renews one in place.
 
 use std::sync::Arc;
 use std::sync::LazyLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -47,8 +49,8 @@ pub struct Entry {
     /// shared between entries that have the same ones.
     pub headers: Arc<HeaderMap>,
     /// When the representation was read from the upstream: nanoseconds since [`EPOCH`],
-    /// half the size of an `Instant`.
-    stored_at: u64,
+    /// half the size of an `Instant`; renewed in place after an upstream `304`.
+    stored_at: AtomicU64,
     validators: Option<Box<Validators>>,
     /// Set by the cache when it stores the entry.
     pub(super) place: Option<Place>,
@@ -208,7 +210,7 @@ impl Entry {
             buf,
             tag,
             headers,
-            stored_at: since_epoch(),
+            stored_at: AtomicU64::new(since_epoch()),
             validators: None,
             place: None,
         }
@@ -242,12 +244,12 @@ impl Entry {
 
     /// How long ago the representation was read from the upstream.
     pub fn age(&self) -> Duration {
-        Duration::from_nanos(since_epoch().saturating_sub(self.stored_at))
+        Duration::from_nanos(since_epoch().saturating_sub(self.stored_at.load(Relaxed)))
     }
 
     /// Marks the representation as read from the upstream just now.
-    pub fn renew(&mut self) {
-        self.stored_at = since_epoch();
+    pub fn renew(&self) {
+        self.stored_at.store(since_epoch(), Relaxed);
     }
 
     /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
@@ -265,7 +267,7 @@ impl Entry {
             buf: self.buf.clone(),
             tag: self.tag,
             headers: Arc::clone(&self.headers),
-            stored_at: self.stored_at,
+            stored_at: AtomicU64::new(self.stored_at.load(Relaxed)),
             validators: self.validators.clone(),
             place: None,
         }

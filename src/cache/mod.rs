@@ -146,19 +146,18 @@ impl Cache {
         Some(Arc::clone(entry))
     }
 
-    /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or `None` when
-    /// it is not stored: body over `max_entry_bytes`, `Cache-Control: no-store`,
+    /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or gives it
+    /// back when it is not stored: body over `max_entry_bytes`, `Cache-Control: no-store`,
     /// `Vary: *` (or an unparsable `Vary`), a charge over `max_bytes`, or no room that
     /// could be made (every other entry is in the middle of an insert or a removal).
     ///
     /// The `Vary` names in `entry.headers` and their values in `request` become part of
     /// the variant's identity; stored variants this request would select are replaced.
-    /// The charge is body + header names and values + key strings (one path, shared with
-    /// the map) +
-    /// selecting values + twice the upstream tag + [`ENTRY_OVERHEAD`]. Least recently used
+    /// The charge is body + header names and values + key strings + selecting values +
+    /// twice the upstream tag + [`ENTRY_OVERHEAD`]. Least recently used
     /// entries (CLOCK) are evicted first; the total never exceeds `max_bytes`. Bodies
     /// still referenced by callers through the returned `Arc`s are not counted.
-    pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Option<Arc<Entry>> {
+    pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Result<Arc<Entry>, Entry> {
         self.store(key, request, entry, None)
     }
 
@@ -178,8 +177,18 @@ impl Cache {
         key: Key,
         request: &HeaderMap,
         entry: Entry,
-    ) -> Option<Arc<Entry>> {
+    ) -> Result<Arc<Entry>, Entry> {
         self.store(key, request, entry, Some(since))
+    }
+
+    /// Whether `entry` is stored right now.
+    pub fn contains(&self, entry: &Arc<Entry>) -> bool {
+        let Some(place) = &entry.place else {
+            return false;
+        };
+        self.resources
+            .get(&self.resource(place.route, &place.path))
+            .is_some_and(|variants| variants.as_slice().iter().any(|held| Arc::ptr_eq(held, entry)))
     }
 
     fn store(
@@ -188,15 +197,18 @@ impl Cache {
         request: &HeaderMap,
         entry: Entry,
         since: Option<Generation>,
-    ) -> Option<Arc<Entry>> {
+    ) -> Result<Arc<Entry>, Entry> {
         let refused = || since.is_some_and(|since| self.changed_since(since));
         if entry.body_len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
-            return None;
+            return Err(entry);
         }
-        let vary = Selectors::capture(policy::vary_names(&entry.headers)?, request);
+        let Some(names) = policy::vary_names(&entry.headers) else {
+            return Err(entry);
+        };
+        let vary = Selectors::capture(names, request);
         let charge = charge(&key, &vary, &entry);
         if charge > self.max_bytes {
-            return None;
+            return Err(entry);
         }
         let selector = self.selector(&key);
         let Key {
@@ -224,7 +236,7 @@ impl Cache {
             // Full: drop what this response replaces before evicting anything else.
             self.remove_where(resource, replaces);
             if !self.reserve_evicting(charge) {
-                return None;
+                return Err(unstored(entry));
             }
         }
         self.entries.fetch_add(1, Relaxed);
@@ -252,11 +264,11 @@ impl Cache {
         self.forget(&replaced);
         if !stored {
             self.release(charge, 1);
-            return None;
+            return Err(unstored(entry));
         }
         self.inserts.fetch_add(1, Relaxed);
         self.ring.push(&entry, self.entries.load(Relaxed));
-        Some(entry)
+        Ok(entry)
     }
 
     /// A kept header set of exactly the fields of `headers` that `keep` picks (in this
@@ -418,6 +430,17 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// An entry that was not stored, back as the caller's own (the cache never shared it).
+fn unstored(entry: Arc<Entry>) -> Entry {
+    match Arc::try_unwrap(entry) {
+        Ok(mut entry) => {
+            entry.place = None;
+            entry
+        }
+        Err(shared) => shared.duplicate(),
+    }
+}
+
 /// Whether `set` holds exactly `fields`, in this order.
 fn same_fields<'a>(
     set: &HeaderMap,
@@ -546,6 +569,28 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_not_stored_comes_back_whole_and_a_stored_one_is_contained() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let refused = cache
+            .insert(
+                k.clone(),
+                &HeaderMap::new(),
+                entry("body", &[("cache-control", "no-store")]),
+            )
+            .unwrap_err();
+        assert_eq!(refused.body_bytes(), b"body");
+        assert_eq!(refused.etag(), EntityTag::from_body(b"body"));
+        assert!(refused.place.is_none());
+        let stored = cache
+            .insert(k.clone(), &HeaderMap::new(), entry("body", &[]))
+            .unwrap();
+        assert!(cache.contains(&stored));
+        cache.invalidate(1, "/p");
+        assert!(!cache.contains(&stored));
+    }
+
+    #[test]
     fn no_store_response_is_not_stored() {
         let cache = Cache::new(1 << 20, 1 << 16);
         let k = key(1, "/p", None, &[]);
@@ -556,7 +601,7 @@ mod tests {
                     &HeaderMap::new(),
                     entry("x", &[("cache-control", "max-age=5, no-store")])
                 )
-                .is_none()
+                .is_err()
         );
         assert!(cache.get(&k, &HeaderMap::new()).is_none());
         assert_eq!(
@@ -579,7 +624,7 @@ mod tests {
                     &HeaderMap::new(),
                     entry("x", &[("cache-control", "private")])
                 )
-                .is_some()
+                .is_ok()
         );
     }
 
@@ -590,7 +635,7 @@ mod tests {
         assert!(
             cache
                 .insert(k.clone(), &HeaderMap::new(), entry("x", &[("vary", "*")]))
-                .is_none()
+                .is_err()
         );
         assert!(cache.get(&k, &HeaderMap::new()).is_none());
         assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
@@ -734,16 +779,16 @@ mod tests {
         assert!(
             cache
                 .insert(k.clone(), &HeaderMap::new(), entry("01234567890", &[]))
-                .is_none()
+                .is_err()
         );
         assert!(
             cache
                 .insert(k.clone(), &HeaderMap::new(), entry("0123456789", &[]))
-                .is_some()
+                .is_ok()
         );
         // Within max_entry_bytes but a charge over max_bytes.
         let tiny = Cache::new(ENTRY_OVERHEAD, 1 << 16);
-        assert!(tiny.insert(k, &HeaderMap::new(), entry("x", &[])).is_none());
+        assert!(tiny.insert(k, &HeaderMap::new(), entry("x", &[])).is_err());
         assert_eq!(tiny.stats().bytes, 0);
     }
 
@@ -782,7 +827,7 @@ mod tests {
         assert!(
             cache
                 .insert_since(before, k.clone(), &HeaderMap::new(), entry("stale", &[]))
-                .is_none()
+                .is_err()
         );
         assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
         assert!(cache.resources.is_empty());
@@ -790,7 +835,7 @@ mod tests {
         assert!(
             cache
                 .insert_since(now, k.clone(), &HeaderMap::new(), entry("fresh", &[]))
-                .is_some()
+                .is_ok()
         );
         assert_eq!(body_of(&cache, &k, &HeaderMap::new()).unwrap(), "fresh");
     }
@@ -831,7 +876,7 @@ mod tests {
                         // Recorded before the insert: a task preempted between the two
                         // can then only make its key look older than it is.
                         order.lock().unwrap().push(k.clone());
-                        if cache.insert(k, &HeaderMap::new(), entry(&body, &[])).is_some() {
+                        if cache.insert(k, &HeaderMap::new(), entry(&body, &[])).is_ok() {
                             stored.fetch_add(1, Relaxed);
                         }
                         assert!(cache.stats().bytes <= max);
@@ -897,7 +942,7 @@ mod tests {
                             0 => cache.invalidate(1, &path),
                             1 => {
                                 let since = cache.generation(1, &path);
-                                cache.insert_since(
+                                let _ = cache.insert_since(
                                     since,
                                     k,
                                     &request,
@@ -905,7 +950,11 @@ mod tests {
                                 );
                             }
                             _ => {
-                                cache.insert(k.clone(), &request, entry("b", &[("vary", "accept-language")]));
+                                let _ = cache.insert(
+                                    k.clone(),
+                                    &request,
+                                    entry("b", &[("vary", "accept-language")]),
+                                );
                                 cache.get(&k, &request);
                             }
                         }
