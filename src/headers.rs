@@ -13,6 +13,19 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The fixed hop-by-hop set (RFC 9110 §7.6.1, and what proxies commonly add).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    PROXY_CONNECTION,
+];
+
 /// Removes the headers that describe one connection rather than the message: those
 /// `Connection` names, and the fixed hop-by-hop set including every `Proxy-*`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -26,17 +39,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        PROXY_CONNECTION,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     // Any other Proxy-* header is hop-by-hop too; rare, so only scan when present.
@@ -55,18 +58,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether [`strip_hop_by_hop`] would remove `name` from `headers`, without changing
 /// them.
 pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
-    const FIXED: [HeaderName; 9] = [
-        header::CONNECTION,
-        KEEP_ALIVE,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        PROXY_CONNECTION,
-    ];
-    FIXED.contains(name)
+    HOP_BY_HOP.contains(name)
         || name.as_str().starts_with("proxy-")
         || headers
             .get_all(header::CONNECTION)
@@ -133,6 +125,31 @@ pub fn detached(value: &http::HeaderValue) -> http::HeaderValue {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn is_hop_by_hop_names_exactly_what_strip_removes() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "X-Trace, keep-alive"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-foo", "1"),
+            ("content-type", "application/json"),
+            ("etag", "\"a\""),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut stripped = headers.clone();
+        strip_hop_by_hop(&mut stripped);
+        for name in headers.keys() {
+            assert_eq!(
+                is_hop_by_hop(name, &headers),
+                !stripped.contains_key(name),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn strips_connection_named_and_fixed_hop_by_hop_headers() {
