@@ -171,8 +171,8 @@ fn key(route: u32, path: &str) -> Key {
         route,
         path: path.into(),
         query: None,
-        // The default `cache.key_headers`: authorization and cookie, both absent.
-        key_values: vec![None, None].into_boxed_slice(),
+        // No credentials: an anonymous requester.
+        requester: Default::default(),
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::cache::Entry;
 use crate::patch::Patch;
+use crate::rounds::Signature;
 
 type Key = (u32, Box<str>);
 
@@ -44,6 +45,9 @@ pub(crate) struct Mailboxes {
 pub(crate) struct Joiner {
     id: u64,
     pub patch: Arc<Patch>,
+    /// The upstream write this PATCH would send, apart from its body: only a write that
+    /// sends the very same request may carry it.
+    signature: Signature,
     tx: oneshot::Sender<Verdict>,
 }
 
@@ -56,14 +60,16 @@ pub(crate) struct Ticket<'a> {
 }
 
 impl Mailboxes {
-    pub(crate) fn join(&self, route: u32, path: &str, patch: Arc<Patch>) -> Ticket<'_> {
+    pub(crate) fn join(&self, route: u32, path: &str, patch: Arc<Patch>, signature: Signature) -> Ticket<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let key: Key = (route, path.into());
-        self.table
-            .entry(key.clone())
-            .or_default()
-            .push(Joiner { id, patch, tx });
+        self.table.entry(key.clone()).or_default().push(Joiner {
+            id,
+            patch,
+            signature,
+            tx,
+        });
         Ticket {
             boxes: self,
             key,
@@ -72,12 +78,19 @@ impl Mailboxes {
         }
     }
 
-    /// Every PATCH waiting for (route, path), oldest first.
-    pub(crate) fn take(&self, route: u32, path: &str) -> Vec<Joiner> {
-        self.table
-            .remove(&(route, Box::from(path)))
-            .map(|(_, joiners)| joiners)
-            .unwrap_or_default()
+    /// Every PATCH waiting for (route, path) whose upstream write is `signature`, oldest
+    /// first. The others stay for a writer that sends what they would send.
+    pub(crate) fn take(&self, route: u32, path: &str, signature: &Signature) -> Vec<Joiner> {
+        let mut taken = Vec::new();
+        self.table.remove_if_mut(&(route, Box::from(path)), |_, joiners| {
+            let (same, other) = std::mem::take(joiners)
+                .into_iter()
+                .partition(|j| j.signature == *signature);
+            taken = same;
+            *joiners = other;
+            joiners.is_empty()
+        });
+        taken
     }
 
     /// Resources with PATCHes waiting right now.
@@ -170,13 +183,26 @@ mod tests {
         Arc::new(Patch::parse(Format::MergePatch, br#"{"a":1}"#, 10).unwrap())
     }
 
+    fn signature(user: &str) -> Signature {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, user.parse().unwrap());
+        Signature {
+            uri: "http://up/a".parse().unwrap(),
+            headers,
+        }
+    }
+
+    fn join<'a>(boxes: &'a Mailboxes, path: &str) -> Ticket<'a> {
+        boxes.join(1, path, patch(), signature("alice"))
+    }
+
     #[test]
     fn a_leader_takes_the_waiters_in_arrival_order_and_the_mailbox_empties() {
         let boxes = Mailboxes::default();
-        let mut first = boxes.join(1, "/a", patch());
-        let second = boxes.join(1, "/a", patch());
-        let other = boxes.join(1, "/b", patch());
-        let taken = boxes.take(1, "/a");
+        let mut first = join(&boxes, "/a");
+        let second = join(&boxes, "/a");
+        let other = join(&boxes, "/b");
+        let taken = boxes.take(1, "/a", &signature("alice"));
         assert_eq!(
             taken.iter().map(|j| j.id).collect::<Vec<_>>(),
             [first.id, second.id]
@@ -187,23 +213,36 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_takes_only_the_waiters_that_would_send_its_request() {
+        let boxes = Mailboxes::default();
+        let alice = join(&boxes, "/a");
+        let mut bob = boxes.join(1, "/a", patch(), signature("bob"));
+        let taken = boxes.take(1, "/a", &signature("alice"));
+        assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [alice.id]);
+        assert_eq!(boxes.len(), 1, "bob still waits");
+        assert!(boxes.take(1, "/a", &signature("carol")).is_empty());
+        assert!(bob.withdraw());
+        assert_eq!(boxes.len(), 0);
+    }
+
+    #[test]
     fn a_waiter_that_withdraws_or_is_dropped_leaves_no_entry() {
         let boxes = Mailboxes::default();
-        let mut first = boxes.join(1, "/a", patch());
-        let second = boxes.join(1, "/a", patch());
+        let mut first = join(&boxes, "/a");
+        let second = join(&boxes, "/a");
         assert!(first.withdraw());
         assert_eq!(boxes.len(), 1);
         drop(second);
         assert_eq!(boxes.len(), 0);
-        assert!(boxes.take(1, "/a").is_empty());
+        assert!(boxes.take(1, "/a", &signature("alice")).is_empty());
     }
 
     #[tokio::test]
     async fn a_dropped_batch_answers_every_waiter() {
         let boxes = Mailboxes::default();
-        let before = boxes.join(1, "/a", patch());
-        let after = boxes.join(1, "/a", patch());
-        let mut joiners = boxes.take(1, "/a").into_iter();
+        let before = join(&boxes, "/a");
+        let after = join(&boxes, "/a");
+        let mut joiners = boxes.take(1, "/a", &signature("alice")).into_iter();
         let mut unsent = Claimed::default();
         unsent.push(joiners.next().unwrap());
         drop(unsent);

@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::lock::Locks;
 use crate::metrics::Metrics;
 use crate::problem::Error;
+use crate::requester::{self, Requester};
 use crate::route::{self, CompiledRoute, RouteTable};
 use crate::upstream;
 
@@ -48,12 +49,14 @@ pub(crate) struct Shared {
     pub max_body_bytes: u64,
     pub max_entry_bytes: u64,
     pub request_timeout: Duration,
+    pub write_timeout: Duration,
     pub key_headers: Vec<HeaderName>,
     pub cache: Cache,
     pub locks: Locks,
     pub batches: crate::batch::Mailboxes,
     pub rounds: crate::rounds::Rounds,
     pub parsed: crate::parsed::Parsed,
+    pub landings: Arc<crate::landing::Landings>,
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
     pub in_flight: Vec<AtomicUsize>,
@@ -85,12 +88,14 @@ impl PatchLayer {
                 max_body_bytes: config.server.max_body_bytes,
                 max_entry_bytes: config.cache.max_entry_bytes,
                 request_timeout: config.server.request_timeout,
+                write_timeout: config.server.write_timeout,
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 locks: Locks::new(),
                 batches: crate::batch::Mailboxes::default(),
                 rounds: crate::rounds::Rounds::default(),
                 parsed: crate::parsed::Parsed::default(),
+                landings: Arc::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
             }),
@@ -100,6 +105,16 @@ impl PatchLayer {
     /// The metrics this layer records, for an admin endpoint.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.shared.metrics)
+    }
+
+    /// Upstream writes sent and not answered yet (they run even after their client left).
+    pub fn writes_in_flight(&self) -> usize {
+        self.shared.landings.in_flight()
+    }
+
+    /// Resolves once every sent upstream write has its answer or hit `write_timeout`.
+    pub async fn writes_landed(&self) {
+        self.shared.landings.all_landed().await;
     }
 
     /// Prometheus text for everything this layer counts, cache included.
@@ -175,6 +190,7 @@ where
 }
 
 /// Everything one request's handling needs.
+#[derive(Clone)]
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
     upstream: Arc<Upstream>,
@@ -184,6 +200,8 @@ pub(crate) struct Ctx {
 pub(crate) struct Exchange {
     pub route: Option<u32>,
     pub cache: &'static str,
+    /// Computed once, after h2 cookies are joined; decides every sharing.
+    pub requester: Requester,
 }
 
 impl Ctx {
@@ -195,6 +213,7 @@ impl Ctx {
         let mut exchange = Exchange {
             route: None,
             cache: "-",
+            requester: Requester::default(),
         };
         let response = match self.dispatch(req, &mut exchange).await {
             Ok(response) => response,
@@ -220,10 +239,17 @@ impl Ctx {
         response
     }
 
-    async fn dispatch(&self, req: Request<Body>, exchange: &mut Exchange) -> Result<Response<Body>, Error> {
+    async fn dispatch(
+        &self,
+        mut req: Request<Body>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
         if !crate::headers::host_is_valid(req.version(), req.headers()) {
             return Err(Error::BadHost);
         }
+        let version = req.version();
+        requester::join_h2_cookies(version, req.headers_mut());
+        exchange.requester = Requester::of(&self.shared.key_headers, req.headers());
         let path = req.uri().path();
         if !route::is_safe_path(path) {
             return Err(Error::UnsafePath);
@@ -300,12 +326,22 @@ impl Ctx {
 
     /// One upstream exchange, bounded by `request_timeout` up to the response head.
     pub async fn send(&self, route: &CompiledRoute, req: Request<Body>) -> Result<Response<Body>, Error> {
+        self.send_within(route, req, self.shared.request_timeout).await
+    }
+
+    /// [`Self::send`] bounded by `within`.
+    pub async fn send_within(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+        within: Duration,
+    ) -> Result<Response<Body>, Error> {
         let started = Instant::now();
         // Boxed as a `dyn Future + Send` so the compiler does not have to prove `Send`
         // for every lifetime of the boxed error type (a known inference limitation).
         let call: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> =
             Box::pin(Upstream::clone(&self.upstream).oneshot(req));
-        let result = tokio::time::timeout(self.shared.request_timeout, call).await;
+        let result = tokio::time::timeout(within, call).await;
         self.shared
             .metrics
             .record_upstream_latency(route.id, started.elapsed());
@@ -355,10 +391,10 @@ impl Ctx {
         }
     }
 
-    /// Reads a whole upstream body, bounded in size and by `request_timeout`.
-    pub async fn read_body(&self, body: Body, limit: u64) -> Result<Bytes, Error> {
+    /// Reads a whole upstream body, bounded in size and by `within`.
+    pub async fn read_body(&self, body: Body, limit: u64, within: Duration) -> Result<Bytes, Error> {
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        match tokio::time::timeout(self.shared.request_timeout, collect(limited)).await {
+        match tokio::time::timeout(within, collect(limited)).await {
             Err(_) => Err(Error::UpstreamTimeout),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::UpstreamInvalid {
                 detail: format!("body larger than {limit} bytes"),

@@ -66,6 +66,9 @@ pub enum Error {
     BatchWriteFailed {
         status: StatusCode,
     },
+    /// The upstream write was sent and has not answered within `request_timeout`; it
+    /// still runs, and its answer will decide the resource.
+    WriteStillRunning,
 }
 
 impl Error {
@@ -97,6 +100,7 @@ impl Error {
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::BatchWriteFailed { status } => *status,
+            Error::WriteStillRunning => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -130,6 +134,7 @@ impl Error {
             Error::UpstreamTimeout => "upstream-timeout",
             Error::Overloaded => "overloaded",
             Error::BatchWriteFailed { .. } => "write-outcome-unknown",
+            Error::WriteStillRunning => "write-still-running",
         }
     }
 
@@ -179,6 +184,10 @@ impl Error {
                 "the upstream write that carried this patch with others failed ({status}); \
                  it may or may not have been applied: read the resource before retrying"
             ),
+            Error::WriteStillRunning => "the upstream write was sent and did not answer within \
+                 server.request_timeout; it keeps running (up to server.write_timeout) and its \
+                 outcome will be known later: read the resource before retrying"
+                .into(),
         }
     }
 

@@ -47,7 +47,7 @@ impl Ctx {
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, Error> {
         let (parts, _body) = req.into_parts();
-        let key = self.cache_key(route, &parts);
+        let key = self.cache_key(route, &parts, exchange);
         let head = parts.method == Method::HEAD;
         match self.read_current(route, &key, &parts, exchange).await? {
             Lookup::Found(entry) => {
@@ -78,23 +78,17 @@ impl Ctx {
         }
     }
 
-    pub(crate) fn cache_key(&self, route: &CompiledRoute, parts: &request::Parts) -> Key {
-        // All absent (no credentials) is the empty list: no allocation, and still distinct
-        // from every list that has a value.
-        let key_headers = &self.shared.key_headers;
-        let key_values = if key_headers.iter().any(|name| parts.headers.contains_key(name)) {
-            key_headers
-                .iter()
-                .map(|name| parts.headers.get(name).cloned())
-                .collect()
-        } else {
-            Box::default()
-        };
+    pub(crate) fn cache_key(
+        &self,
+        route: &CompiledRoute,
+        parts: &request::Parts,
+        exchange: &Exchange,
+    ) -> Key {
         Key {
             route: route.id,
             path: route.upstream_path(parts.uri.path()).into_boxed_str(),
             query: parts.uri.query().map(Into::into),
-            key_values,
+            requester: exchange.requester.clone(),
         }
     }
 
@@ -164,7 +158,7 @@ impl Ctx {
                     Freshness::For(ttl) => entry.age() < ttl,
                     Freshness::Revalidate => false,
                 };
-                if fresh && !force_upstream {
+                if fresh && !force_upstream && !self.shared.landings.is_uncertain(route.id, &key.path) {
                     exchange.cache = "hit";
                     return Ok(Lookup::Found(Arc::clone(entry)));
                 }
@@ -250,6 +244,15 @@ impl Ctx {
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
         let response = self.send(route, req).await?;
+        // An answer to a read sent after the last write's outcome was lost shows the
+        // resource as it is.
+        if matches!(
+            response.status(),
+            StatusCode::OK | StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND | StatusCode::GONE
+        ) && !self.shared.cache.changed_since(since)
+        {
+            self.shared.landings.confirm(route.id, &key.path);
+        }
 
         match (response.status(), cached) {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {

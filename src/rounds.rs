@@ -187,7 +187,7 @@ mod tests {
             route: 0,
             path: "/doc".into(),
             query: None,
-            key_values: Box::new([]),
+            requester: Default::default(),
         }
     }
 

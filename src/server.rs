@@ -34,8 +34,13 @@ pub struct Proxy {
     tls: Option<Arc<ListenerTls>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    write_timeout: Duration,
     max_connections: Option<usize>,
 }
+
+/// After the writes that outlived `shutdown_grace` have landed, how long their clients
+/// get to receive the answers.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 impl Proxy {
     /// Binds `server.listen` and `admin.listen` from the config.
@@ -76,6 +81,7 @@ impl Proxy {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
             shutdown_grace: config.server.shutdown_grace,
+            write_timeout: config.server.write_timeout,
         })
     }
 
@@ -103,6 +109,7 @@ impl Proxy {
             tls,
             header_read_timeout,
             shutdown_grace,
+            write_timeout,
             max_connections,
         } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -155,9 +162,35 @@ impl Proxy {
         }
         drop(listener);
         tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(shutdown_grace) => tracing::warn!("shutdown grace elapsed; closing remaining connections"),
+        let drained = graceful.shutdown();
+        tokio::pin!(drained);
+        let closed = tokio::select! {
+            () = &mut drained => true,
+            () = tokio::time::sleep(shutdown_grace) => false,
+        };
+        if closed {
+            tracing::info!("all connections closed");
+        }
+        // A sent write is never cut short, even past the grace or with its client gone:
+        // its upstream may apply it anyway, and its answer decides the cache.
+        let writes = layer.writes_in_flight();
+        if writes > 0 {
+            tracing::warn!(
+                writes,
+                bound = ?write_timeout,
+                "upstream writes in flight; waiting for them to land (server.write_timeout)"
+            );
+            match tokio::time::timeout(write_timeout, layer.writes_landed()).await {
+                Ok(()) => tracing::info!("every upstream write has landed"),
+                Err(_) => tracing::warn!("upstream writes still unanswered at server.write_timeout"),
+            }
+            if !closed {
+                // Their clients, if still connected, get the answers now ready.
+                let _ = tokio::time::timeout(ANSWER_GRACE, &mut drained).await;
+            }
+        }
+        if !closed {
+            tracing::warn!("shutdown grace elapsed; closing remaining connections");
         }
         let _ = admin_stop.send(true);
         if let Some(task) = admin_task {

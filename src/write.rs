@@ -14,15 +14,17 @@ use http_body_util::Limited;
 
 use crate::batch::{Claimed, Verdict};
 use crate::body::{self, Body};
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, Key};
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
 use crate::layer::{Ctx, Exchange, allow, collect, content_length, finish_response};
+use crate::lock::WriteGuard;
 use crate::patch::{Document, Format, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::read::{Lookup, make_entry, represent, tag_room};
+use crate::rounds::Signature;
 use crate::route::CompiledRoute;
 use crate::upstream;
 
@@ -33,9 +35,23 @@ enum Intent {
     Delete,
 }
 
+/// A write ready to be sent, with everything its task needs.
+struct Write {
+    key: Key,
+    /// A copy of the client's request head: the task may outlive the request.
+    parts: request::Parts,
+    method: Method,
+    current: Option<Arc<Entry>>,
+    new_body: Option<Bytes>,
+    /// The PATCHes this write carries.
+    batch: Claimed,
+    /// What a PATCH wrote, parsed and serialized, to keep for the next one.
+    written: Option<(Document, Bytes)>,
+}
+
 /// How a write gets its turn.
 enum Turn {
-    Lock(crate::lock::WriteGuard),
+    Lock(WriteGuard),
     /// A leader wrote this PATCH with its own: the response.
     Done(Response<Body>),
 }
@@ -46,6 +62,14 @@ enum Attempt {
     Done(Response<Body>, Option<Arc<Entry>>),
     /// The upstream refused patchgate's conditional write: someone else wrote first.
     Conflict,
+}
+
+/// What a sent write's task hands back: its outcome and, while the client still
+/// waits, the resource's lock for a retry.
+struct Landed {
+    result: Result<Attempt, Error>,
+    lock: WriteGuard,
+    cache: &'static str,
 }
 
 impl Ctx {
@@ -65,9 +89,22 @@ impl Ctx {
         }
         let (parts, body) = req.into_parts();
         let intent = self.intent(route, &parts, body).await?;
-        let key = self.cache_key(route, &parts);
-        let _lock = match self
-            .turn(route, &key.path, &parts, &intent, &conditions, exchange)
+        let key = self.cache_key(route, &parts, exchange);
+        // Only a write that sends the very same request may carry another's PATCH.
+        let signature = match &intent {
+            Intent::Patch(_) if route.config.batch_patches => Some(self.write_signature(route, &parts)?),
+            _ => None,
+        };
+        let mut lock = match self
+            .turn(
+                route,
+                &key.path,
+                &parts,
+                &intent,
+                &conditions,
+                signature.as_ref(),
+                exchange,
+            )
             .await?
         {
             Turn::Lock(guard) => guard,
@@ -75,10 +112,11 @@ impl Ctx {
         };
         let mut retries = 0;
         // Set once a combined write was refused: this PATCH is then written on its own.
-        let mut alone = !route.config.batch_patches;
+        let mut alone = signature.is_none();
         loop {
-            // After a conflict the cache cannot be trusted: read the upstream.
-            let force_upstream = retries > 0;
+            // After a conflict, or a write whose outcome never came, the cache cannot be
+            // trusted: read the upstream.
+            let force_upstream = retries > 0 || self.shared.landings.is_uncertain(route.id, &key.path);
             // An unconditional PUT or DELETE replaces whatever is there: no need to read it
             // first (a cached copy still lends its upstream ETag to the write).
             let blind = !force_upstream && conditions.is_empty() && !matches!(intent, Intent::Patch(_));
@@ -129,8 +167,8 @@ impl Ctx {
             let new_body = match (&intent, document) {
                 (Intent::Patch(patch), Some(doc)) => {
                     let mut doc = self.apply(route, patch, doc, current.as_deref())?;
-                    if !alone {
-                        self.claim(route, &key.path, &mut doc, &mut batch);
+                    if let (false, Some(signature)) = (alone, &signature) {
+                        self.claim(route, &key.path, signature, &mut doc, &mut batch);
                     }
                     match doc.serialize(self.max_body()) {
                         Ok(bytes) => {
@@ -149,59 +187,39 @@ impl Ctx {
                 (Intent::Put(bytes), _) => Some(bytes.clone()),
                 _ => None,
             };
-            if !batch.is_empty() {
+            let batched = !batch.is_empty();
+            if batched {
                 batch.mark_sent();
                 self.shared.metrics.event(route.id, "batched_writes", "");
             }
-            let attempt = self
-                .attempt(
-                    route,
-                    &key,
-                    &parts,
-                    &intent,
-                    current.as_deref(),
-                    new_body,
-                    exchange,
-                )
-                .await;
-            let attempt = match attempt {
-                Ok(attempt) => attempt,
-                Err(e) => {
-                    let status = e.status();
-                    batch.settle(|| Verdict::Failed(status));
-                    return Err(e);
-                }
+            let write = Write {
+                key: key.clone(),
+                parts: clone_parts(&parts),
+                method: self.write_method(route, &intent),
+                current,
+                new_body,
+                batch,
+                written,
             };
-            match attempt {
-                Attempt::Done(response, Some(entry)) => {
-                    batch.settle(|| Verdict::Applied(Arc::clone(&entry)));
-                    // The next PATCH of this document can start from the parsed form,
-                    // unless the upstream's copy (re-read) differs from what was sent.
-                    if let Some((doc, bytes)) = written
-                        && entry.body_bytes() == bytes
-                    {
-                        self.shared.parsed.keep(route.id, &key.path, &entry, doc);
-                    }
-                    return Ok(response);
-                }
+            let landing = self.launch(route, write, lock);
+            let landed = match tokio::time::timeout(self.shared.request_timeout, landing).await {
+                Ok(Some(landed)) => landed,
+                // The write goes on, and keeps the lock until its answer has settled.
+                Ok(None) | Err(_) => return Err(Error::WriteStillRunning),
+            };
+            lock = landed.lock;
+            if landed.cache != "-" {
+                exchange.cache = landed.cache;
+            }
+            match landed.result? {
+                Attempt::Done(response, Some(_)) => return Ok(response),
                 // Refused, so nothing was written: one of the others may be the cause.
-                Attempt::Done(response, None) if !batch.is_empty() && response.status().is_client_error() => {
-                    batch.settle(|| Verdict::Alone);
+                Attempt::Done(response, None) if batched && response.status().is_client_error() => {
                     alone = true;
                     continue;
                 }
-                Attempt::Done(response, None) => {
-                    let status = response.status();
-                    let status = if status.is_server_error() {
-                        status
-                    } else {
-                        StatusCode::BAD_GATEWAY
-                    };
-                    batch.settle(|| Verdict::Failed(status));
-                    return Ok(response);
-                }
+                Attempt::Done(response, None) => return Ok(response),
                 Attempt::Conflict if !conditions.any_write_condition() => {
-                    batch.settle(|| Verdict::Alone);
                     if retries < route.config.conflict_retries {
                         retries += 1;
                         self.shared.metrics.event(route.id, "conflict_retries", "");
@@ -214,7 +232,6 @@ impl Ctx {
                     return Err(Error::ConflictRetriesExhausted { etag });
                 }
                 Attempt::Conflict => {
-                    batch.settle(|| Verdict::Alone);
                     // The client stated a precondition: it decides, with the current body.
                     self.shared
                         .metrics
@@ -225,6 +242,120 @@ impl Ctx {
                     };
                 }
             }
+        }
+    }
+
+    /// Sends `write` on a task of its own that runs to the upstream's answer (or
+    /// `write_timeout`) holding `lock`, whatever becomes of this request, and settles
+    /// there what the answer decides. `None` if that task failed.
+    fn launch(
+        &self,
+        route: &CompiledRoute,
+        write: Write,
+        lock: WriteGuard,
+    ) -> impl std::future::Future<Output = Option<Landed>> + use<> {
+        let ctx = self.clone();
+        let route_id = route.id;
+        let flying = self.shared.landings.fly();
+        let task = tokio::spawn(async move {
+            let _flying = flying;
+            let Some(route) = ctx.shared.routes.get(route_id) else {
+                return Landed {
+                    result: Err(Error::NoRoute),
+                    lock,
+                    cache: "-",
+                };
+            };
+            let (result, cache) = ctx.land(route, write).await;
+            Landed { result, lock, cache }
+        });
+        async move { task.await.ok() }
+    }
+
+    /// The upstream write and everything its answer decides: the cache, the carried
+    /// PATCHes' verdicts, the kept parsed document, whether the resource is uncertain.
+    async fn land(&self, route: &CompiledRoute, write: Write) -> (Result<Attempt, Error>, &'static str) {
+        let Write {
+            key,
+            parts,
+            method,
+            current,
+            new_body,
+            mut batch,
+            written,
+        } = write;
+        let mut exchange = Exchange {
+            route: Some(route.id),
+            cache: "-",
+            requester: key.requester.clone(),
+        };
+        let result = self
+            .attempt(
+                route,
+                &key,
+                &parts,
+                method,
+                current.as_deref(),
+                new_body,
+                &mut exchange,
+            )
+            .await;
+        let landings = &self.shared.landings;
+        match &result {
+            Ok(Attempt::Done(_, Some(entry))) => {
+                landings.confirm(route.id, &key.path);
+                batch.settle(|| Verdict::Applied(Arc::clone(entry)));
+                // The next PATCH of this document can start from the parsed form,
+                // unless the upstream's copy (re-read) differs from what was sent.
+                if let Some((doc, bytes)) = written
+                    && entry.body_bytes() == bytes
+                {
+                    self.shared.parsed.keep(route.id, &key.path, entry, doc);
+                }
+            }
+            Ok(Attempt::Done(response, None)) if !batch.is_empty() && response.status().is_client_error() => {
+                batch.settle(|| Verdict::Alone);
+            }
+            Ok(Attempt::Done(response, None)) => {
+                let status = response.status();
+                if status.is_success() {
+                    landings.confirm(route.id, &key.path);
+                }
+                let status = if status.is_server_error() {
+                    status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                batch.settle(|| Verdict::Failed(status));
+            }
+            Ok(Attempt::Conflict) => batch.settle(|| Verdict::Alone),
+            Err(e) => {
+                // No answer, or none that can be trusted: the write may land yet.
+                landings.mark_uncertain(route.id, &key.path);
+                self.shared.metrics.event(route.id, "writes_uncertain", e.kind());
+                let status = e.status();
+                batch.settle(|| Verdict::Failed(status));
+            }
+        }
+        (result, exchange.cache)
+    }
+
+    /// The upstream request head a PATCH's write sends, apart from its body and the
+    /// upstream's own `If-Match`: what another write must send too to carry it.
+    fn write_signature(&self, route: &CompiledRoute, parts: &request::Parts) -> Result<Signature, Error> {
+        let method = route.config.write_method.clone();
+        let (head, _) = self.write_request(route, parts, method, None, None)?.into_parts();
+        Ok(Signature {
+            uri: head.uri,
+            headers: head.headers,
+        })
+    }
+
+    fn write_method(&self, route: &CompiledRoute, intent: &Intent) -> Method {
+        match intent {
+            Intent::Patch(_) => route.config.write_method.clone(),
+            Intent::Put(_) => Method::PUT,
+            Intent::Delete => Method::DELETE,
         }
     }
 
@@ -293,6 +424,7 @@ impl Ctx {
 
     /// Waits for this write's turn: the resource's lock, or, for an unconditional PATCH,
     /// a leader that wrote it together with its own.
+    #[allow(clippy::too_many_arguments)]
     async fn turn(
         &self,
         route: &CompiledRoute,
@@ -300,14 +432,18 @@ impl Ctx {
         parts: &request::Parts,
         intent: &Intent,
         conditions: &Conditions,
+        signature: Option<&Signature>,
         exchange: &mut Exchange,
     ) -> Result<Turn, Error> {
         let locks = &self.shared.locks;
-        let patch = match intent {
-            Intent::Patch(patch) if route.config.batch_patches && conditions.is_empty() => patch,
+        let (patch, signature) = match (intent, signature) {
+            (Intent::Patch(patch), Some(signature)) if conditions.is_empty() => (patch, signature),
             _ => return Ok(Turn::Lock(locks.lock(route.id, path).await)),
         };
-        let mut ticket = self.shared.batches.join(route.id, path, Arc::clone(patch));
+        let mut ticket = self
+            .shared
+            .batches
+            .join(route.id, path, Arc::clone(patch), signature.clone());
         let verdict = tokio::select! {
             verdict = &mut ticket.rx => verdict,
             guard = locks.lock(route.id, path) => {
@@ -336,8 +472,15 @@ impl Ctx {
 
     /// Takes the PATCHes waiting for this resource and applies each that applies to
     /// `doc`, in arrival order; the others are sent back to write alone.
-    fn claim(&self, route: &CompiledRoute, path: &str, doc: &mut Document, batch: &mut Claimed) {
-        for joiner in self.shared.batches.take(route.id, path) {
+    fn claim(
+        &self,
+        route: &CompiledRoute,
+        path: &str,
+        signature: &Signature,
+        doc: &mut Document,
+        batch: &mut Claimed,
+    ) {
+        for joiner in self.shared.batches.take(route.id, path, signature) {
             match joiner.patch.apply_in_place(doc, self.max_body()) {
                 Ok(()) => batch.push(joiner),
                 Err(_) => joiner.release(),
@@ -356,26 +499,22 @@ impl Ctx {
     async fn attempt(
         &self,
         route: &CompiledRoute,
-        key: &crate::cache::Key,
+        key: &Key,
         parts: &request::Parts,
-        intent: &Intent,
+        method: Method,
         current: Option<&Entry>,
         new_body: Option<Bytes>,
         exchange: &mut Exchange,
     ) -> Result<Attempt, Error> {
-        let method = match intent {
-            Intent::Patch(_) => route.config.write_method.clone(),
-            Intent::Put(_) => Method::PUT,
-            Intent::Delete => Method::DELETE,
-        };
-        // A dropped future (client gone) or a failed write must not leave a cached body
-        // the upstream may not hold.
+        // A failed write must not leave a cached body the upstream may not hold.
         let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
         let upstream_tag = current
             .and_then(|e| e.upstream_etag())
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
-        let response = self.send(route, request).await?;
+        let response = self
+            .send_within(route, request, self.shared.write_timeout)
+            .await?;
         let status = response.status();
         if status == StatusCode::PRECONDITION_FAILED {
             return Ok(Attempt::Conflict);
@@ -392,7 +531,7 @@ impl Ctx {
         let (resp_parts, resp_body) = response.into_parts();
         // Let the upstream's response finish on its connection before replying.
         let upstream_body = self
-            .read_body(resp_body, self.shared.max_body_bytes)
+            .read_body(resp_body, self.shared.max_body_bytes, self.shared.write_timeout)
             .await
             .unwrap_or_default();
         // Without a new upstream tag, an upstream that tags its documents must be asked
@@ -416,7 +555,7 @@ impl Ctx {
                 .unwrap_or_else(Arc::new)
         };
         guard.disarm();
-        if matches!(intent, Intent::Patch(_)) {
+        if parts.method == Method::PATCH {
             self.shared.metrics.event(route.id, "patches", "applied");
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));
         }

@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderValue};
 use super::Key;
 use super::policy::Selectors;
 use crate::etag::EntityTag;
+use crate::requester::Requester;
 
 /// A response body borrowed from a shared entry.
 struct BodyOf(Arc<Entry>);
@@ -79,30 +80,23 @@ pub(super) struct Place {
 
 impl Place {
     /// Whether a request with this query and these key values selects this variant.
-    fn selects(
-        &self,
-        query: &Option<Box<str>>,
-        key_values: &[Option<HeaderValue>],
-        request: &HeaderMap,
-    ) -> bool {
+    fn selects(&self, query: &Option<Box<str>>, requester: &Requester, request: &HeaderMap) -> bool {
         match &self.variant {
-            None => query.is_none() && key_values.is_empty(),
+            None => query.is_none() && requester.is_anonymous(),
             Some(variant) => {
-                variant.query == *query
-                    && variant.key_values.matches(key_values)
-                    && variant.vary.matches(request)
+                variant.query == *query && variant.requester == *requester && variant.vary.matches(request)
             }
         }
     }
 
     /// Whether the request `other` was stored for selects this variant.
     fn selects_as(&self, other: Option<&Variant>, request: &HeaderMap) -> bool {
-        let same = |a: &Variant, b: &Variant| a.query == b.query && a.key_values == b.key_values;
+        let same = |a: &Variant, b: &Variant| a.query == b.query && a.requester == b.requester;
         match (self.variant.as_deref(), other) {
             (None, None) => true,
-            (None, Some(other)) => other.query.is_none() && other.key_values.is_empty(),
+            (None, Some(other)) => other.query.is_none() && other.requester.is_anonymous(),
             (Some(mine), None) => {
-                mine.query.is_none() && mine.key_values.is_empty() && mine.vary.matches(request)
+                mine.query.is_none() && mine.requester.is_anonymous() && mine.vary.matches(request)
             }
             (Some(mine), Some(other)) => same(mine, other) && mine.vary.matches(request),
         }
@@ -112,79 +106,22 @@ impl Place {
 #[derive(Debug)]
 pub(super) struct Variant {
     pub(super) query: Option<Box<str>>,
-    pub(super) key_values: KeyValues,
+    pub(super) requester: Requester,
     pub(super) vary: Selectors,
-}
-
-/// The values of `cache.key_headers`, each present or not, in one allocation of their own
-/// bytes: per value a byte 0 (absent), or 1, its length (4 bytes, little-endian) and its
-/// bytes. No values, no allocation.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct KeyValues(Box<[u8]>);
-
-impl KeyValues {
-    pub(super) fn encode(values: &[Option<HeaderValue>]) -> KeyValues {
-        let mut bytes = Vec::with_capacity(
-            values
-                .iter()
-                .map(|v| 5 + v.as_ref().map_or(0, HeaderValue::len))
-                .sum(),
-        );
-        for value in values {
-            match value {
-                None => bytes.push(0),
-                Some(value) => {
-                    bytes.push(1);
-                    bytes.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
-                    bytes.extend_from_slice(value.as_bytes());
-                }
-            }
-        }
-        KeyValues(bytes.into_boxed_slice())
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether these are `values`, compared without encoding them.
-    pub(super) fn matches(&self, values: &[Option<HeaderValue>]) -> bool {
-        let mut rest: &[u8] = &self.0;
-        for value in values {
-            let Some((&present, tail)) = rest.split_first() else {
-                return false;
-            };
-            rest = match (present, value) {
-                (0, None) => tail,
-                (1, Some(value)) => {
-                    let Some((len, tail)) = tail.split_first_chunk::<4>() else {
-                        return false;
-                    };
-                    let len = u32::from_le_bytes(*len) as usize;
-                    match tail.split_at_checked(len) {
-                        Some((held, tail)) if held == value.as_bytes() => tail,
-                        _ => return false,
-                    }
-                }
-                _ => return false,
-            };
-        }
-        rest.is_empty()
-    }
 }
 
 impl Variant {
     /// `None` when there is nothing to tell variants apart by.
     pub(super) fn boxed(
         query: Option<Box<str>>,
-        key_values: KeyValues,
+        requester: Requester,
         vary: Selectors,
     ) -> Option<Box<Variant>> {
-        let plain = query.is_none() && key_values.is_empty() && vary.is_empty();
+        let plain = query.is_none() && requester.is_anonymous() && vary.is_empty();
         (!plain).then(|| {
             Box::new(Variant {
                 query,
-                key_values,
+                requester,
                 vary,
             })
         })
@@ -280,7 +217,7 @@ impl Entry {
             place.selector == selector
                 && place.route == key.route
                 && place.path == *key.path
-                && place.selects(&key.query, &key.key_values, request)
+                && place.selects(&key.query, &key.requester, request)
         })
     }
 
@@ -312,22 +249,6 @@ impl Entry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_values_match_exactly_the_values_they_were_made_of() {
-        let value = |v: &str| Some(HeaderValue::from_str(v).unwrap());
-        let values = [value("Bearer a"), None, value("")];
-        let held = KeyValues::encode(&values);
-        assert!(held.matches(&values));
-        assert!(!held.matches(&[value("Bearer a"), None]));
-        assert!(!held.matches(&[value("Bearer a"), value(""), None]));
-        assert!(!held.matches(&[value("Bearer b"), None, value("")]));
-        assert!(!held.matches(&[value("Bearer a"), None, value(""), None]));
-        assert!(KeyValues::encode(&[None]).matches(&[None]));
-        assert!(!KeyValues::encode(&[None]).matches(&[value("")]));
-        assert!(KeyValues::encode(&[]).is_empty() && KeyValues::encode(&[]).matches(&[]));
-        assert_eq!(held, KeyValues::encode(&values));
-    }
 
     #[test]
     fn a_stored_entry_stays_one_small_allocation() {

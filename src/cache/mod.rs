@@ -28,9 +28,11 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use clock::Ring;
 pub use entry::Entry;
-use entry::{KeyValues, Place, Variant};
+use entry::{Place, Variant};
 pub use flight::{Flight, FlightGuard, Follower};
 use policy::Selectors;
+
+use crate::requester::Requester;
 use resource::{Prehashed, Variants};
 
 /// Charged per entry on top of its bytes: the entry, its map bucket and ring link, its
@@ -53,8 +55,8 @@ pub struct Key {
     pub route: u32,
     pub path: Box<str>,
     pub query: Option<Box<str>>,
-    /// Values of `cache.key_headers`, in config order.
-    pub key_values: Box<[Option<HeaderValue>]>,
+    /// Who is asking (see [`crate::requester`]).
+    pub requester: Requester,
 }
 
 /// Counters and gauges for `/metrics`.
@@ -215,10 +217,8 @@ impl Cache {
             route,
             path,
             query,
-            key_values,
+            requester,
         } = key;
-        // Its own copies: the request's values are slices of its connection's buffer.
-        let key_values = KeyValues::encode(&key_values);
         let resource = self.resource(route, &path);
         let mut entry = entry;
         entry.headers = self.shared_headers(Arc::clone(&entry.headers));
@@ -226,7 +226,7 @@ impl Cache {
             route,
             path: CompactString::from(&*path),
             selector,
-            variant: Variant::boxed(query, key_values, vary),
+            variant: Variant::boxed(query, requester, vary),
             charge,
             referenced: AtomicBool::new(false),
         });
@@ -347,7 +347,7 @@ impl Cache {
     }
 
     fn selector(&self, key: &Key) -> u64 {
-        self.hasher.hash_one((&key.query, &key.key_values))
+        self.hasher.hash_one((&key.query, &key.requester))
     }
 
     /// The map key of (route, path): a keyed hash, so that requests cannot aim at
@@ -360,7 +360,8 @@ impl Cache {
         (resource % STRIPES as u64) as usize
     }
 
-    fn changed_since(&self, since: Generation) -> bool {
+    /// Whether (route, path) may have been invalidated since `since` was taken.
+    pub fn changed_since(&self, since: Generation) -> bool {
         self.generations
             .get(since.stripe)
             .is_none_or(|cell| cell.load(Acquire) != since.value)
@@ -462,8 +463,7 @@ fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    let key_values: usize = key.key_values.iter().flatten().map(HeaderValue::len).sum();
-    let key_bytes = key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key_values;
+    let key_bytes = key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key.requester.len();
     // The client's tag is usually the upstream's, else a fixed-size hash (in the overhead).
     let tags = 2 * entry.upstream_etag().map_or(0, HeaderValue::len);
     let bytes = entry.body_len() + headers + key_bytes + vary.bytes() + tags;
@@ -504,11 +504,20 @@ mod tests {
             route,
             path: path.into(),
             query: query.map(Into::into),
-            key_values: values
-                .iter()
-                .map(|v| v.map(|v| HeaderValue::from_str(v).unwrap()))
-                .collect(),
+            requester: requester(values),
         }
+    }
+
+    /// The fingerprint of an `authorization` and a `cookie` line, each present or not.
+    fn requester(values: &[Option<&str>]) -> Requester {
+        let names = [http::header::AUTHORIZATION, http::header::COOKIE];
+        let mut request = HeaderMap::new();
+        for (name, value) in names.iter().zip(values) {
+            if let Some(value) = value {
+                request.insert(name, HeaderValue::from_str(value).unwrap());
+            }
+        }
+        Requester::of(&names, &request)
     }
 
     fn body_of(cache: &Cache, key: &Key, request: &HeaderMap) -> Option<Bytes> {
@@ -563,7 +572,9 @@ mod tests {
         let e = entry("body", &[("vary", "accept"), ("content-type", "a/b")]);
         let e = e.with_validators(Some(HeaderValue::from_static("\"up\"")), None);
         cache.insert(k, &headers(&[("accept", "j")]), e).unwrap();
-        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 + 3 + 8 + (6 + 1) + 2 * 4;
+        // The requester: a count and a length before `Bearer t`, a count of no cookies.
+        let requester = (4 + 4 + 8) + 4;
+        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 + 3 + requester + (6 + 1) + 2 * 4;
         assert_eq!(cache.stats().bytes, expected);
         assert_eq!(resident(&cache), (expected, 1));
     }
@@ -706,8 +717,9 @@ mod tests {
             |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(head.slice(range)).unwrap();
         let cache = Cache::new(1 << 20, 1 << 16);
         let mut k = key(1, "/p", None, &[]);
-        k.key_values = Box::new([Some(slice(0..16))]);
         let mut request = HeaderMap::new();
+        request.insert("authorization", slice(0..16));
+        k.requester = Requester::of(&[http::header::AUTHORIZATION], &request);
         request.insert("accept-language", slice(16..32));
         cache
             .insert(k, &request, entry("body", &[("vary", "accept-language")]))

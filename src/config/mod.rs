@@ -41,6 +41,9 @@ pub struct Server {
     /// The whole upstream exchange; past it 504. Always > 0.
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// An upstream write, once sent, runs to its end up to this bound, whatever happens
+    /// to its client; never shorter than `request_timeout`.
+    pub write_timeout: Duration,
     /// Cuts clients that trickle their request headers. Always > 0.
     pub header_read_timeout: Duration,
     /// Connections beyond this wait in the listen backlog; `None` = unlimited.
@@ -136,6 +139,7 @@ impl Default for Server {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
             max_connections: None,
             tls: None,
@@ -284,6 +288,7 @@ listen = "127.0.0.1:8080"        # address:port; port 0 picks a free port (logge
 max_body_bytes = "1MiB"          # larger request bodies get 413
 request_timeout = "30s"          # whole upstream exchange; past it 504
 shutdown_grace = "10s"
+write_timeout = "60s"            # a sent upstream write runs to its end up to this bound
 # [server.tls]                   # present => HTTPS (rustls), HTTP/1.1 and HTTP/2 by ALPN
 # cert = "certs/server.pem"
 # key  = "certs/server.key"

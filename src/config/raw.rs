@@ -26,6 +26,7 @@ pub(super) struct RawServer {
     pub max_body_bytes: Option<Spanned<RawSize>>,
     pub request_timeout: Option<Spanned<RawDuration>>,
     pub shutdown_grace: Option<Spanned<RawDuration>>,
+    pub write_timeout: Option<Spanned<RawDuration>>,
     pub header_read_timeout: Option<Spanned<RawDuration>>,
     pub max_connections: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawTls>>,

@@ -72,6 +72,12 @@ impl Checker<'_> {
     fn server(&self, raw: Option<RawServer>) -> Result<Server> {
         let d = Server::default();
         let Some(raw) = raw else { return Ok(d) };
+        let request_timeout = self.optional(
+            raw.request_timeout,
+            "server.request_timeout",
+            d.request_timeout,
+            nonzero_duration,
+        )?;
         Ok(Server {
             listen: self.optional(raw.listen, "server.listen", d.listen, |s| listen(s))?,
             max_body_bytes: self.optional(
@@ -80,11 +86,21 @@ impl Checker<'_> {
                 d.max_body_bytes,
                 nonzero_size,
             )?,
-            request_timeout: self.optional(
-                raw.request_timeout,
-                "server.request_timeout",
-                d.request_timeout,
-                nonzero_duration,
+            request_timeout,
+            write_timeout: self.optional(
+                raw.write_timeout,
+                "server.write_timeout",
+                d.write_timeout.max(request_timeout),
+                |s| {
+                    let bound = parse_duration(&s.0)?;
+                    if bound < request_timeout {
+                        return Err(format!(
+                            "{bound:?} is shorter than server.request_timeout ({request_timeout:?}); \
+                             a sent write must be given at least as long as its client waits"
+                        ));
+                    }
+                    Ok(bound)
+                },
             )?,
             shutdown_grace: self.optional(
                 raw.shutdown_grace,

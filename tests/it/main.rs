@@ -6,6 +6,8 @@ mod batch;
 mod cli;
 mod forward;
 mod hostile;
+mod isolation;
+mod landing;
 mod limits;
 mod reads;
 mod soak;

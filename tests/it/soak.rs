@@ -92,6 +92,7 @@ fn config(upstream: &str) -> String {
 [server]
 listen = "127.0.0.1:0"
 request_timeout = "1s"
+write_timeout = "1s"
 max_body_bytes = "64KiB"
 
 [cache]
@@ -254,7 +255,7 @@ async fn client(
 }
 
 /// Injects one fault at a time: 500s and dropped connections often, a hang at most every
-/// 1.5 s (each holds a resource's write lock for `request_timeout`).
+/// 1.5 s (each holds a resource's write lock for `write_timeout`).
 async fn chaos(upstream: Arc<LegacyUpstream>, deadline: Instant) -> [u64; 3] {
     let mut rng = Rng::new(0xC4A0);
     let mut injected = [0u64; 3];

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 
-use legacy::{Doc, Reply, State, is_write, now_seconds, reply};
+use legacy::{Doc, Reply, State, is_write, now_seconds, reply, user_path};
 
 /// One request as the upstream received it.
 #[derive(Clone, Debug)]
@@ -136,6 +136,22 @@ impl LegacyUpstream {
         self.shared.lock().docs.get(path).map(|d| d.body.clone())
     }
 
+    /// One document space per requester: every `Authorization` and `Cookie` line of a
+    /// request, in order, chooses the space its path is looked up in.
+    pub fn set_per_user(&self, on: bool) {
+        self.shared.lock().per_user = on;
+    }
+
+    /// Writes `path` in the space of a requester sending `headers` (see [`Self::set_per_user`]).
+    pub fn set_user_doc(&self, headers: &[(&str, &str)], path: &str, body: &str) {
+        self.set_doc(&user_path(&header_map(headers), path), body);
+    }
+
+    /// The document at `path` in the space of a requester sending `headers`.
+    pub fn user_doc(&self, headers: &[(&str, &str)], path: &str) -> Option<Bytes> {
+        self.doc(&user_path(&header_map(headers), path))
+    }
+
     /// Every request received, in the order their bodies were complete.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.lock().requests.clone()
@@ -205,6 +221,12 @@ impl LegacyUpstream {
     /// an object (bodies that are not JSON are stored as received).
     pub fn set_normalize_on_put(&self, on: bool) {
         self.shared.lock().normalize_on_put = on;
+    }
+
+    /// Writes (PUT/POST/DELETE) take `d` longer: they take effect and are answered
+    /// after it, with the connection kept open meanwhile.
+    pub fn set_write_delay(&self, d: Duration) {
+        self.shared.lock().write_delay = d;
     }
 
     /// Delays every response (faults included) by `d`, after the request is recorded;
@@ -282,7 +304,7 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         headers: parts.headers.clone(),
         body: body.clone(),
     };
-    let (fault, delay, read) = {
+    let (fault, delay, read, write_delay) = {
         let mut state = shared.lock();
         state.requests.push(recorded);
         let fault = state.take_fault(&parts.method);
@@ -290,7 +312,7 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         // it is then sent; writes take effect after the delay.
         let read = (fault.is_none() && (parts.method == Method::GET || parts.method == Method::HEAD))
             .then(|| state.answer(&parts, body.clone()));
-        (fault, state.delay, read)
+        (fault, state.delay, read, state.write_delay)
     };
     if let Some(read) = read {
         tokio::time::sleep(delay).await;
@@ -298,6 +320,9 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
+    }
+    if is_write(&parts.method) && !write_delay.is_zero() {
+        tokio::time::sleep(write_delay).await;
     }
     match fault {
         Some(Fault::Status(code)) => {
@@ -312,4 +337,15 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         Some(Fault::Hang) => std::future::pending().await,
         None => Ok(shared.lock().answer(&parts, body)),
     }
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    map
 }

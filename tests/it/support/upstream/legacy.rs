@@ -36,6 +36,10 @@ pub(super) struct State {
     pub(super) extra_headers: HeaderMap,
     pub(super) normalize_on_put: bool,
     pub(super) delay: Duration,
+    /// Extra time a write takes before it takes effect and is answered.
+    pub(super) write_delay: Duration,
+    /// One document space per requester (every `Authorization` and `Cookie` line).
+    pub(super) per_user: bool,
 }
 
 /// The methods `writes()` and `fail_writes` count.
@@ -57,6 +61,8 @@ impl State {
             extra_headers: HeaderMap::new(),
             normalize_on_put: false,
             delay: Duration::ZERO,
+            write_delay: Duration::ZERO,
+            per_user: false,
         }
     }
 
@@ -73,7 +79,13 @@ impl State {
     }
 
     pub(super) fn answer(&mut self, parts: &Parts, body: Bytes) -> Reply {
-        let path = parts.uri.path();
+        let scoped;
+        let path = if self.per_user {
+            scoped = user_path(&parts.headers, parts.uri.path());
+            scoped.as_str()
+        } else {
+            parts.uri.path()
+        };
         match parts.method {
             Method::GET | Method::HEAD => self.read(parts, path),
             Method::PUT => self.put(parts, path, body),
@@ -356,4 +368,19 @@ impl Draft {
         *response.headers_mut() = self.headers;
         response
     }
+}
+
+/// The key of `path` in a requester's own document space: every `Authorization` and
+/// `Cookie` line, then the path.
+pub(super) fn user_path(headers: &HeaderMap, path: &str) -> String {
+    let mut key = String::new();
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        for value in headers.get_all(&name) {
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            key.push('|');
+        }
+        key.push('#');
+    }
+    key.push_str(path);
+    key
 }
