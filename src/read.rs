@@ -163,7 +163,7 @@ impl Ctx {
                     Freshness::Exclusive => true,
                     Freshness::For(ttl) => entry.age() < ttl,
                     Freshness::Revalidate => false,
-                };
+                } && !entry.no_cache();
                 if fresh && !force_upstream {
                     exchange.cache = "hit";
                     return Ok(Lookup::Found(Arc::clone(entry)));
@@ -317,7 +317,9 @@ impl Ctx {
             entry.headers = Arc::new(headers);
             return Ok(Lookup::Found(Arc::new(entry)));
         }
-        let useless = route.config.freshness == Freshness::Revalidate
+        // Nor a `no-cache` one without validators: it could not be revalidated either
+        // (RFC 9111 §5.2.2.4).
+        let useless = (route.config.freshness == Freshness::Revalidate || entry.no_cache())
             && entry.upstream_etag().is_none()
             && entry.last_modified().is_none();
         let entry = if useless {

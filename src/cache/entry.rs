@@ -18,7 +18,7 @@ use compact_str::CompactString;
 use http::{HeaderMap, HeaderValue};
 
 use super::Key;
-use super::policy::Selectors;
+use super::policy::{self, Selectors};
 use crate::etag::EntityTag;
 
 /// A response body borrowed from a shared entry.
@@ -75,6 +75,9 @@ pub(super) struct Place {
     pub(super) variant: Option<Box<Variant>>,
     pub(super) charge: u64,
     pub(super) referenced: AtomicBool,
+    /// `Cache-Control: no-cache` in the stored headers, read once at storing: every hit
+    /// checks it (RFC 9111 §5.2.2.4).
+    pub(super) no_cache: bool,
 }
 
 impl Place {
@@ -259,6 +262,14 @@ impl Entry {
 
     pub fn last_modified(&self) -> Option<SystemTime> {
         self.validators.as_ref()?.last_modified
+    }
+
+    /// RFC 9111 §5.2.2.4: the upstream said `no-cache`, so the entry is never used
+    /// without revalidating it, whatever the route's freshness.
+    pub fn no_cache(&self) -> bool {
+        self.place
+            .as_ref()
+            .map_or_else(|| policy::no_cache(&self.headers), |place| place.no_cache)
     }
 
     /// The same representation, not stored: what [`super::Cache::insert`] takes again.

@@ -1,7 +1,8 @@
 //! The response cache: `200` GET bodies with what it takes to answer GET, HEAD and `304`
 //! without the upstream, bounded in bytes, with request coalescing ([`Cache::join`]).
 //!
-//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). All variants of one
+//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`), §5.2.2.7 (`private`:
+//! stored only under a requester's key values). All variants of one
 //! resource (route, upstream path) live in one map entry, so a write drops them at once.
 //!
 //! Invariant: [`Stats::bytes`] never exceeds `max_bytes`, not even transiently, and it is
@@ -55,6 +56,14 @@ pub struct Key {
     pub query: Option<Box<str>>,
     /// Values of `cache.key_headers`, in config order.
     pub key_values: Box<[Option<HeaderValue>]>,
+}
+
+impl Key {
+    /// Whether the request carried a value of one of `cache.key_headers`: a variant
+    /// stored under such a key is that requester's alone (RFC 9111 §5.2.2.7).
+    pub fn has_requester(&self) -> bool {
+        self.key_values.iter().any(Option::is_some)
+    }
 }
 
 /// Counters and gauges for `/metrics`.
@@ -148,7 +157,8 @@ impl Cache {
 
     /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or gives it
     /// back when it is not stored: body over `max_entry_bytes`, `Cache-Control: no-store`,
-    /// `Vary: *` (or an unparsable `Vary`), a charge over `max_bytes`, or no room that
+    /// `Cache-Control: private` for a key without a requester, `Vary: *` (or an
+    /// unparsable `Vary`), a charge over `max_bytes`, or no room that
     /// could be made (every other entry is in the middle of an insert or a removal).
     ///
     /// The `Vary` names in `entry.headers` and their values in `request` become part of
@@ -199,7 +209,14 @@ impl Cache {
         since: Option<Generation>,
     ) -> Result<Arc<Entry>, Entry> {
         let refused = || since.is_some_and(|since| self.changed_since(since));
-        if entry.body_len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
+        // A `private` response may be stored only where it cannot reach another user:
+        // under key values no other requester has (RFC 9111 §5.2.2.7).
+        let shared_private = !key.has_requester() && policy::private(&entry.headers);
+        if entry.body_len() as u64 > self.max_entry_bytes
+            || policy::no_store(&entry.headers)
+            || shared_private
+            || refused()
+        {
             return Err(entry);
         }
         let Some(names) = policy::vary_names(&entry.headers) else {
@@ -229,6 +246,7 @@ impl Cache {
             variant: Variant::boxed(query, key_values, vary),
             charge,
             referenced: AtomicBool::new(false),
+            no_cache: policy::no_cache(&entry.headers),
         });
         let entry = Arc::new(entry);
         let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
@@ -614,18 +632,41 @@ mod tests {
     }
 
     #[test]
-    fn private_response_is_stored_because_keys_carry_credentials() {
+    fn private_response_is_stored_only_under_a_requesters_key_values() {
         let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[Some("Bearer a")]);
+        let private = [("cache-control", "max-age=60, private")];
+        let alice = key(1, "/p", None, &[Some("Bearer a"), None]);
+        assert!(alice.has_requester());
         assert!(
             cache
-                .insert(
-                    k.clone(),
-                    &HeaderMap::new(),
-                    entry("x", &[("cache-control", "private")])
-                )
+                .insert(alice.clone(), &HeaderMap::new(), entry("x", &private))
                 .is_ok()
         );
+        for anonymous in [key(1, "/p", None, &[]), key(1, "/p", None, &[None, None])] {
+            assert!(!anonymous.has_requester());
+            assert!(
+                cache
+                    .insert(anonymous.clone(), &HeaderMap::new(), entry("y", &private))
+                    .is_err()
+            );
+            assert!(cache.get(&anonymous, &HeaderMap::new()).is_none());
+        }
+        assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "x");
+        assert_eq!(cache.stats().entries, 1);
+    }
+
+    #[test]
+    fn no_cache_is_read_from_the_stored_headers() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let unstored = entry("x", &[("cache-control", "no-cache")]);
+        assert!(unstored.no_cache());
+        let stored = cache
+            .insert(key(1, "/a", None, &[]), &HeaderMap::new(), unstored)
+            .unwrap();
+        let plain = cache
+            .insert(key(1, "/b", None, &[]), &HeaderMap::new(), entry("y", &[]))
+            .unwrap();
+        assert!(stored.no_cache() && !plain.no_cache());
     }
 
     #[test]

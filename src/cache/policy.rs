@@ -1,7 +1,7 @@
 //! Which responses may be stored, and which stored variant a request selects.
 //!
-//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). Pure functions over
-//! header maps. Anything unparsable makes a response unstorable rather than guessed at:
+//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2 (`no-cache`, `no-store`, `private`).
+//! Pure functions over header maps. Anything unparsable makes a response unstorable rather than guessed at:
 //! a refetch is cheap, serving the wrong variant is not.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -58,6 +58,24 @@ pub(super) fn no_store(headers: &HeaderMap) -> bool {
         .get_all(header::CACHE_CONTROL)
         .iter()
         .any(|value| has_directive(value.as_bytes(), b"no-store"))
+}
+
+/// RFC 9111 §5.2.2.7: `private` is meant for one user. The qualified form
+/// (`private="field"`) is treated as unqualified, as §5.2.2.7 notes caches often do.
+pub(super) fn private(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| has_directive(value.as_bytes(), b"private"))
+}
+
+/// RFC 9111 §5.2.2.4: a `no-cache` response is not used without revalidating it. The
+/// qualified form is treated as unqualified, as §5.2.2.4 notes caches often do.
+pub(super) fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| has_directive(value.as_bytes(), b"no-cache"))
 }
 
 /// The field names a response's `Vary` lists (RFC 9110 §12.5.5), lowercased and
@@ -157,6 +175,22 @@ mod tests {
     #[test]
     fn private_and_no_cache_do_not_prevent_storing() {
         assert!(!no_store(&headers(&[("cache-control", "private, no-cache")])));
+    }
+
+    #[test]
+    fn private_and_no_cache_are_found_qualified_or_not_and_only_as_directives() {
+        let cc = |value: &str| headers(&[("cache-control", value)]);
+        assert!(private(&cc("max-age=60, Private")));
+        assert!(private(&cc(r#"private="x-user", max-age=5"#)));
+        assert!(!private(&cc(r#"no-cache="private", public"#)));
+        assert!(!private(&cc("privately")));
+        assert!(no_cache(&headers(&[
+            ("cache-control", "public"),
+            ("cache-control", "no-cache")
+        ])));
+        assert!(no_cache(&cc(r#"no-cache="set-cookie""#)));
+        assert!(!no_cache(&cc("no-store, no-cached")));
+        assert!(!no_cache(&HeaderMap::new()) && !private(&HeaderMap::new()));
     }
 
     #[test]
