@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use compact_str::CompactString;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Key;
 use super::policy::{self, Selectors};
@@ -270,6 +270,41 @@ impl Entry {
         self.place
             .as_ref()
             .map_or_else(|| policy::no_cache(&self.headers), |place| place.no_cache)
+    }
+
+    /// Whether an upstream `304` is about this representation (RFC 9111 §4.3.4); one
+    /// with another validator does not confirm this body.
+    pub fn confirmed_by(&self, not_modified: &HeaderMap) -> bool {
+        policy::confirms(self.upstream_etag(), self.last_modified(), not_modified)
+    }
+
+    /// After a `304`: the header set `self` has with the fields of `not_modified` that
+    /// `replayed` picks (RFC 9111 §3.2), or `None` when the `304` changes none.
+    pub fn updated_headers(
+        &self,
+        not_modified: &HeaderMap,
+        replayed: impl Fn(&HeaderName) -> bool,
+    ) -> Option<HeaderMap> {
+        policy::updated(&self.headers, not_modified, replayed)
+    }
+
+    /// The same body and tag with `headers`, read from the upstream just now and not
+    /// stored: an entry's headers never change, so a `304` that updates them makes this
+    /// replacement. `Last-Modified` is taken from `headers`.
+    pub fn revised(&self, headers: Arc<HeaderMap>) -> Entry {
+        let last_modified = headers
+            .get(http::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        Entry {
+            buf: self.buf.clone(),
+            tag: self.tag,
+            headers,
+            stored_at: AtomicU64::new(since_epoch()),
+            validators: None,
+            place: None,
+        }
+        .with_validators(self.upstream_etag().cloned(), last_modified)
     }
 
     /// The same representation, not stored: what [`super::Cache::insert`] takes again.

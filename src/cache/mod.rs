@@ -168,7 +168,7 @@ impl Cache {
     /// entries (CLOCK) are evicted first; the total never exceeds `max_bytes`. Bodies
     /// still referenced by callers through the returned `Arc`s are not counted.
     pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Result<Arc<Entry>, Entry> {
-        self.store(key, request, entry, None)
+        self.store(key, request, entry, None, None)
     }
 
     /// The current [`Generation`] of a resource: take it before reading the upstream.
@@ -188,7 +188,30 @@ impl Cache {
         request: &HeaderMap,
         entry: Entry,
     ) -> Result<Arc<Entry>, Entry> {
-        self.store(key, request, entry, Some(since))
+        self.store(key, request, entry, Some(since), None)
+    }
+
+    /// Stores `new` in place of `old` (the same variant with updated headers after an
+    /// upstream `304`, RFC 9111 §4.3.4): only while `old` is still stored, so a newer
+    /// body stored meanwhile stays, and, as [`Cache::insert_since`], only if the resource
+    /// was not invalidated since `since`. When `new` is not stored, `old` is dropped
+    /// too: its headers are outdated.
+    pub fn replace(
+        &self,
+        since: Generation,
+        old: &Arc<Entry>,
+        key: Key,
+        request: &HeaderMap,
+        new: Entry,
+    ) -> Result<Arc<Entry>, Entry> {
+        let stored = self.store(key, request, new, Some(since), Some(old));
+        if stored.is_err()
+            && let Some(place) = &old.place
+        {
+            let resource = self.resource(place.route, &place.path);
+            self.remove_where(resource, |held| Arc::ptr_eq(held, old));
+        }
+        stored
     }
 
     /// Whether `entry` is stored right now.
@@ -207,8 +230,10 @@ impl Cache {
         request: &HeaderMap,
         entry: Entry,
         since: Option<Generation>,
+        instead_of: Option<&Arc<Entry>>,
     ) -> Result<Arc<Entry>, Entry> {
         let refused = || since.is_some_and(|since| self.changed_since(since));
+        let is_old = |held: &Arc<Entry>| instead_of.is_some_and(|old| Arc::ptr_eq(held, old));
         // A `private` response may be stored only where it cannot reach another user:
         // under key values no other requester has (RFC 9111 §5.2.2.7).
         let shared_private = !key.has_requester() && policy::private(&entry.headers);
@@ -251,8 +276,9 @@ impl Cache {
         let entry = Arc::new(entry);
         let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
         if !self.try_reserve(charge) {
-            // Full: drop what this response replaces before evicting anything else.
-            self.remove_where(resource, replaces);
+            // Full: drop what this response replaces before evicting anything else
+            // (but the entry it must replace in place goes only as it is replaced).
+            self.remove_where(resource, |held| replaces(held) && !is_old(held));
             if !self.reserve_evicting(charge) {
                 return Err(unstored(entry));
             }
@@ -260,7 +286,7 @@ impl Cache {
         self.entries.fetch_add(1, Relaxed);
         let mut replaced = Vec::new();
         let mut keep = |old: &Arc<Entry>| {
-            let keep = !replaces(old);
+            let keep = !replaces(old) && !is_old(old);
             if !keep {
                 replaced.push(Arc::clone(old));
             }
@@ -268,12 +294,19 @@ impl Cache {
         };
         let stored = match self.resources.entry(resource) {
             _ if refused() => false,
+            // In place of an entry that is gone: what took its place (a newer body) stays.
+            MapEntry::Occupied(variants)
+                if instead_of.is_some() && !variants.get().as_slice().iter().any(is_old) =>
+            {
+                false
+            }
             MapEntry::Occupied(mut variants) => {
                 let variants = variants.get_mut();
                 variants.retain(&mut keep);
                 variants.push(Arc::clone(&entry));
                 true
             }
+            MapEntry::Vacant(_) if instead_of.is_some() => false,
             MapEntry::Vacant(vacant) => {
                 vacant.insert(Variants::One(Arc::clone(&entry)));
                 true
@@ -667,6 +700,43 @@ mod tests {
             .insert(key(1, "/b", None, &[]), &HeaderMap::new(), entry("y", &[]))
             .unwrap();
         assert!(stored.no_cache() && !plain.no_cache());
+    }
+
+    #[test]
+    fn replace_takes_the_place_of_a_stored_entry_only() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let none = HeaderMap::new();
+        let old = cache
+            .insert(k.clone(), &none, entry("v1", &[("x", "a")]))
+            .unwrap();
+        let since = cache.generation(1, "/p");
+        let new = cache
+            .replace(since, &old, k.clone(), &none, entry("v1", &[("x", "b")]))
+            .unwrap();
+        assert!(!cache.contains(&old) && cache.contains(&new));
+        assert_eq!((cache.stats().entries, resident(&cache).1), (1, 1));
+        // `old` is gone: a second replacement of it would overwrite `new`.
+        assert!(
+            cache
+                .replace(since, &old, k.clone(), &none, entry("v0", &[]))
+                .is_err()
+        );
+        assert!(Arc::ptr_eq(&cache.get(&k, &none).unwrap(), &new));
+        // A replacement that cannot be stored drops what it replaces.
+        let refused = cache.replace(
+            since,
+            &new,
+            k.clone(),
+            &none,
+            entry("v1", &[("cache-control", "no-store")]),
+        );
+        assert!(refused.is_err() && cache.get(&k, &none).is_none());
+        // An invalidation since `since` wins.
+        let old = cache.insert(k.clone(), &none, entry("v1", &[])).unwrap();
+        cache.invalidate(1, "/p");
+        assert!(cache.replace(since, &old, k, &none, entry("v1", &[])).is_err());
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
     }
 
     #[test]
