@@ -157,7 +157,7 @@ impl Ctx {
                     Freshness::Exclusive => true,
                     Freshness::For(ttl) => entry.age() < ttl,
                     Freshness::Revalidate => false,
-                };
+                } && !entry.no_cache();
                 if fresh && !force_upstream && !self.shared.landings.is_uncertain(route.id, &key.path) {
                     exchange.cache = "hit";
                     return Ok(Lookup::Found(Arc::clone(entry)));
@@ -230,20 +230,21 @@ impl Ctx {
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
-        let mut req = Request::new(body::empty());
-        *req.uri_mut() = read.uri;
-        *req.headers_mut() = read.headers;
-        if let Some(entry) = &cached {
-            if let Some(tag) = entry.upstream_etag() {
-                req.headers_mut().insert(header::IF_NONE_MATCH, tag.clone());
-            } else if let Some(date) = entry.headers.get(header::LAST_MODIFIED) {
-                req.headers_mut().insert(header::IF_MODIFIED_SINCE, date.clone());
-            }
-        }
         // A write that lands while this read is in flight must win: stores below are
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
-        let response = self.send(route, req).await?;
+        let mut cached = cached;
+        let mut response = self.ask(route, read, cached.as_deref()).await?;
+        // RFC 9111 §4.3.4: a 304 with another validator is not about the stored body,
+        // which it therefore does not confirm: read the resource again in full.
+        if response.status() == StatusCode::NOT_MODIFIED
+            && cached
+                .as_ref()
+                .is_some_and(|entry| !entry.confirmed_by(response.headers()))
+        {
+            cached = None;
+            response = self.ask(route, self.upstream_read(route, parts)?, None).await?;
+        }
         // An answer to a read sent after the last write's outcome was lost shows the
         // resource as it is.
         if matches!(
@@ -257,12 +258,15 @@ impl Ctx {
         match (response.status(), cached) {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
                 exchange.cache = "revalidated";
-                // Only a duration freshness reads the storage time: elsewhere the entry
-                // the upstream just confirmed is served as it is.
-                if !matches!(route.config.freshness, Freshness::For(_)) {
-                    return Ok(Lookup::Found(entry));
-                }
-                Ok(Lookup::Found(self.refresh(since, key, &parts.headers, &entry)))
+                let not_modified = response.headers();
+                Ok(Lookup::Found(self.refresh(
+                    since,
+                    route,
+                    key,
+                    &parts.headers,
+                    &entry,
+                    not_modified,
+                )))
             }
             (StatusCode::OK, _) => {
                 exchange.cache = "miss";
@@ -283,6 +287,26 @@ impl Ctx {
                 Ok(Lookup::Other(finish_response(response)))
             }
         }
+    }
+
+    /// Sends `read`, conditional when `cached` has upstream validators.
+    async fn ask(
+        &self,
+        route: &CompiledRoute,
+        read: Signature,
+        cached: Option<&Entry>,
+    ) -> Result<Response<Body>, Error> {
+        let mut req = Request::new(body::empty());
+        *req.uri_mut() = read.uri;
+        *req.headers_mut() = read.headers;
+        if let Some(entry) = cached {
+            if let Some(tag) = entry.upstream_etag() {
+                req.headers_mut().insert(header::IF_NONE_MATCH, tag.clone());
+            } else if let Some(date) = entry.headers.get(header::LAST_MODIFIED) {
+                req.headers_mut().insert(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        self.send(route, req).await
     }
 
     /// Turns an upstream 200 into an entry, cached when allowed.
@@ -320,7 +344,9 @@ impl Ctx {
             entry.headers = Arc::new(headers);
             return Ok(Lookup::Found(Arc::new(entry)));
         }
-        let useless = route.config.freshness == Freshness::Revalidate
+        // Nor a `no-cache` one without validators: it could not be revalidated either
+        // (RFC 9111 §5.2.2.4).
+        let useless = (route.config.freshness == Freshness::Revalidate || entry.no_cache())
             && entry.upstream_etag().is_none()
             && entry.last_modified().is_none();
         let entry = if useless {
@@ -334,17 +360,41 @@ impl Ctx {
         Ok(Lookup::Found(entry))
     }
 
-    /// After an upstream 304: the same entry, fresh again; stored again if it was
-    /// evicted meanwhile.
-    fn refresh(&self, since: Generation, key: &Key, request: &HeaderMap, entry: &Arc<Entry>) -> Arc<Entry> {
-        entry.renew();
-        if self.shared.cache.contains(entry) {
-            return Arc::clone(entry);
+    /// After an upstream 304 that confirmed `entry`. When the 304 changes none of its
+    /// headers: the same entry, renewed when a duration freshness reads its age, and
+    /// stored again if it was evicted meanwhile. Otherwise a replacement with the
+    /// updated headers (RFC 9111 §4.3.4) takes its place, if it still has one; when the
+    /// replacement cannot be stored (the 304 says `no-store`, say), the outdated entry
+    /// goes too.
+    fn refresh(
+        &self,
+        since: Generation,
+        route: &CompiledRoute,
+        key: &Key,
+        request: &HeaderMap,
+        entry: &Arc<Entry>,
+        not_modified: &HeaderMap,
+    ) -> Arc<Entry> {
+        let cache = &self.shared.cache;
+        let Some(headers) = entry.updated_headers(not_modified, |name| replayed(name, not_modified)) else {
+            // Only a duration freshness reads the storage time: elsewhere the entry the
+            // upstream just confirmed is served as it is.
+            if !matches!(route.config.freshness, Freshness::For(_)) {
+                return Arc::clone(entry);
+            }
+            entry.renew();
+            if cache.contains(entry) {
+                return Arc::clone(entry);
+            }
+            return cache
+                .insert_since(since, key.clone(), request, entry.duplicate())
+                .unwrap_or_else(|_| Arc::clone(entry));
+        };
+        let revised = entry.revised(cache.header_set(&headers, |_| true));
+        match cache.replace(since, entry, key.clone(), request, revised) {
+            Ok(stored) => stored,
+            Err(unstored) => Arc::new(unstored),
         }
-        self.shared
-            .cache
-            .insert_since(since, key.clone(), request, entry.duplicate())
-            .unwrap_or_else(|_| Arc::clone(entry))
     }
 }
 
@@ -410,10 +460,14 @@ pub(crate) fn make_entry(
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    let headers = cache.header_set(upstream_headers, |name| {
-        !REPLACED.contains(name) && !crate::headers::is_hop_by_hop(name, upstream_headers)
-    });
+    let headers = cache.header_set(upstream_headers, |name| replayed(name, upstream_headers));
     Entry::held(buf, room, headers).with_validators(upstream_etag, last_modified)
+}
+
+/// Whether an entry replays the upstream's field `name` (from a 200, or a 304 that
+/// updates it): not hop-by-hop, and not one patchgate sets itself.
+fn replayed(name: &HeaderName, upstream_headers: &HeaderMap) -> bool {
+    !REPLACED.contains(name) && !crate::headers::is_hop_by_hop(name, upstream_headers)
 }
 
 /// Upstream response headers an entry does not replay: patchgate sets them itself.

@@ -78,6 +78,7 @@ mod tests {
             selector: 0,
             variant: None,
             charge: 1,
+            no_cache: false,
             referenced: AtomicBool::new(false),
         });
         Arc::new(entry)

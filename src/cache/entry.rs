@@ -15,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use compact_str::CompactString;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Key;
-use super::policy::Selectors;
+use super::policy::{self, Selectors};
 use crate::etag::EntityTag;
 use crate::requester::Requester;
 
@@ -76,6 +76,9 @@ pub(super) struct Place {
     pub(super) variant: Option<Box<Variant>>,
     pub(super) charge: u64,
     pub(super) referenced: AtomicBool,
+    /// `Cache-Control: no-cache` in the stored headers, read once at storing: every hit
+    /// checks it (RFC 9111 §5.2.2.4).
+    pub(super) no_cache: bool,
 }
 
 impl Place {
@@ -196,6 +199,49 @@ impl Entry {
 
     pub fn last_modified(&self) -> Option<SystemTime> {
         self.validators.as_ref()?.last_modified
+    }
+
+    /// RFC 9111 §5.2.2.4: the upstream said `no-cache`, so the entry is never used
+    /// without revalidating it, whatever the route's freshness.
+    pub fn no_cache(&self) -> bool {
+        self.place
+            .as_ref()
+            .map_or_else(|| policy::no_cache(&self.headers), |place| place.no_cache)
+    }
+
+    /// Whether an upstream `304` is about this representation (RFC 9111 §4.3.4); one
+    /// with another validator does not confirm this body.
+    pub fn confirmed_by(&self, not_modified: &HeaderMap) -> bool {
+        policy::confirms(self.upstream_etag(), self.last_modified(), not_modified)
+    }
+
+    /// After a `304`: the header set `self` has with the fields of `not_modified` that
+    /// `replayed` picks (RFC 9111 §3.2), or `None` when the `304` changes none.
+    pub fn updated_headers(
+        &self,
+        not_modified: &HeaderMap,
+        replayed: impl Fn(&HeaderName) -> bool,
+    ) -> Option<HeaderMap> {
+        policy::updated(&self.headers, not_modified, replayed)
+    }
+
+    /// The same body and tag with `headers`, read from the upstream just now and not
+    /// stored: an entry's headers never change, so a `304` that updates them makes this
+    /// replacement. `Last-Modified` is taken from `headers`.
+    pub fn revised(&self, headers: Arc<HeaderMap>) -> Entry {
+        let last_modified = headers
+            .get(http::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        Entry {
+            buf: self.buf.clone(),
+            tag: self.tag,
+            headers,
+            stored_at: AtomicU64::new(since_epoch()),
+            validators: None,
+            place: None,
+        }
+        .with_validators(self.upstream_etag().cloned(), last_modified)
     }
 
     /// The same representation, not stored: what [`super::Cache::insert`] takes again.

@@ -1,7 +1,8 @@
 //! The response cache: `200` GET bodies with what it takes to answer GET, HEAD and `304`
 //! without the upstream, bounded in bytes, with request coalescing ([`Cache::join`]).
 //!
-//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). All variants of one
+//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`), §5.2.2.7 (`private`:
+//! stored only under a requester's key values). All variants of one
 //! resource (route, upstream path) live in one map entry, so a write drops them at once.
 //!
 //! Invariant: [`Stats::bytes`] never exceeds `max_bytes`, not even transiently, and it is
@@ -57,6 +58,14 @@ pub struct Key {
     pub query: Option<Box<str>>,
     /// Who is asking (see [`crate::requester`]).
     pub requester: Requester,
+}
+
+impl Key {
+    /// Whether the request carried a value of one of `cache.key_headers`: a variant
+    /// stored under such a key is that requester's alone (RFC 9111 §5.2.2.7).
+    pub fn has_requester(&self) -> bool {
+        !self.requester.is_anonymous()
+    }
 }
 
 /// Counters and gauges for `/metrics`.
@@ -150,7 +159,8 @@ impl Cache {
 
     /// Stores a `200` response to `request` (RFC 9111 §3) and returns it, or gives it
     /// back when it is not stored: body over `max_entry_bytes`, `Cache-Control: no-store`,
-    /// `Vary: *` (or an unparsable `Vary`), a charge over `max_bytes`, or no room that
+    /// `Cache-Control: private` for a key without a requester, `Vary: *` (or an
+    /// unparsable `Vary`), a charge over `max_bytes`, or no room that
     /// could be made (every other entry is in the middle of an insert or a removal).
     ///
     /// The `Vary` names in `entry.headers` and their values in `request` become part of
@@ -160,7 +170,7 @@ impl Cache {
     /// entries (CLOCK) are evicted first; the total never exceeds `max_bytes`. Bodies
     /// still referenced by callers through the returned `Arc`s are not counted.
     pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Result<Arc<Entry>, Entry> {
-        self.store(key, request, entry, None)
+        self.store(key, request, entry, None, None)
     }
 
     /// The current [`Generation`] of a resource: take it before reading the upstream.
@@ -180,7 +190,30 @@ impl Cache {
         request: &HeaderMap,
         entry: Entry,
     ) -> Result<Arc<Entry>, Entry> {
-        self.store(key, request, entry, Some(since))
+        self.store(key, request, entry, Some(since), None)
+    }
+
+    /// Stores `new` in place of `old` (the same variant with updated headers after an
+    /// upstream `304`, RFC 9111 §4.3.4): only while `old` is still stored, so a newer
+    /// body stored meanwhile stays, and, as [`Cache::insert_since`], only if the resource
+    /// was not invalidated since `since`. When `new` is not stored, `old` is dropped
+    /// too: its headers are outdated.
+    pub fn replace(
+        &self,
+        since: Generation,
+        old: &Arc<Entry>,
+        key: Key,
+        request: &HeaderMap,
+        new: Entry,
+    ) -> Result<Arc<Entry>, Entry> {
+        let stored = self.store(key, request, new, Some(since), Some(old));
+        if stored.is_err()
+            && let Some(place) = &old.place
+        {
+            let resource = self.resource(place.route, &place.path);
+            self.remove_where(resource, |held| Arc::ptr_eq(held, old));
+        }
+        stored
     }
 
     /// Whether `entry` is stored right now.
@@ -199,9 +232,18 @@ impl Cache {
         request: &HeaderMap,
         entry: Entry,
         since: Option<Generation>,
+        instead_of: Option<&Arc<Entry>>,
     ) -> Result<Arc<Entry>, Entry> {
         let refused = || since.is_some_and(|since| self.changed_since(since));
-        if entry.body_len() as u64 > self.max_entry_bytes || policy::no_store(&entry.headers) || refused() {
+        let is_old = |held: &Arc<Entry>| instead_of.is_some_and(|old| Arc::ptr_eq(held, old));
+        // A `private` response may be stored only where it cannot reach another user:
+        // under key values no other requester has (RFC 9111 §5.2.2.7).
+        let shared_private = !key.has_requester() && policy::private(&entry.headers);
+        if entry.body_len() as u64 > self.max_entry_bytes
+            || policy::no_store(&entry.headers)
+            || shared_private
+            || refused()
+        {
             return Err(entry);
         }
         let Some(names) = policy::vary_names(&entry.headers) else {
@@ -229,12 +271,14 @@ impl Cache {
             variant: Variant::boxed(query, requester, vary),
             charge,
             referenced: AtomicBool::new(false),
+            no_cache: policy::no_cache(&entry.headers),
         });
         let entry = Arc::new(entry);
         let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
         if !self.try_reserve(charge) {
-            // Full: drop what this response replaces before evicting anything else.
-            self.remove_where(resource, replaces);
+            // Full: drop what this response replaces before evicting anything else
+            // (but the entry it must replace in place goes only as it is replaced).
+            self.remove_where(resource, |held| replaces(held) && !is_old(held));
             if !self.reserve_evicting(charge) {
                 return Err(unstored(entry));
             }
@@ -242,7 +286,7 @@ impl Cache {
         self.entries.fetch_add(1, Relaxed);
         let mut replaced = Vec::new();
         let mut keep = |old: &Arc<Entry>| {
-            let keep = !replaces(old);
+            let keep = !replaces(old) && !is_old(old);
             if !keep {
                 replaced.push(Arc::clone(old));
             }
@@ -250,12 +294,19 @@ impl Cache {
         };
         let stored = match self.resources.entry(resource) {
             _ if refused() => false,
+            // In place of an entry that is gone: what took its place (a newer body) stays.
+            MapEntry::Occupied(variants)
+                if instead_of.is_some() && !variants.get().as_slice().iter().any(is_old) =>
+            {
+                false
+            }
             MapEntry::Occupied(mut variants) => {
                 let variants = variants.get_mut();
                 variants.retain(&mut keep);
                 variants.push(Arc::clone(&entry));
                 true
             }
+            MapEntry::Vacant(_) if instead_of.is_some() => false,
             MapEntry::Vacant(vacant) => {
                 vacant.insert(Variants::One(Arc::clone(&entry)));
                 true
@@ -625,18 +676,78 @@ mod tests {
     }
 
     #[test]
-    fn private_response_is_stored_because_keys_carry_credentials() {
+    fn private_response_is_stored_only_under_a_requesters_key_values() {
         let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[Some("Bearer a")]);
+        let private = [("cache-control", "max-age=60, private")];
+        let alice = key(1, "/p", None, &[Some("Bearer a"), None]);
+        assert!(alice.has_requester());
         assert!(
             cache
-                .insert(
-                    k.clone(),
-                    &HeaderMap::new(),
-                    entry("x", &[("cache-control", "private")])
-                )
+                .insert(alice.clone(), &HeaderMap::new(), entry("x", &private))
                 .is_ok()
         );
+        for anonymous in [key(1, "/p", None, &[]), key(1, "/p", None, &[None, None])] {
+            assert!(!anonymous.has_requester());
+            assert!(
+                cache
+                    .insert(anonymous.clone(), &HeaderMap::new(), entry("y", &private))
+                    .is_err()
+            );
+            assert!(cache.get(&anonymous, &HeaderMap::new()).is_none());
+        }
+        assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "x");
+        assert_eq!(cache.stats().entries, 1);
+    }
+
+    #[test]
+    fn no_cache_is_read_from_the_stored_headers() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let unstored = entry("x", &[("cache-control", "no-cache")]);
+        assert!(unstored.no_cache());
+        let stored = cache
+            .insert(key(1, "/a", None, &[]), &HeaderMap::new(), unstored)
+            .unwrap();
+        let plain = cache
+            .insert(key(1, "/b", None, &[]), &HeaderMap::new(), entry("y", &[]))
+            .unwrap();
+        assert!(stored.no_cache() && !plain.no_cache());
+    }
+
+    #[test]
+    fn replace_takes_the_place_of_a_stored_entry_only() {
+        let cache = Cache::new(1 << 20, 1 << 16);
+        let k = key(1, "/p", None, &[]);
+        let none = HeaderMap::new();
+        let old = cache
+            .insert(k.clone(), &none, entry("v1", &[("x", "a")]))
+            .unwrap();
+        let since = cache.generation(1, "/p");
+        let new = cache
+            .replace(since, &old, k.clone(), &none, entry("v1", &[("x", "b")]))
+            .unwrap();
+        assert!(!cache.contains(&old) && cache.contains(&new));
+        assert_eq!((cache.stats().entries, resident(&cache).1), (1, 1));
+        // `old` is gone: a second replacement of it would overwrite `new`.
+        assert!(
+            cache
+                .replace(since, &old, k.clone(), &none, entry("v0", &[]))
+                .is_err()
+        );
+        assert!(Arc::ptr_eq(&cache.get(&k, &none).unwrap(), &new));
+        // A replacement that cannot be stored drops what it replaces.
+        let refused = cache.replace(
+            since,
+            &new,
+            k.clone(),
+            &none,
+            entry("v1", &[("cache-control", "no-store")]),
+        );
+        assert!(refused.is_err() && cache.get(&k, &none).is_none());
+        // An invalidation since `since` wins.
+        let old = cache.insert(k.clone(), &none, entry("v1", &[])).unwrap();
+        cache.invalidate(1, "/p");
+        assert!(cache.replace(since, &old, k, &none, entry("v1", &[])).is_err());
+        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
     }
 
     #[test]

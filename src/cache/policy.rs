@@ -1,10 +1,14 @@
 //! Which responses may be stored, and which stored variant a request selects.
 //!
-//! RFC 9111 §3 (storing), §4.1 (Vary), §5.2.2.5 (`no-store`). Pure functions over
-//! header maps. Anything unparsable makes a response unstorable rather than guessed at:
+//! RFC 9111 §3 (storing), §3.2 and §4.3.4 (updating after a `304`), §4.1 (Vary),
+//! §5.2.2 (`no-cache`, `no-store`, `private`). Pure functions over header maps. Anything unparsable makes a response unstorable rather than guessed at:
 //! a refetch is cheap, serving the wrong variant is not.
 
+use std::time::SystemTime;
+
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::etag::EntityTag;
 
 /// The request header values a stored response was chosen by: the headers its `Vary`
 /// names, each with all of its field lines in order (absent = no lines).
@@ -58,6 +62,87 @@ pub(super) fn no_store(headers: &HeaderMap) -> bool {
         .get_all(header::CACHE_CONTROL)
         .iter()
         .any(|value| has_directive(value.as_bytes(), b"no-store"))
+}
+
+/// RFC 9111 §5.2.2.7: `private` is meant for one user. The qualified form
+/// (`private="field"`) is treated as unqualified, as §5.2.2.7 notes caches often do.
+pub(super) fn private(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| has_directive(value.as_bytes(), b"private"))
+}
+
+/// RFC 9111 §5.2.2.4: a `no-cache` response is not used without revalidating it. The
+/// qualified form is treated as unqualified, as §5.2.2.4 notes caches often do.
+pub(super) fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .any(|value| has_directive(value.as_bytes(), b"no-cache"))
+}
+
+/// RFC 9111 §4.3.4: whether a `304` identifies the stored response it answers. A
+/// strong `ETag` must be the stored strong one, a weak one must match weakly; without
+/// an `ETag`, a `Last-Modified` must be the stored one; a `304` with neither answers
+/// the one response that was asked about. Anything unparsable identifies nothing.
+pub(super) fn confirms(
+    stored_etag: Option<&HeaderValue>,
+    stored_modified: Option<SystemTime>,
+    not_modified: &HeaderMap,
+) -> bool {
+    if let Some(fresh) = not_modified.get(header::ETAG) {
+        let fresh = EntityTag::parse(fresh.as_bytes());
+        let stored = stored_etag.and_then(|value| EntityTag::parse(value.as_bytes()));
+        return match (fresh, stored) {
+            (Some(fresh), Some(stored)) if fresh.is_weak() => fresh.weak_eq(&stored),
+            (Some(fresh), Some(stored)) => fresh.strong_eq(&stored),
+            _ => false,
+        };
+    }
+    match not_modified.get(header::LAST_MODIFIED) {
+        None => true,
+        Some(fresh) => fresh
+            .to_str()
+            .ok()
+            .and_then(|fresh| httpdate::parse_http_date(fresh).ok())
+            .is_some_and(|fresh| Some(fresh) == stored_modified),
+    }
+}
+
+/// Fields a `304` never changes in a stored response (RFC 9111 §3.2): its length, and
+/// the coding and range that describe the stored bytes, which it depends upon.
+const DESCRIBE_THE_BYTES: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+/// RFC 9111 §3.2: `stored` with each field of `fresh` that `replayed` picks replacing
+/// the stored lines of that name; `None` when that changes nothing (the usual `304`).
+pub(super) fn updated(
+    stored: &HeaderMap,
+    fresh: &HeaderMap,
+    replayed: impl Fn(&HeaderName) -> bool,
+) -> Option<HeaderMap> {
+    let names: Vec<&HeaderName> = fresh
+        .keys()
+        .filter(|name| replayed(name) && !DESCRIBE_THE_BYTES.contains(name))
+        .collect();
+    let changed = names
+        .iter()
+        .any(|&name| !stored.get_all(name).iter().eq(fresh.get_all(name).iter()));
+    if !changed {
+        return None;
+    }
+    let mut merged = stored.clone();
+    for name in names {
+        merged.remove(name);
+        for value in fresh.get_all(name) {
+            merged.append(name.clone(), crate::headers::detached(value));
+        }
+    }
+    Some(merged)
 }
 
 /// The field names a response's `Vary` lists (RFC 9110 §12.5.5), lowercased and
@@ -157,6 +242,86 @@ mod tests {
     #[test]
     fn private_and_no_cache_do_not_prevent_storing() {
         assert!(!no_store(&headers(&[("cache-control", "private, no-cache")])));
+    }
+
+    #[test]
+    fn private_and_no_cache_are_found_qualified_or_not_and_only_as_directives() {
+        let cc = |value: &str| headers(&[("cache-control", value)]);
+        assert!(private(&cc("max-age=60, Private")));
+        assert!(private(&cc(r#"private="x-user", max-age=5"#)));
+        assert!(!private(&cc(r#"no-cache="private", public"#)));
+        assert!(!private(&cc("privately")));
+        assert!(no_cache(&headers(&[
+            ("cache-control", "public"),
+            ("cache-control", "no-cache")
+        ])));
+        assert!(no_cache(&cc(r#"no-cache="set-cookie""#)));
+        assert!(!no_cache(&cc("no-store, no-cached")));
+        assert!(!no_cache(&HeaderMap::new()) && !private(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_304_confirms_the_stored_response_only_with_its_validator() {
+        let tag = HeaderValue::from_static("\"a\"");
+        let weak = HeaderValue::from_static("W/\"a\"");
+        let date = "Wed, 01 Jan 2020 00:00:00 GMT";
+        let when = httpdate::parse_http_date(date).ok();
+        let etag = |value: &str| headers(&[("etag", value)]);
+        assert!(confirms(Some(&tag), None, &etag("\"a\"")));
+        assert!(confirms(Some(&tag), None, &etag("W/\"a\"")));
+        assert!(confirms(Some(&weak), None, &etag("W/\"a\"")));
+        // A strong validator identifies only a stored strong one.
+        assert!(!confirms(Some(&weak), None, &etag("\"a\"")));
+        assert!(!confirms(Some(&tag), None, &etag("\"b\"")));
+        assert!(!confirms(None, when, &etag("\"a\"")));
+        assert!(!confirms(Some(&tag), None, &etag("a")));
+        // Without an ETag, Last-Modified decides.
+        assert!(confirms(Some(&tag), when, &headers(&[("last-modified", date)])));
+        assert!(!confirms(
+            Some(&tag),
+            when,
+            &headers(&[("last-modified", "Thu, 02 Jan 2020 00:00:00 GMT")])
+        ));
+        assert!(!confirms(Some(&tag), None, &headers(&[("last-modified", date)])));
+        assert!(!confirms(None, when, &headers(&[("last-modified", "yesterday")])));
+        // No validator: it answers the one response asked about.
+        assert!(confirms(Some(&tag), when, &HeaderMap::new()));
+        assert!(confirms(None, None, &headers(&[("test-header", "b")])));
+    }
+
+    #[test]
+    fn a_304_replaces_stored_fields_but_not_what_describes_the_bytes() {
+        let stored = headers(&[
+            ("content-type", "application/json"),
+            ("cache-control", "max-age=1"),
+            ("test-header", "a"),
+            ("x-many", "1"),
+            ("x-many", "2"),
+        ]);
+        let all = |_: &HeaderName| true;
+        let fresh = headers(&[
+            ("cache-control", "max-age=3600"),
+            ("x-many", "3"),
+            ("x-new", "n"),
+            ("content-length", "10"),
+            ("content-encoding", "gzip"),
+            ("x-dropped", "d"),
+        ]);
+        let merged = updated(&stored, &fresh, |name| name != "x-dropped").unwrap();
+        let expected = headers(&[
+            ("content-type", "application/json"),
+            ("cache-control", "max-age=3600"),
+            ("test-header", "a"),
+            ("x-many", "3"),
+            ("x-new", "n"),
+        ]);
+        assert_eq!(merged, expected);
+        // Nothing new: no copy.
+        assert_eq!(updated(&stored, &headers(&[("test-header", "a")]), all), None);
+        assert_eq!(updated(&stored, &headers(&[("content-length", "3")]), all), None);
+        assert_eq!(updated(&stored, &HeaderMap::new(), all), None);
+        // Every line of a field counts, in order.
+        assert!(updated(&stored, &headers(&[("x-many", "2"), ("x-many", "1")]), all).is_some());
     }
 
     #[test]

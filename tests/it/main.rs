@@ -3,6 +3,7 @@
 mod support;
 
 mod batch;
+mod cache_control;
 mod cli;
 mod forward;
 mod hostile;

@@ -232,6 +232,40 @@ async fn chunked_bodies_normalization_extra_headers_and_raw_exchanges() {
 }
 
 #[tokio::test]
+async fn per_requester_bodies_and_extra_headers_on_304s() {
+    let upstream = LegacyUpstream::start().await;
+    let addr = upstream.addr();
+    upstream.set_doc("/d", r#"{"a":1}"#);
+    upstream.set_etag_style(EtagStyle::Strong);
+    upstream.set_body_per("x-user");
+    let alice = send(addr, "GET", "/d", &[("x-user", "alice")], "").await;
+    let bob = send(addr, "GET", "/d", &[("x-user", "bob")], "").await;
+    assert_eq!(alice.text(), r#"{"x-user":"alice"}"#);
+    assert_eq!(bob.text(), r#"{"x-user":"bob"}"#);
+    assert_ne!(alice.header("etag"), bob.header("etag"));
+
+    let tag = alice.header("etag").unwrap().to_owned();
+    upstream.set_extra_header("test-header", "B");
+    upstream.set_extra_header("etag", "\"renamed\"");
+    let revalidated = send(
+        addr,
+        "GET",
+        "/d",
+        &[("x-user", "alice"), ("if-none-match", &tag)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        revalidated.status, 304,
+        "If-None-Match still compares with the body's tag"
+    );
+    assert_eq!(revalidated.header("test-header"), Some("B"));
+    assert_eq!(revalidated.header("etag"), Some("\"renamed\""));
+    upstream.remove_extra_header("test-header");
+    assert_eq!(get(addr, "/d").await.header("test-header"), None);
+}
+
+#[tokio::test]
 async fn h2c_delays_and_many_concurrent_connections() {
     let upstream = LegacyUpstream::start().await;
     let addr = upstream.addr();

@@ -210,11 +210,25 @@ impl LegacyUpstream {
         self.shared.lock().last_modified = on;
     }
 
-    /// Adds (or replaces) a header on every GET/HEAD response.
+    /// Adds (or replaces) a header on every GET/HEAD response, 304s included; an `ETag`
+    /// set so replaces the computed one.
     pub fn set_extra_header(&self, name: &str, value: &str) {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("extra header name");
         let value = HeaderValue::from_str(value).expect("extra header value");
         self.shared.lock().extra_headers.insert(name, value);
+    }
+
+    /// Stops sending a header set by [`Self::set_extra_header`].
+    pub fn remove_extra_header(&self, name: &str) {
+        self.shared.lock().extra_headers.remove(name);
+    }
+
+    /// Reads of a document answer `{"<name>":"<value>"}` with the request's value of
+    /// header `name` (as an endpoint that serves each user their own data); the ETag
+    /// follows that body.
+    pub fn set_body_per(&self, name: &str) {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("body_per header name");
+        self.shared.lock().body_per = Some(name);
     }
 
     /// Stores PUT/POST bodies re-serialized: compact, with `"normalized":true` appended to

@@ -40,6 +40,8 @@ pub(super) struct State {
     pub(super) write_delay: Duration,
     /// One document space per requester (every `Authorization` and `Cookie` line).
     pub(super) per_user: bool,
+    /// Reads of a document answer `{"<name>":"<the request's value>"}` instead.
+    pub(super) body_per: Option<HeaderName>,
 }
 
 /// The methods `writes()` and `fail_writes` count.
@@ -63,6 +65,7 @@ impl State {
             delay: Duration::ZERO,
             write_delay: Duration::ZERO,
             per_user: false,
+            body_per: None,
         }
     }
 
@@ -100,7 +103,11 @@ impl State {
 
     fn read(&self, parts: &Parts, path: &str) -> Reply {
         let (body, content_type, modified) = match self.docs.get(path) {
-            Some(doc) => (doc.body.clone(), doc.content_type.clone(), Some(doc.modified)),
+            Some(doc) => (
+                self.per_requester(parts, &doc.body),
+                doc.content_type.clone(),
+                Some(doc.modified),
+            ),
             None => match self.collection(path) {
                 Some(listing) => listing,
                 None => {
@@ -124,6 +131,19 @@ impl State {
             return r.empty();
         }
         r.body(body)
+    }
+
+    /// `body`, or the requester's own body when reads depend on a request header.
+    fn per_requester(&self, parts: &Parts, body: &Bytes) -> Bytes {
+        let Some(name) = &self.body_per else {
+            return body.clone();
+        };
+        let value = parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Bytes::from(serde_json::json!({ name.as_str(): value }).to_string())
     }
 
     /// Every document under `path/`, in path order, as one JSON array.
@@ -278,7 +298,8 @@ impl State {
     }
 
     fn validators(&self, headers: &mut HeaderMap, body: &[u8], modified: Option<SystemTime>) {
-        if self.etag_style != EtagStyle::None {
+        // An extra `ETag` is sent as it is, 304s included, whatever the body.
+        if self.etag_style != EtagStyle::None && !self.extra_headers.contains_key(header::ETAG) {
             headers.insert(header::ETAG, header_value(&etag(self.etag_style, body)));
         }
         if let (true, Some(modified)) = (self.last_modified, modified) {
