@@ -7,6 +7,7 @@ mod cli;
 mod forward;
 mod hostile;
 mod limits;
+mod protocol;
 mod reads;
 mod soak;
 mod tls;

@@ -1,0 +1,78 @@
+//! Small protocol gaps: clients that half-close after their request.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::tls::*;
+use crate::support::*;
+
+const DOC: &str = r#"{"id":1,"name":"Ada"}"#;
+
+/// Writes `request`, shuts down the sending side (`nc -N`), and reads until the server
+/// closes; a reset ends the read too.
+async fn half_closed<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &[u8]) -> String {
+    let work = async {
+        stream.write_all(request).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| panic!("half-closed {:?}: no close", String::from_utf8_lossy(request)))
+}
+
+fn half_close_cases() -> [(&'static str, &'static [u8], u16, &'static str); 3] {
+    [
+        (
+            "a read",
+            b"GET /api/doc HTTP/1.1\r\nHost: patchgate.test\r\n\r\n",
+            200,
+            DOC,
+        ),
+        (
+            "a write",
+            b"PUT /api/doc HTTP/1.1\r\nHost: patchgate.test\r\nContent-Type: application/json\r\nContent-Length: 21\r\n\r\n{\"id\":1,\"name\":\"Eve\"}",
+            200,
+            r#"{"id":1,"name":"Eve"}"#,
+        ),
+        (
+            "a request patchgate refuses",
+            b"GET /api/doc HTTP/1.1\r\n\r\n",
+            400,
+            r#""status":400"#,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer_over_tcp_and_tls() {
+    let upstream = LegacyUpstream::start().await;
+    let dir = scratch_dir("half-close");
+    let ca = TestCa::new("half-close CA");
+    let (cert, key) = ca.leaf("patchgate half-close").write(&dir);
+    let plain = TestProxy::in_front_of(&upstream, "").await;
+    let tls = TestProxy::start(&one_route(&upstream.url(), "", &server_tls(&cert, &key))).await;
+    for transport in ["tcp", "tls"] {
+        for (name, request, status, body) in half_close_cases() {
+            upstream.set_doc("/api/doc", DOC);
+            let got = match transport {
+                "tcp" => half_closed(TcpStream::connect(plain.addr).await.unwrap(), request).await,
+                _ => half_closed(tls_stream(tls.addr, &ca.der(), &[HTTP11]).await, request).await,
+            };
+            assert_eq!(
+                raw_status(got.as_bytes()),
+                Some(status),
+                "{transport}, {name}: {got:?}"
+            );
+            assert!(got.contains(body), "{transport}, {name}: {got:?}");
+        }
+    }
+}
