@@ -30,6 +30,8 @@ pub enum Error {
     },
     /// The client's request body failed while it was read (reset, bad chunking).
     ClientBody,
+    /// The client's request body took longer than `server.body_read_timeout`.
+    BodyReadTimeout,
     UnsupportedPatchFormat {
         accept_patch: HeaderValue,
     },
@@ -76,6 +78,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedPatchFormat { .. } | Error::UnsupportedContentEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -110,6 +113,7 @@ impl Error {
             Error::MethodNotImplemented => "method-not-implemented",
             Error::BodyTooLarge { .. } => "body-too-large",
             Error::ClientBody => "client-body",
+            Error::BodyReadTimeout => "body-read-timeout",
             Error::UnsupportedPatchFormat { .. } => "unsupported-patch-format",
             Error::UnsupportedContentEncoding => "unsupported-content-encoding",
             Error::Patch(e) => match e {
@@ -156,6 +160,9 @@ impl Error {
                 format!("the request body exceeds server.max_body_bytes ({max} bytes)")
             }
             Error::ClientBody => "the request body could not be read".into(),
+            Error::BodyReadTimeout => {
+                "the request body did not arrive within server.body_read_timeout".into()
+            }
             Error::UnsupportedPatchFormat { accept_patch } => format!(
                 "this route accepts PATCH bodies of type: {}",
                 accept_patch.to_str().unwrap_or("none")
@@ -215,6 +222,11 @@ impl Error {
             }
             Error::UnsupportedContentEncoding => {
                 headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            }
+            // RFC 9110 §15.5.9: the rest of the body will not be waited for. (hyper drops
+            // this connection-specific field on h2, where it is not allowed.)
+            Error::BodyReadTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Error::ConflictRetriesExhausted { etag: Some(etag) } | Error::PatchConflict { etag, .. } => {
                 headers.insert(header::ETAG, etag);

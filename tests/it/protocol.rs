@@ -1,4 +1,8 @@
-//! Small protocol gaps: clients that half-close after their request.
+//! Small protocol gaps: clients that half-close after their request, and request bodies
+//! that trickle.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -75,4 +79,67 @@ async fn a_client_that_half_closes_after_its_request_gets_the_answer_over_tcp_an
             assert!(got.contains(body), "{transport}, {name}: {got:?}");
         }
     }
+}
+
+/// Sends `head` and then its body one byte every 50 ms on another task, and returns the
+/// response read meanwhile, up to the server's close.
+async fn trickle(addr: SocketAddr, head: &str, body_len: usize) -> String {
+    let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for _ in 0..body_len {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    sender.abort();
+    let text = String::from_utf8_lossy(&received).into_owned();
+    assert!(
+        read.is_ok(),
+        "{head:?}: no close within {CLIENT_TIMEOUT:?}; got {text:?}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn a_request_body_that_trickles_past_body_read_timeout_gets_408_and_writes_nothing() {
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc("/api/doc", DOC);
+    let proxy = TestProxy::start(&one_route(&upstream.url(), "", "body_read_timeout = \"300ms\"")).await;
+    // 200 bytes at one per 50 ms would take 10 s.
+    for (method, path) in [("PUT", "/api/doc"), ("PATCH", "/api/doc"), ("POST", "/api/list")] {
+        let content_type = match method {
+            "PATCH" => "application/merge-patch+json",
+            _ => "application/json",
+        };
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: patchgate.test\r\nContent-Type: {content_type}\r\n\
+             Content-Length: 200\r\n\r\n"
+        );
+        let got = trickle(proxy.addr, &head, 200).await;
+        assert_eq!(raw_status(got.as_bytes()), Some(408), "{method}: {got:?}");
+        let lower = got.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-type: application/problem+json") && lower.contains("connection: close"),
+            "{method}: {got:?}"
+        );
+        assert!(got.contains("server.body_read_timeout"), "{method}: {got:?}");
+    }
+    assert!(upstream.writes().is_empty(), "{:?}", upstream.writes());
+    assert_eq!(upstream.doc("/api/doc").unwrap(), DOC);
+    // The streamed POST reached the upstream as a body that broke off, never as a write.
+    assert!(eventually(CLIENT_TIMEOUT, || upstream.aborted() == 1).await);
 }
