@@ -225,7 +225,7 @@ impl Ctx {
     }
 
     async fn dispatch(&self, req: Request<Body>, exchange: &mut Exchange) -> Result<Response<Body>, Error> {
-        if !crate::headers::host_is_valid(req.version(), req.headers()) {
+        if !crate::headers::host_is_valid(req.version(), req.uri(), req.headers()) {
             return Err(Error::BadHost);
         }
         let path = req.uri().path();

@@ -144,7 +144,9 @@ impl Error {
                 "the path contains dot segments or encoded separators that could escape its route".into()
             }
             Error::BadHost => {
-                "an HTTP/1.1 request needs exactly one Host header with a valid host[:port]".into()
+                "an HTTP/1.1 request needs exactly one Host header with a valid host[:port]; a \
+                 target must not carry userinfo; an HTTP/2 Host must name the :authority"
+                    .into()
             }
             Error::UnsupportedContentEncoding => {
                 "write bodies must not have a Content-Encoding; send the plain document".into()

@@ -1,5 +1,5 @@
-//! Small protocol gaps: clients that half-close after their request, and request bodies
-//! that trickle.
+//! Small protocol gaps: clients that half-close after their request, request bodies that
+//! trickle, and the forwarded host taken from the request's authority.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -142,4 +142,82 @@ async fn a_request_body_that_trickles_past_body_read_timeout_gets_408_and_writes
     assert_eq!(upstream.doc("/api/doc").unwrap(), DOC);
     // The streamed POST reached the upstream as a body that broke off, never as a write.
     assert!(eventually(CLIENT_TIMEOUT, || upstream.aborted() == 1).await);
+}
+
+/// The `x-forwarded-host` and `forwarded` values of every upstream request since `from`.
+fn forwarded_hosts(upstream: &LegacyUpstream, from: usize) -> Vec<(String, String, String)> {
+    upstream.requests()[from..]
+        .iter()
+        .map(|r| {
+            let value = |name: &str| {
+                r.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            (
+                r.method.to_string(),
+                value("x-forwarded-host"),
+                value("forwarded"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_forwarded_host_is_the_requests_authority_not_a_conflicting_host() {
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc("/api/doc", DOC);
+    let proxy = TestProxy::in_front_of(&upstream, "").await;
+
+    // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host, for a
+    // streamed read and for the read and write patchgate makes for a PATCH.
+    let absolute = [
+        "GET http://public.example/api/doc HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        format!(
+            "PATCH http://public.example/api/doc HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\
+             Content-Type: application/merge-patch+json\r\nContent-Length: 14\r\n\r\n{}",
+            r#"{"name":"Eve"}"#
+        ),
+    ];
+    for request in absolute {
+        let from = upstream.requests().len();
+        let got = raw(proxy.addr, request.as_bytes(), CLIENT_TIMEOUT).await;
+        assert_eq!(raw_status(&got), Some(200), "{}", String::from_utf8_lossy(&got));
+        let seen = forwarded_hosts(&upstream, from);
+        assert!(!seen.is_empty());
+        for (method, xfh, forwarded) in seen {
+            assert_eq!(xfh, "public.example", "{method} for {request:?}");
+            assert!(
+                forwarded.ends_with(";host=\"public.example\""),
+                "{method}: {forwarded}"
+            );
+        }
+    }
+
+    // RFC 9113 §8.3.1: h2 carries the authority in :authority; a Host naming the same
+    // entity is fine, another one makes the request malformed.
+    let authority = proxy.addr.to_string();
+    for host in [None, Some(authority.as_str())] {
+        let from = upstream.requests().len();
+        let headers: Vec<(&str, &str)> = host.map(|h| ("host", h)).into_iter().collect();
+        let got = send_h2(proxy.addr, "GET", "/api/doc", &headers, "").await;
+        assert_eq!(got.status, 200, "host {host:?}: {}", got.text());
+        let seen = forwarded_hosts(&upstream, from);
+        assert_eq!(seen.len(), 1, "host {host:?}");
+        assert_eq!(seen[0].1, authority, "host {host:?}");
+    }
+    let from = upstream.requests().len();
+    for method in ["GET", "PUT"] {
+        let got = send_h2(proxy.addr, method, "/api/doc", &[("host", "evil.example")], "{}").await;
+        assert_eq!(got.status, 400, "{method}: {}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        from,
+        "a malformed request reached the upstream"
+    );
 }
