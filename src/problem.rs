@@ -85,9 +85,9 @@ impl Error {
             Error::Patch(e) => match e {
                 PatchError::Malformed { .. } => StatusCode::BAD_REQUEST,
                 PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                PatchError::NotJson { .. } | PatchError::CannotApply { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                PatchError::NotJson { .. }
+                | PatchError::DuplicateMember { .. }
+                | PatchError::CannotApply { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 PatchError::TestFailed { .. } => StatusCode::CONFLICT,
             },
             Error::PatchConflict { .. } => StatusCode::CONFLICT,
@@ -121,6 +121,7 @@ impl Error {
                 PatchError::TooManyOps { .. } => "too-many-operations",
                 PatchError::TooLarge { .. } => "patch-result-too-large",
                 PatchError::NotJson { .. } => "not-json",
+                PatchError::DuplicateMember { .. } => "duplicate-member",
                 PatchError::CannotApply { .. } => "patch-not-applicable",
                 PatchError::TestFailed { .. } => "test-failed",
             },
@@ -208,6 +209,10 @@ impl Error {
         } = &self
         {
             doc["op_index"] = json!(op_index);
+            doc["path"] = json!(path);
+        }
+        if let Error::Patch(PatchError::DuplicateMember { name, path }) = &self {
+            doc["member"] = json!(name);
             doc["path"] = json!(path);
         }
         let mut response = problem_response(status, &doc);

@@ -1,5 +1,6 @@
 //! Small protocol gaps: clients that half-close after their request, request bodies that
-//! trickle, and the forwarded host taken from the request's authority.
+//! trickle, the forwarded host taken from the request's authority, and stored documents
+//! with repeated member names.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -220,4 +221,39 @@ async fn the_forwarded_host_is_the_requests_authority_not_a_conflicting_host() {
         from,
         "a malformed request reached the upstream"
     );
+}
+
+#[tokio::test]
+async fn a_patch_of_a_document_with_a_repeated_member_gets_422_naming_it_and_writes_nothing() {
+    let upstream = LegacyUpstream::start().await;
+    let stored = r#"{"id":1,"tags":[{"name":"Ada","name":"Eve"}]}"#;
+    upstream.set_doc("/api/doc", stored);
+    let proxy = TestProxy::in_front_of(&upstream, "").await;
+    for (content_type, patch) in [
+        ("application/merge-patch+json", r#"{"id":2}"#),
+        (
+            "application/json-patch+json",
+            r#"[{"op":"replace","path":"/id","value":2}]"#,
+        ),
+    ] {
+        let got = send(
+            proxy.addr,
+            "PATCH",
+            "/api/doc",
+            &[("content-type", content_type)],
+            patch,
+        )
+        .await;
+        assert_eq!(got.status, 422, "{content_type}: {}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+        let problem = got.json();
+        assert_eq!(problem["member"], "name", "{problem}");
+        assert_eq!(problem["path"], "/tags/0/name", "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("\"name\""),
+            "{problem}"
+        );
+    }
+    assert!(upstream.writes().is_empty(), "{:?}", upstream.writes());
+    assert_eq!(upstream.doc("/api/doc").unwrap(), stored);
 }
