@@ -2,6 +2,13 @@
 //!
 //! Boxed so that streamed pass-through bodies, cached `Bytes` and problem documents
 //! share one type across the tower stack.
+//!
+//! Invariant: a client's request body is read within `server.body_read_timeout` of its
+//! first poll, or it ends with [`ReadTimeout`] (mapped once to 408).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
@@ -62,5 +69,134 @@ impl http_body::Body for Prefixed {
 
     fn is_end_stream(&self) -> bool {
         self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// The error a [`Deadline`] body yields when the whole body took too long: distinct, so
+/// the places that read client bodies can answer 408 rather than 400 (RFC 9110 §15.5.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeout;
+
+impl std::fmt::Display for ReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body was not read within server.body_read_timeout")
+    }
+}
+
+impl std::error::Error for ReadTimeout {}
+
+/// True when `err`, or any error it wraps, is a [`ReadTimeout`] (hyper's client reports a
+/// failed request body as its own error with the body's error as its source).
+pub fn is_read_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(|e| e.is::<ReadTimeout>())
+}
+
+/// A body that must end within `limit` of its first poll, else yields [`ReadTimeout`].
+///
+/// The clock starts on the first poll, not on arrival, so time the request spends waiting
+/// for a lock or an upstream connection is not counted against the client.
+pub struct Deadline {
+    inner: Body,
+    limit: std::time::Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    /// Bounds `body`; an already finished body (a GET's) is returned as it is.
+    pub fn bound(body: Body, limit: std::time::Duration) -> Body {
+        if http_body::Body::is_end_stream(&body) {
+            return body;
+        }
+        Deadline {
+            inner: body,
+            limit,
+            timer: None,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let limit = this.limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A client that sends headers and then nothing.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+
+    /// Stands for hyper's client error: its source is the request body's error.
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error from user's Body stream")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_body_ends_with_read_timeout_and_a_finished_one_is_untouched() {
+        let limit = std::time::Duration::from_millis(20);
+        let err = Deadline::bound(boxed(Silent), limit)
+            .frame()
+            .await
+            .expect("a frame")
+            .expect_err("a timeout");
+        assert!(err.is::<ReadTimeout>(), "{err}");
+        assert!(is_read_timeout(&Wrapper(err)));
+        assert!(!is_read_timeout(&Wrapper("reset".into())));
+
+        let done = Deadline::bound(full("{}"), limit).collect().await.unwrap();
+        assert_eq!(done.to_bytes(), "{}");
+        assert!(http_body::Body::is_end_stream(&Deadline::bound(empty(), limit)));
     }
 }

@@ -2,7 +2,7 @@
 //! (RFC 9110 §7.6.1).
 
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, Version, header};
+use http::{HeaderMap, HeaderName, Uri, Version, header};
 
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
@@ -68,22 +68,53 @@ pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
             .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` line, an HTTP/1.0 one at
-/// most one; its value is empty or `uri-host [":" port]` (no userinfo). HTTP/2 and later
-/// carry the authority in `:authority`, so only a present `Host` is checked there.
-pub fn host_is_valid(version: Version, headers: &HeaderMap) -> bool {
+/// Whether a request names its host acceptably:
+/// - RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` line, an HTTP/1.0 one at
+///   most one; its value is empty or `uri-host [":" port]` (no userinfo). HTTP/2 and later
+///   carry the authority in `:authority`, so only a present `Host` is checked there.
+/// - RFC 9110 §4.2.4: userinfo in the target's authority (`http://user:pw@host/`, an
+///   `:authority` with `@`) is an error, never a credential to pass on.
+/// - RFC 9113 §8.3.1: on HTTP/2, a `Host` naming another entity than `:authority` makes
+///   the request malformed. (On HTTP/1.1 an absolute-form target wins over `Host`, RFC 9112
+///   §3.2.2, so a different `Host` there is ignored, not refused.)
+pub fn host_is_valid(version: Version, target: &Uri, headers: &HeaderMap) -> bool {
     let mut hosts = headers.get_all(header::HOST).iter();
     let (first, more) = (hosts.next(), hosts.next().is_some());
+    let authority = target.authority();
+    if authority.is_some_and(|a| a.as_str().contains('@')) {
+        return false;
+    }
     let required = version == Version::HTTP_11;
     match first {
         None => !required,
         Some(_) if more => false,
         Some(value) => {
             let bytes = value.as_bytes();
-            bytes.is_empty()
-                || (!bytes.contains(&b'@') && Authority::try_from(bytes).is_ok_and(|a| has_digit_port(&a)))
+            let valid = bytes.is_empty()
+                || (!bytes.contains(&b'@') && Authority::try_from(bytes).is_ok_and(|a| has_digit_port(&a)));
+            let h2 = version >= Version::HTTP_2;
+            valid
+                && match authority {
+                    Some(authority) if h2 => same_entity(authority, bytes, target.scheme_str()),
+                    _ => true,
+                }
         }
     }
+}
+
+/// `host` names the same host and port as `authority`: host compared without case
+/// (RFC 3986 §6.2.2.1), an absent port meaning the scheme's default (RFC 3986 §6.2.3).
+fn same_entity(authority: &Authority, host: &[u8], scheme: Option<&str>) -> bool {
+    let Ok(host) = Authority::try_from(host) else {
+        return false;
+    };
+    let default = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    };
+    authority.host().eq_ignore_ascii_case(host.host())
+        && authority.port_u16().or(default) == host.port_u16().or(default)
 }
 
 /// `host`, `host:` or `host:digits` (RFC 3986 §3.2.3); `Authority` parses the port lazily.
@@ -192,9 +223,79 @@ mod tests {
         ];
         for (hosts, h11, h10, h2) in rows {
             let h = map(hosts);
-            assert_eq!(host_is_valid(Version::HTTP_11, &h), h11, "{hosts:?}");
-            assert_eq!(host_is_valid(Version::HTTP_10, &h), h10, "{hosts:?}");
-            assert_eq!(host_is_valid(Version::HTTP_2, &h), h2, "{hosts:?}");
+            let origin_form = Uri::from_static("/x");
+            assert_eq!(
+                host_is_valid(Version::HTTP_11, &origin_form, &h),
+                h11,
+                "{hosts:?}"
+            );
+            assert_eq!(
+                host_is_valid(Version::HTTP_10, &origin_form, &h),
+                h10,
+                "{hosts:?}"
+            );
+            assert_eq!(host_is_valid(Version::HTTP_2, &origin_form, &h), h2, "{hosts:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_with_userinfo_or_an_h2_host_naming_another_entity_is_refused() {
+        let host = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static(v));
+            h
+        };
+        let none = HeaderMap::new();
+        let rows: [(Version, &str, &HeaderMap, bool); 14] = [
+            // RFC 9112 §3.2.2: absolute-form wins over a different Host on HTTP/1.1.
+            (Version::HTTP_11, "http://a.example/x", &host("b.example"), true),
+            (
+                Version::HTTP_11,
+                "http://user:pw@a.example/x",
+                &host("a.example"),
+                false,
+            ),
+            (
+                Version::HTTP_11,
+                "http://user@a.example/x",
+                &host("a.example"),
+                false,
+            ),
+            (Version::HTTP_10, "http://user@a.example/x", &none, false),
+            // RFC 9113 §8.3.1: :authority alone, or a Host naming the same entity.
+            (Version::HTTP_2, "https://a.example/x", &none, true),
+            (Version::HTTP_2, "https://a.example/x", &host("a.example"), true),
+            (
+                Version::HTTP_2,
+                "https://A.Example:443/x",
+                &host("a.example"),
+                true,
+            ),
+            (Version::HTTP_2, "http://a.example/x", &host("a.example:80"), true),
+            (
+                Version::HTTP_2,
+                "https://a.example:8443/x",
+                &host("a.example:8443"),
+                true,
+            ),
+            (Version::HTTP_2, "https://a.example/x", &host("b.example"), false),
+            (
+                Version::HTTP_2,
+                "https://a.example:8443/x",
+                &host("a.example"),
+                false,
+            ),
+            (Version::HTTP_2, "https://a.example/x", &host(""), false),
+            (Version::HTTP_2, "https://u@a.example/x", &none, false),
+            (Version::HTTP_2, "/x", &host("b.example"), true),
+        ];
+        for (version, target, headers, valid) in rows {
+            let uri = Uri::from_static(target);
+            assert_eq!(
+                host_is_valid(version, &uri, headers),
+                valid,
+                "{version:?} {target} {headers:?}"
+            );
         }
     }
 

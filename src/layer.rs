@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     pub max_entry_bytes: u64,
     pub request_timeout: Duration,
     pub write_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub key_headers: Vec<HeaderName>,
     pub cache: Cache,
     pub locks: Locks,
@@ -89,6 +90,7 @@ impl PatchLayer {
                 max_entry_bytes: config.cache.max_entry_bytes,
                 request_timeout: config.server.request_timeout,
                 write_timeout: config.server.write_timeout,
+                body_read_timeout: config.server.body_read_timeout,
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 locks: Locks::new(),
@@ -185,7 +187,9 @@ where
             shared: Arc::clone(&self.shared),
             upstream: Arc::clone(&self.upstream),
         };
-        Box::pin(async move { Ok(ctx.handle(req.map(body::boxed)).await) })
+        let limit = self.shared.body_read_timeout;
+        let req = req.map(|b| body::Deadline::bound(body::boxed(b), limit));
+        Box::pin(async move { Ok(ctx.handle(req).await) })
     }
 }
 
@@ -244,7 +248,7 @@ impl Ctx {
         mut req: Request<Body>,
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, Error> {
-        if !crate::headers::host_is_valid(req.version(), req.headers()) {
+        if !crate::headers::host_is_valid(req.version(), req.uri(), req.headers()) {
             return Err(Error::BadHost);
         }
         let version = req.version();
@@ -347,6 +351,7 @@ impl Ctx {
             .record_upstream_latency(route.id, started.elapsed());
         match result {
             Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) if body::is_read_timeout(e.as_ref()) => Err(Error::BodyReadTimeout),
             Ok(Err(e)) => Err(match upstream::classify_boxed(&e) {
                 Error::BodyTooLarge { .. } => Error::BodyTooLarge {
                     max: self.shared.max_body_bytes,

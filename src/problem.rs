@@ -30,6 +30,8 @@ pub enum Error {
     },
     /// The client's request body failed while it was read (reset, bad chunking).
     ClientBody,
+    /// The client's request body took longer than `server.body_read_timeout`.
+    BodyReadTimeout,
     UnsupportedPatchFormat {
         accept_patch: HeaderValue,
     },
@@ -79,15 +81,16 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedPatchFormat { .. } | Error::UnsupportedContentEncoding => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Error::Patch(e) => match e {
                 PatchError::Malformed { .. } => StatusCode::BAD_REQUEST,
                 PatchError::TooManyOps { .. } | PatchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                PatchError::NotJson { .. } | PatchError::CannotApply { .. } => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                PatchError::NotJson { .. }
+                | PatchError::DuplicateMember { .. }
+                | PatchError::CannotApply { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 PatchError::TestFailed { .. } => StatusCode::CONFLICT,
             },
             Error::PatchConflict { .. } => StatusCode::CONFLICT,
@@ -114,6 +117,7 @@ impl Error {
             Error::MethodNotImplemented => "method-not-implemented",
             Error::BodyTooLarge { .. } => "body-too-large",
             Error::ClientBody => "client-body",
+            Error::BodyReadTimeout => "body-read-timeout",
             Error::UnsupportedPatchFormat { .. } => "unsupported-patch-format",
             Error::UnsupportedContentEncoding => "unsupported-content-encoding",
             Error::Patch(e) => match e {
@@ -121,6 +125,7 @@ impl Error {
                 PatchError::TooManyOps { .. } => "too-many-operations",
                 PatchError::TooLarge { .. } => "patch-result-too-large",
                 PatchError::NotJson { .. } => "not-json",
+                PatchError::DuplicateMember { .. } => "duplicate-member",
                 PatchError::CannotApply { .. } => "patch-not-applicable",
                 PatchError::TestFailed { .. } => "test-failed",
             },
@@ -145,7 +150,9 @@ impl Error {
                 "the path contains dot segments or encoded separators that could escape its route".into()
             }
             Error::BadHost => {
-                "an HTTP/1.1 request needs exactly one Host header with a valid host[:port]".into()
+                "an HTTP/1.1 request needs exactly one Host header with a valid host[:port]; a \
+                 target must not carry userinfo; an HTTP/2 Host must name the :authority"
+                    .into()
             }
             Error::UnsupportedContentEncoding => {
                 "write bodies must not have a Content-Encoding; send the plain document".into()
@@ -161,6 +168,9 @@ impl Error {
                 format!("the request body exceeds server.max_body_bytes ({max} bytes)")
             }
             Error::ClientBody => "the request body could not be read".into(),
+            Error::BodyReadTimeout => {
+                "the request body did not arrive within server.body_read_timeout".into()
+            }
             Error::UnsupportedPatchFormat { accept_patch } => format!(
                 "this route accepts PATCH bodies of type: {}",
                 accept_patch.to_str().unwrap_or("none")
@@ -210,6 +220,10 @@ impl Error {
             doc["op_index"] = json!(op_index);
             doc["path"] = json!(path);
         }
+        if let Error::Patch(PatchError::DuplicateMember { name, path }) = &self {
+            doc["member"] = json!(name);
+            doc["path"] = json!(path);
+        }
         let mut response = problem_response(status, &doc);
         let headers = response.headers_mut();
         match self {
@@ -224,6 +238,11 @@ impl Error {
             }
             Error::UnsupportedContentEncoding => {
                 headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            }
+            // RFC 9110 §15.5.9: the rest of the body will not be waited for. (hyper drops
+            // this connection-specific field on h2, where it is not allowed.)
+            Error::BodyReadTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Error::ConflictRetriesExhausted { etag: Some(etag) } | Error::PatchConflict { etag, .. } => {
                 headers.insert(header::ETAG, etag);

@@ -200,6 +200,8 @@ impl Ctx {
         let (mut up, ()) = Request::new(()).into_parts();
         up.headers = headers;
         up.extensions = parts.extensions.clone();
+        // The client's target, so that its authority (h2, absolute-form) is forwarded.
+        up.uri = parts.uri.clone();
         upstream::prepare(&mut up, self.upstream_uri(route, &parts.uri)?, &route.host);
         Ok(Signature {
             uri: up.uri,

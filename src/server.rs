@@ -117,6 +117,10 @@ impl Proxy {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
+            // A client may shut down its sending side once the request is out (`nc -N`,
+            // health checkers) and still read the answer; without this hyper drops the
+            // connection at that EOF, unanswered.
+            .half_close(true)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);

@@ -186,18 +186,23 @@ fn pooled(tls: rustls::ClientConfig) -> Pooled {
 /// upstream (never the client's authority), hop-by-hop headers removed, `Host` set,
 /// forwarding headers and `Via` added.
 pub fn prepare(parts: &mut request::Parts, uri: Uri, upstream_host: &HeaderValue) {
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let original_host = client_authority(&parts.uri, &parts.headers);
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
     let info = parts.extensions.get::<ConnInfo>().copied();
     add_forwarding(&mut parts.headers, info, original_host);
     parts.headers.insert(header::HOST, upstream_host.clone());
+}
+
+/// The authority the client addressed, for the forwarding headers: the target's own
+/// (absolute-form, RFC 9112 §3.2.2; h2 `:authority`, RFC 9113 §8.3.1) before `Host`,
+/// as RFC 9110 §7.2 reconstructs the target URI.
+fn client_authority(target: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    match target.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    }
 }
 
 fn add_forwarding(headers: &mut HeaderMap, info: Option<ConnInfo>, host: Option<HeaderValue>) {
@@ -255,7 +260,7 @@ pub fn own_request(
         }
     }
     let info = client.extensions.get::<ConnInfo>().copied();
-    let host = client.headers.get(header::HOST).cloned();
+    let host = client_authority(&client.uri, &client.headers);
     add_forwarding(req.headers_mut(), info, host);
     req.headers_mut().insert(header::HOST, upstream_host.clone());
     *req.uri_mut() = uri;

@@ -575,6 +575,7 @@ impl Ctx {
         match collect(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))).await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { max }),
+            Err(e) if crate::body::is_read_timeout(e.as_ref()) => Err(Error::BodyReadTimeout),
             Err(_) => Err(Error::ClientBody),
         }
     }

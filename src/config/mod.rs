@@ -46,6 +46,9 @@ pub struct Server {
     pub write_timeout: Duration,
     /// Cuts clients that trickle their request headers. Always > 0.
     pub header_read_timeout: Duration,
+    /// Cuts clients that trickle a request body: the whole body read, from its first
+    /// poll, gets 408 past it. Always > 0.
+    pub body_read_timeout: Duration,
     /// Connections beyond this wait in the listen backlog; `None` = unlimited.
     pub max_connections: Option<usize>,
     pub tls: Option<Tls>,
@@ -141,6 +144,7 @@ impl Default for Server {
             shutdown_grace: Duration::from_secs(10),
             write_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             max_connections: None,
             tls: None,
         }
@@ -392,6 +396,7 @@ batch_reads = true               # false => every revalidate read is its own ups
             assert_eq!(c.server.request_timeout, Duration::from_secs(30));
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
             assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+            assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
             assert!(c.server.tls.is_none() && c.admin.is_none());
             assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (256 << 20, 8 << 20));
             assert_eq!(names(&c.cache.key_headers), ["authorization", "cookie"]);
@@ -416,6 +421,7 @@ max_body_bytes = 65536
 request_timeout = "250ms"
 shutdown_grace = "0s"
 header_read_timeout = "5m"
+body_read_timeout = "1500ms"
 tls = { cert = "certs/server.pem", key = "/etc/key.pem" }
 
 [cache]
@@ -452,6 +458,7 @@ patch = ["merge-patch"]
         assert_eq!(c.server.request_timeout, Duration::from_millis(250));
         assert_eq!(c.server.shutdown_grace, Duration::ZERO);
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.body_read_timeout, Duration::from_millis(1500));
         let tls = c.server.tls.unwrap();
         assert_eq!(
             (tls.cert, tls.key),

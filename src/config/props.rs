@@ -80,6 +80,7 @@ const TABLES: &[Table] = &[
             ("request_timeout", "\"30s\""),
             ("shutdown_grace", "\"250ms\""),
             ("header_read_timeout", "\"10s\""),
+            ("body_read_timeout", "\"30s\""),
         ],
     ),
     ("[server.tls]", &[("cert", "\"c.pem\""), ("key", "\"k.pem\"")]),
@@ -222,6 +223,7 @@ fn check(src: &str) -> Result<Option<Config>, TestCaseError> {
             prop_assert!(config.server.max_body_bytes > 0);
             prop_assert!(!config.server.request_timeout.is_zero());
             prop_assert!(!config.server.header_read_timeout.is_zero());
+            prop_assert!(!config.server.body_read_timeout.is_zero());
             prop_assert!(config.cache.max_entry_bytes <= config.cache.max_bytes);
             prop_assert!(!config.routes.is_empty());
             let mut names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();

@@ -28,6 +28,7 @@ pub(super) struct RawServer {
     pub shutdown_grace: Option<Spanned<RawDuration>>,
     pub write_timeout: Option<Spanned<RawDuration>>,
     pub header_read_timeout: Option<Spanned<RawDuration>>,
+    pub body_read_timeout: Option<Spanned<RawDuration>>,
     pub max_connections: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawTls>>,
 }

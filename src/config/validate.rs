@@ -114,6 +114,12 @@ impl Checker<'_> {
                 d.header_read_timeout,
                 nonzero_duration,
             )?,
+            body_read_timeout: self.optional(
+                raw.body_read_timeout,
+                "server.body_read_timeout",
+                d.body_read_timeout,
+                nonzero_duration,
+            )?,
             max_connections: self.optional(raw.max_connections, "server.max_connections", None, |n| {
                 positive(*n).map(Some)
             })?,
@@ -703,6 +709,20 @@ mod tests {
                 2,
                 23,
                 "greater than zero",
+            ),
+            (
+                "[server]\nbody_read_timeout = \"0s\"\n",
+                "server.body_read_timeout",
+                2,
+                21,
+                "greater than zero",
+            ),
+            (
+                "[server]\nbody_read_timeout = 30\n",
+                "server.body_read_timeout",
+                2,
+                21,
+                "duration",
             ),
             (
                 "[server]\nshutdown_grace = \"-1s\"\n",

@@ -213,10 +213,10 @@ fn sub_magnitude(digits: &[u8], k: u128) -> Vec<u8> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::patch::parse::{Duplicates, parse};
+    use crate::patch::parse::parse;
 
     fn json(text: &str) -> Json {
-        parse(text.as_bytes(), Duplicates::Reject).unwrap()
+        parse(text.as_bytes()).unwrap()
     }
 
     #[test]

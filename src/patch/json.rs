@@ -248,10 +248,10 @@ fn write_str(sink: &mut impl Sink, s: &str) -> Result<(), Overflow> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::patch::parse::{Duplicates, parse};
+    use crate::patch::parse::parse;
 
     fn round_trip(text: &str) -> String {
-        let value = parse(text.as_bytes(), Duplicates::LastWins).unwrap();
+        let value = parse(text.as_bytes()).unwrap();
         String::from_utf8(to_vec(&value, usize::MAX, 0).unwrap()).unwrap()
     }
 
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn encoded_len_matches_output_and_stops_past_limit() {
-        let value = parse(br#"{"a":"x\ny","b":[1e2,null]}"#, Duplicates::Reject).unwrap();
+        let value = parse(br#"{"a":"x\ny","b":[1e2,null]}"#).unwrap();
         let out = to_vec(&value, usize::MAX, 0).unwrap();
         assert_eq!(encoded_len(&value, usize::MAX), Ok(out.len()));
         assert_eq!(encoded_len(&value, 5), Err(Overflow));

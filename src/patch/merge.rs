@@ -68,11 +68,11 @@ fn positions(target: &Object, patch: &Object) -> Vec<Option<usize>> {
 mod tests {
     use super::*;
     use crate::patch::json::to_vec;
-    use crate::patch::parse::{Duplicates, parse};
+    use crate::patch::parse::parse;
 
     fn merged(target: &str, patch: &str) -> String {
-        let mut target = parse(target.as_bytes(), Duplicates::LastWins).unwrap();
-        merge(&mut target, &parse(patch.as_bytes(), Duplicates::Reject).unwrap());
+        let mut target = parse(target.as_bytes()).unwrap();
+        merge(&mut target, &parse(patch.as_bytes()).unwrap());
         String::from_utf8(to_vec(&target, usize::MAX, 0).unwrap()).unwrap()
     }
 

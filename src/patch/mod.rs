@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use self::json::Json;
 use self::ops::{Budget, Op};
-use self::parse::{Bounded, Duplicates};
+use self::parse::Bounded;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -67,10 +67,15 @@ pub struct Document {
 }
 
 impl Document {
-    /// RFC 8259 text, nested at most 128 levels; a repeated member name keeps the last value.
+    /// RFC 8259 text, nested at most 128 levels. A repeated member name is
+    /// [`PatchError::DuplicateMember`]: keeping either value would silently drop the other
+    /// on the next write.
     pub fn parse(body: &[u8]) -> Result<Document, PatchError> {
-        let root = parse::parse(body, Duplicates::LastWins).map_err(|e| PatchError::NotJson {
-            detail: e.to_string(),
+        let root = parse::parse(body).map_err(|e| match e.duplicate_member() {
+            Some((name, path)) => PatchError::DuplicateMember { name, path },
+            None => PatchError::NotJson {
+                detail: e.to_string(),
+            },
         })?;
         Ok(Document {
             root,
@@ -117,7 +122,7 @@ impl Patch {
         };
         let kind = match format {
             // RFC 6902 §3: an array of operation objects.
-            Format::JsonPatch => match parse::parse_bounded_array(body, max_ops, Duplicates::Reject) {
+            Format::JsonPatch => match parse::parse_bounded_array(body, max_ops) {
                 Ok(Bounded::Items(items)) => Kind::Json(
                     items
                         .into_iter()
@@ -136,7 +141,7 @@ impl Patch {
                 Err(e) => return Err(malformed(e)),
             },
             // RFC 7396 §2: any JSON value.
-            Format::MergePatch => Kind::Merge(parse::parse(body, Duplicates::Reject).map_err(malformed)?),
+            Format::MergePatch => Kind::Merge(parse::parse(body).map_err(malformed)?),
         };
         Ok(Patch { kind })
     }
@@ -242,6 +247,9 @@ pub enum PatchError {
     TooManyOps { count: usize, max: usize },
     /// 422: the current representation is not JSON.
     NotJson { detail: String },
+    /// 422: the current representation repeats a member name (RFC 8259 §4); `path` is the
+    /// JSON Pointer to it.
+    DuplicateMember { name: String, path: String },
     /// 409: a `test` operation did not hold.
     TestFailed { op_index: usize, path: String },
     /// 422: an operation cannot be applied (missing path, bad index, move into a child…).
@@ -264,6 +272,11 @@ impl fmt::Display for PatchError {
             PatchError::NotJson { detail } => {
                 write!(f, "the current representation is not JSON: {detail}")
             }
+            PatchError::DuplicateMember { name, path } => write!(
+                f,
+                "the current representation has the member name {name:?} more than once \
+                 (at {path:?}); which value is meant is unknowable, so it is not patched"
+            ),
             PatchError::TestFailed { op_index, path } => write!(
                 f,
                 "test operation {op_index} failed: the value at {path:?} is not the expected one"

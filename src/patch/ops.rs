@@ -231,11 +231,11 @@ fn check_depth(path: &Pointer, value: &Json) -> Result<(), String> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::patch::parse::{Duplicates, parse};
+    use crate::patch::parse::parse;
 
     #[test]
     fn budget_recounts_exactly_when_the_estimate_passes_the_limit() {
-        let doc = parse(br#"{"a":[1,2]}"#, Duplicates::Reject).unwrap();
+        let doc = parse(br#"{"a":[1,2]}"#).unwrap();
         let mut budget = Budget::new(11, 11);
         budget.grow(100);
         assert_eq!(budget.check(&doc), Ok(()));
@@ -248,12 +248,8 @@ mod tests {
     #[test]
     fn whitespace_in_the_source_does_not_count_against_the_limit() {
         let source = format!("{{\"a\" : 1 {}}}", " ".repeat(1000));
-        let mut doc = parse(source.as_bytes(), Duplicates::Reject).unwrap();
-        let ops = [Op::from_json(
-            0,
-            parse(br#"{"op":"add","path":"/b","value":2}"#, Duplicates::Reject).unwrap(),
-        )
-        .unwrap()];
+        let mut doc = parse(source.as_bytes()).unwrap();
+        let ops = [Op::from_json(0, parse(br#"{"op":"add","path":"/b","value":2}"#).unwrap()).unwrap()];
         let mut budget = Budget::new(source.len(), 13);
         assert_eq!(apply(&mut doc, &ops, &mut budget), Ok(()));
         assert_eq!(json::to_vec(&doc, 13, 0).map(|v| v.len()), Ok(13));

@@ -1,27 +1,44 @@
 //! An RFC 8259 parser into [`Json`] that keeps numbers as written and members in order.
 //!
 //! Strict like serde_json: UTF-8 only, no trailing commas, no lone surrogates, nesting at
-//! most [`MAX_DEPTH`] (an error, never a stack overflow). Repeated member names are either
-//! rejected or collapsed, the last value winning at the first name's position.
+//! most [`MAX_DEPTH`] (an error, never a stack overflow). Repeated member names are an
+//! error that carries the path to the member: RFC 8259 §4 leaves their meaning open, so
+//! neither a patch nor a document to patch may have them.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use super::json::{Json, MAX_DEPTH, Object, Text};
-
-/// What to do with repeated member names (RFC 8259 §4 leaves it open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Duplicates {
-    /// The last value wins, at the first name's position (as serde_json and JavaScript).
-    LastWins,
-    Reject,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ParseError {
     message: String,
     line: usize,
     column: usize,
+    /// For a repeated member name: the path to it, innermost segment first (it is built
+    /// while the error unwinds out of the enclosing values).
+    duplicate: Option<Vec<Text>>,
+}
+
+impl ParseError {
+    /// For a repeated member name: the name and the JSON Pointer (RFC 6901) to it.
+    pub(super) fn duplicate_member(&self) -> Option<(String, String)> {
+        let segments = self.duplicate.as_ref()?;
+        let name = segments.first()?.to_string();
+        let mut pointer = String::new();
+        for segment in segments.iter().rev() {
+            pointer.push('/');
+            pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+        }
+        Some((name, pointer))
+    }
+
+    /// Adds the enclosing member name or array index to a repeated member's path.
+    fn within(mut self, segment: impl FnOnce() -> Text) -> ParseError {
+        if let Some(path) = &mut self.duplicate {
+            path.push(segment());
+        }
+        self
+    }
 }
 
 impl fmt::Display for ParseError {
@@ -35,8 +52,8 @@ impl fmt::Display for ParseError {
 }
 
 /// RFC 8259: parses one JSON text (whitespace around it allowed).
-pub(super) fn parse(bytes: &[u8], duplicates: Duplicates) -> Result<Json, ParseError> {
-    let mut p = Parser::new(bytes, duplicates)?;
+pub(super) fn parse(bytes: &[u8]) -> Result<Json, ParseError> {
+    let mut p = Parser::new(bytes)?;
     let value = p.value(0)?;
     p.end()?;
     Ok(value)
@@ -53,12 +70,8 @@ pub(super) enum Bounded {
 
 /// Parses a JSON text that should be an array; items past `max` are checked, counted and
 /// dropped at once, so a huge array costs no more memory than `max` items.
-pub(super) fn parse_bounded_array(
-    bytes: &[u8],
-    max: usize,
-    duplicates: Duplicates,
-) -> Result<Bounded, ParseError> {
-    let mut p = Parser::new(bytes, duplicates)?;
+pub(super) fn parse_bounded_array(bytes: &[u8], max: usize) -> Result<Bounded, ParseError> {
+    let mut p = Parser::new(bytes)?;
     p.skip_ws();
     if p.peek() != Some(b'[') {
         p.value(0)?;
@@ -73,7 +86,7 @@ pub(super) fn parse_bounded_array(
         p.pos += 1;
     } else {
         loop {
-            let item = p.value(1)?;
+            let item = p.value(1).map_err(|e| e.within(|| count.to_string().into()))?;
             count += 1;
             if count <= max {
                 items.push(item);
@@ -95,22 +108,17 @@ struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
-    duplicates: Duplicates,
 }
 
 impl<'a> Parser<'a> {
-    fn new(bytes: &'a [u8], duplicates: Duplicates) -> Result<Self, ParseError> {
+    fn new(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let text = std::str::from_utf8(bytes).map_err(|e| ParseError {
             message: "invalid UTF-8".into(),
             line: 1,
             column: 1 + e.valid_up_to(),
+            duplicate: None,
         })?;
-        Ok(Parser {
-            text,
-            bytes,
-            pos: 0,
-            duplicates,
-        })
+        Ok(Parser { text, bytes, pos: 0 })
     }
 
     fn error(&self, message: impl Into<String>) -> ParseError {
@@ -121,6 +129,7 @@ impl<'a> Parser<'a> {
             message: message.into(),
             line,
             column: 1 + self.pos - line_start,
+            duplicate: None,
         }
     }
 
@@ -320,7 +329,11 @@ impl<'a> Parser<'a> {
             return Ok(Json::Array(items));
         }
         loop {
-            items.push(self.value(depth)?);
+            let index = items.len();
+            items.push(
+                self.value(depth)
+                    .map_err(|e| e.within(|| index.to_string().into()))?,
+            );
             if self.list_next(b']')? {
                 return Ok(Json::Array(items));
             }
@@ -346,16 +359,16 @@ impl<'a> Parser<'a> {
                 return Err(self.expected("expected ':' after a member name"));
             }
             self.pos += 1;
-            members.push((key, self.value(depth)?));
+            let value = self.value(depth).map_err(|e| e.within(|| key.clone()))?;
+            members.push((key, value));
             if self.list_next(b'}')? {
                 break;
             }
         }
         if let Some(name) = first_duplicate(&members) {
-            if self.duplicates == Duplicates::Reject {
-                return Err(self.error(format!("duplicate member name {name:?}")));
-            }
-            members = last_wins(members);
+            let mut error = self.error(format!("duplicate member name {name:?}"));
+            error.duplicate = Some(vec![name]);
+            return Err(error);
         }
         Ok(Json::Object(Object::from_members(members)))
     }
@@ -378,49 +391,18 @@ fn first_duplicate(members: &[(Text, Json)]) -> Option<Text> {
         .map(|k| Text::from(*k))
 }
 
-fn last_wins(members: Vec<(Text, Json)>) -> Vec<(Text, Json)> {
-    let mut out: Vec<(Text, Json)> = Vec::with_capacity(members.len());
-    let mut seen: HashMap<Text, usize> = HashMap::with_capacity(members.len());
-    for (key, value) in members {
-        match seen.get(&key).and_then(|&i| out.get_mut(i)) {
-            Some(slot) => slot.1 = value,
-            None => {
-                seen.insert(key.clone(), out.len());
-                out.push((key, value));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::patch::json::to_vec;
-
-    fn round_trip(text: &str) -> String {
-        let value = parse(text.as_bytes(), Duplicates::LastWins).unwrap();
-        String::from_utf8(to_vec(&value, usize::MAX, 0).unwrap()).unwrap()
-    }
 
     fn error(text: &str) -> String {
-        parse(text.as_bytes(), Duplicates::Reject)
-            .unwrap_err()
-            .to_string()
+        parse(text.as_bytes()).unwrap_err().to_string()
     }
 
     #[test]
-    fn duplicate_names_last_wins_at_first_position_or_are_rejected() {
-        assert_eq!(round_trip(r#"{"a":1,"b":2,"a":3}"#), r#"{"a":3,"b":2}"#);
+    fn duplicate_names_are_rejected_with_the_path_to_the_member() {
         let many: String = (0..20).map(|i| format!("\"k{i}\":{i},")).collect();
-        assert_eq!(
-            round_trip(&format!("{{{many}\"k3\":\"x\"}}")),
-            format!(
-                "{{{}}}",
-                many.trim_end_matches(',').replace("\"k3\":3", "\"k3\":\"x\"")
-            )
-        );
         assert_eq!(
             error(r#"{"a":1,"a":2}"#),
             r#"duplicate member name "a" at line 1, column 14"#
@@ -429,12 +411,34 @@ mod tests {
             error(&format!("{{{many}\"k3\":\"x\"}}")).split(" at ").next(),
             Some(r#"duplicate member name "k3""#)
         );
+        let member = |text: &str| parse(text.as_bytes()).unwrap_err().duplicate_member();
+        for (text, name, pointer) in [
+            (r#"{"a":1,"b":2,"a":3}"#, "a", "/a"),
+            (r#"{"x":[0,{"y":{"id":1,"id":1}}]}"#, "id", "/x/1/y/id"),
+            (r#"[{"a/b":{"~":1,"~":2}}]"#, "~", "/0/a~1b/~0"),
+            (r#"{"":{"":1,"":2}}"#, "", "//"),
+        ] {
+            assert_eq!(
+                member(text),
+                Some((name.to_owned(), pointer.to_owned())),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            member(&format!("{{\"o\":{{{many}\"k3\":\"x\"}}}}")),
+            Some(("k3".into(), "/o/k3".into()))
+        );
+        let Err(e) = parse_bounded_array(br#"[{},{"op":1,"op":2}]"#, 1) else {
+            panic!("expected an error");
+        };
+        assert_eq!(e.duplicate_member(), Some(("op".into(), "/1/op".into())));
+        assert_eq!(parse(b"[1,]").unwrap_err().duplicate_member(), None);
     }
 
     #[test]
     fn nesting_is_limited_to_128_levels() {
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
-        assert_eq!(parse(ok.as_bytes(), Duplicates::Reject).unwrap().depth(), 128);
+        assert_eq!(parse(ok.as_bytes()).unwrap().depth(), 128);
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert_eq!(
             error(&deep),
@@ -502,29 +506,23 @@ mod tests {
             assert_eq!(error(text), expected, "{text:?}");
         }
         assert_eq!(
-            parse(b"\"\xff\"", Duplicates::Reject).unwrap_err().to_string(),
+            parse(b"\"\xff\"").unwrap_err().to_string(),
             "invalid UTF-8 at line 1, column 2"
         );
     }
 
     #[test]
     fn bounded_array_counts_past_max_without_keeping_items() {
-        let Bounded::TooMany(n) = parse_bounded_array(b"[1,2,3,[4],{}]", 2, Duplicates::Reject).unwrap()
-        else {
+        let Bounded::TooMany(n) = parse_bounded_array(b"[1,2,3,[4],{}]", 2).unwrap() else {
             panic!("expected TooMany");
         };
         assert_eq!(n, 5);
-        let Bounded::Items(items) = parse_bounded_array(b" [1,2] ", 2, Duplicates::Reject).unwrap() else {
+        let Bounded::Items(items) = parse_bounded_array(b" [1,2] ", 2).unwrap() else {
             panic!("expected Items");
         };
         assert_eq!(items.len(), 2);
-        assert!(
-            matches!(parse_bounded_array(b"[]", 0, Duplicates::Reject), Ok(Bounded::Items(v)) if v.is_empty())
-        );
-        assert!(matches!(
-            parse_bounded_array(b"{}", 2, Duplicates::Reject),
-            Ok(Bounded::NotArray)
-        ));
-        assert!(parse_bounded_array(b"[1,2,3", 1, Duplicates::Reject).is_err());
+        assert!(matches!(parse_bounded_array(b"[]", 0), Ok(Bounded::Items(v)) if v.is_empty()));
+        assert!(matches!(parse_bounded_array(b"{}", 2), Ok(Bounded::NotArray)));
+        assert!(parse_bounded_array(b"[1,2,3", 1).is_err());
     }
 }

@@ -115,10 +115,10 @@ fn into_scalar(value: &Json, token: &Token<'_>) -> String {
 mod tests {
     use super::*;
     use crate::patch::json::to_vec;
-    use crate::patch::parse::{Duplicates, parse};
+    use crate::patch::parse::parse;
 
     fn doc(text: &str) -> Json {
-        parse(text.as_bytes(), Duplicates::Reject).unwrap()
+        parse(text.as_bytes()).unwrap()
     }
 
     fn ptr(s: &str) -> &Pointer {

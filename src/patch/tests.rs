@@ -722,8 +722,11 @@ fn document_round_trips_compactly_and_rejects_non_json() {
         })
     );
     assert_eq!(
-        Document::parse(br#"{"a":1,"a":2}"#).map(|d| d.to_bytes()),
-        Ok(Bytes::from_static(br#"{"a":2}"#))
+        Document::parse(br#"{"a":{"b":[{"c":1,"c":2}]}}"#).map(|d| d.to_bytes()),
+        Err(PatchError::DuplicateMember {
+            name: "c".into(),
+            path: "/a/b/0/c".into()
+        })
     );
 }
 

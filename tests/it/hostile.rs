@@ -138,6 +138,9 @@ fn rows() -> Vec<Row> {
         ("encoded_backslash", h1("DELETE /api/a%5cdoc", &[], b""), 400, By::Problem),
         ("bad_percent_escape", h1("DELETE /api/%zzdoc", &[], b""), 400, By::Problem),
         ("absolute_form_with_traversal", h1("DELETE http://evil.example/api/../doc", &[], b""), 400, By::Problem),
+        // RFC 9110 §4.2.4: userinfo in the target is an error, never a credential.
+        ("absolute_form_with_userinfo", h1("GET http://user:pw@patchgate.test/api/doc", &[], b""), 400, By::Problem),
+        ("absolute_form_put_with_userinfo", h1("PUT http://user@patchgate.test/api/doc", &[], b"{}"), 400, By::Problem),
         ("absolute_form_elsewhere_has_no_route", h1("PUT http://127.0.0.1:1/admin/doc", &[], b"{}"), 404, By::Problem),
         ("absolute_form_patch_with_a_bad_patch", h1("PATCH http://evil.example/api/doc", &[JP], b"[{"), 400, By::Problem),
         ("asterisk_form", h1("DELETE *", &[], b""), 400, By::Problem),

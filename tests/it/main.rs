@@ -10,6 +10,7 @@ mod hostile;
 mod isolation;
 mod landing;
 mod limits;
+mod protocol;
 mod reads;
 mod soak;
 mod tls;

@@ -258,21 +258,7 @@ impl HttpsConn {
     }
 
     async fn open(addr: SocketAddr, ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> HttpsConn {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone()).unwrap();
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let _ = tcp.set_nodelay(true);
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        let tls = tls_stream(addr, ca, alpn).await;
         let session = tls.get_ref().1;
         let peer_cert = session.peer_certificates().unwrap()[0].clone();
         let h2 = session.alpn_protocol() == Some(H2);
@@ -347,6 +333,30 @@ impl HttpsConn {
         })
         .await
     }
+}
+
+/// A TLS connection to `localhost` at `addr` trusting only `ca`, offering `alpn`, for
+/// tests that write raw bytes over TLS; panics if the handshake fails.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.set_nodelay(true);
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
 }
 
 /// One request on a fresh HTTPS connection.
