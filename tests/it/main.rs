@@ -7,6 +7,7 @@ mod cli;
 mod forward;
 mod hostile;
 mod limits;
+mod pooled;
 mod reads;
 mod soak;
 mod tls;
