@@ -27,7 +27,7 @@ mod read; // the read path: cache, ETags, 304
 mod rounds; // shared revalidations of concurrent identical reads
 pub mod route; // templates, prefix stripping, path safety
 pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
-pub mod upstream; // pooled client, forwarding headers, error classification
+pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, errors
 mod write; // the write path: lock, preconditions, patch, write, cache update
 
 pub use config::Config;
