@@ -1,6 +1,11 @@
 //! The upstream side: a pooled keep-alive hyper client (HTTP and HTTPS through rustls),
 //! the request head patchgate sends upstream, and the classification of upstream failures.
 
+mod retry;
+mod tracked;
+
+pub use retry::{ReplayBody, set_body};
+
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
@@ -12,10 +17,10 @@ use std::{
 
 use http::{HeaderMap, HeaderValue, Method, Uri, header, request};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::{
-    client::legacy::{self, Client as HyperClient, ResponseFuture, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
+    client::legacy::{self, Client as HyperClient, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
@@ -31,7 +36,21 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-type Pooled = HyperClient<HttpsConnector<HttpConnector>, Body>;
+/// A connection with its exchanges recorded for [`retry`]; `Tracked` speaks tokio's IO
+/// traits, hence the `TokioIo` on both sides.
+type Io = TokioIo<tracked::Tracked<TokioIo<MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>>>>;
+type Connector = tower::util::MapResponse<
+    HttpsConnector<HttpConnector>,
+    fn(MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>) -> Io,
+>;
+
+/// A keep-alive pool, and a client over the same connector that opens a new connection
+/// for every request (for [`retry`]).
+#[derive(Clone)]
+struct Pooled {
+    pool: HyperClient<Connector, Body>,
+    fresh: HyperClient<Connector, Body>,
+}
 
 /// The pooled client the binary puts under the layer: one hyper client per distinct
 /// trust set, chosen by the request's origin.
@@ -54,6 +73,9 @@ impl Client {
     }
 }
 
+type ResponseFuture =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, legacy::Error>> + Send>>;
+
 impl tower::Service<http::Request<Body>> for Client {
     type Response = http::Response<Incoming>;
     type Error = legacy::Error;
@@ -64,8 +86,18 @@ impl tower::Service<http::Request<Body>> for Client {
         Poll::Ready(Ok(()))
     }
 
+    /// One pooled attempt and, when [`retry`]'s rule allows, one more on a new connection.
     fn call(&mut self, req: http::Request<Body>) -> ResponseFuture {
-        self.pick(req.uri()).request(req)
+        let pooled = self.pick(req.uri());
+        let replay = retry::Replay::of(&req);
+        let fresh = replay.as_ref().map(|_| pooled.fresh.clone());
+        let first = pooled.pool.request(req);
+        Box::pin(async move {
+            match (first.await, replay, fresh) {
+                (Err(err), Some(replay), Some(fresh)) => retry::after_failure(err, replay, fresh).await,
+                (result, _, _) => result,
+            }
+        })
     }
 }
 
@@ -174,12 +206,17 @@ fn pooled(tls: rustls::ClientConfig) -> Pooled {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    HyperClient::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
+    let track: fn(MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>) -> Io =
+        |io| TokioIo::new(tracked::Tracked::new(TokioIo::new(io)));
+    let connector = tower::ServiceExt::<Uri>::map_response(connector, track);
+    let mut builder = HyperClient::builder(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
+    let fresh = builder.clone().pool_max_idle_per_host(0).build(connector.clone());
+    let pool = builder
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
-        .build(connector)
+        .build(connector);
+    Pooled { pool, fresh }
 }
 
 /// Rewrites the client's request head for the upstream: absolute URI on the configured

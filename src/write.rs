@@ -618,7 +618,7 @@ impl Ctx {
         }
         if let Some(bytes) = body {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            *request.body_mut() = body::full(bytes);
+            upstream::set_body(&mut request, bytes);
         }
         Ok(request)
     }

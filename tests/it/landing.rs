@@ -197,7 +197,8 @@ async fn a_write_without_an_answer_makes_the_next_write_read_the_upstream() {
     upstream.set_doc("/api/d", r#"{"v":0}"#);
     let proxy = TestProxy::start(&config(&upstream, "1s", r#"write_timeout = "1s""#)).await;
     assert_eq!(get(proxy.addr, "/api/d").await.status, 200);
-    upstream.fail_writes(1, Fault::Close);
+    // Dropped after reading it, twice: the resend on a new connection fails too.
+    upstream.fail_writes(2, Fault::Close);
     let got = send(proxy.addr, "PATCH", "/api/d", &[MERGE_PATCH], r#"{"d":1}"#).await;
     assert_eq!(got.status, 502);
     // Another writer changed the document meanwhile; an exclusive route would not know.

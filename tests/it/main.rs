@@ -10,6 +10,7 @@ mod hostile;
 mod isolation;
 mod landing;
 mod limits;
+mod pooled;
 mod protocol;
 mod reads;
 mod soak;

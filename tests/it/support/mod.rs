@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod raw_upstream;
 pub mod tls;
 pub mod upstream;
 
@@ -11,6 +12,7 @@ use patchgate::{Config, Proxy};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use client::*;
+pub use raw_upstream::*;
 pub use upstream::*;
 
 /// The proxy running in this process on 127.0.0.1:0 (admin on 127.0.0.1:0 too).
