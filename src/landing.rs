@@ -67,6 +67,11 @@ impl Landings {
         }
     }
 
+    /// Resources whose state is unknown right now.
+    pub(crate) fn uncertain(&self) -> usize {
+        self.uncertain_count.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_uncertain(&self, route: u32, path: &str) -> bool {
         self.uncertain_count.load(Ordering::Acquire) > 0 && self.uncertain.contains(&(route, Box::from(path)))
     }

@@ -121,7 +121,21 @@ impl PatchLayer {
 
     /// Prometheus text for everything this layer counts, cache included.
     pub fn render_metrics(&self) -> String {
-        self.shared.metrics.render(&self.shared.cache.stats())
+        use std::fmt::Write as _;
+        let mut out = self.shared.metrics.render(&self.shared.cache.stats());
+        let landings = &self.shared.landings;
+        let _ = write!(
+            out,
+            "# HELP patchgate_upstream_writes_in_flight Upstream writes sent and not answered yet.\n\
+             # TYPE patchgate_upstream_writes_in_flight gauge\n\
+             patchgate_upstream_writes_in_flight {}\n\
+             # HELP patchgate_resources_uncertain Resources whose last write got no answer.\n\
+             # TYPE patchgate_resources_uncertain gauge\n\
+             patchgate_resources_uncertain {}\n",
+            landings.in_flight(),
+            landings.uncertain()
+        );
+        out
     }
 }
 

@@ -1,10 +1,12 @@
-//! Sustained mixed load with upstream faults: 16 clients PATCH, PUT, DELETE and GET with
-//! and without preconditions while the upstream answers some requests with 500, drops
-//! some connections and leaves some hanging. Checked along the way: no answer shows a
-//! counter value the upstream does not hold. Checked at the end, loudly: every
-//! acknowledged increment is in the upstream's document and nothing more than was
-//! attempted; no cached body differs from the upstream's; `/healthz` answered throughout;
-//! the cache stayed within `cache.max_bytes`.
+//! Sustained mixed load with upstream faults: 16 clients of two users PATCH, PUT, DELETE
+//! and GET with and without preconditions, against an upstream that keeps one document
+//! space per user, while it answers some requests with 500, drops some connections,
+//! leaves some hanging and applies some writes only after their client's timeout.
+//! Checked along the way: no answer shows a counter value the upstream does not hold (but
+//! for a client's own write still landing). Checked at the end, loudly: every
+//! acknowledged increment is in its user's document and nothing more than was attempted;
+//! no user's document holds another user's increments; no cached body differs from the
+//! upstream's; `/healthz` answered throughout; the cache stayed within `cache.max_bytes`.
 //!
 //! The bounded run takes a few seconds; the long one is
 //! `PATCHGATE_SOAK_SECS=600 cargo test --locked --test it soak_long -- --ignored --nocapture`.
@@ -19,11 +21,17 @@ use tokio::time::Instant;
 use crate::support::*;
 
 const CLIENTS: usize = 16;
-/// Counters `c0`..`c15`, each incremented by its own client only.
+/// The two users; client `i` is `USERS[i % 2]`.
+const USERS: [&str; 2] = ["Bearer ann", "Bearer ben"];
+/// Counters `c0`..`c15` in each user's document, each incremented by its own client only.
 const COUNTERS: &str = "/api/counters";
 /// Documents that are PUT, DELETEd, merge-patched and read by everyone.
 const SCRATCH: usize = 4;
 const CACHE_MAX_BYTES: u64 = 32 * 1024;
+/// As in the config: a hung write holds its resource's lock this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A late write lands after its client's 504 (`request_timeout` 1 s), within `WRITE_TIMEOUT`.
+const LATE: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_with_faults_loses_nothing_and_caches_nothing_unconfirmed() {
@@ -67,6 +75,9 @@ struct Tally {
     faults_seen: u64,
     /// Statuses outside what the operation may answer.
     unexpected: Vec<String>,
+    /// Until then an increment of this client's that timed out may still land, so the
+    /// proxy may show the value from before it.
+    landing_until: Option<Instant>,
 }
 
 impl Tally {
@@ -92,7 +103,7 @@ fn config(upstream: &str) -> String {
 [server]
 listen = "127.0.0.1:0"
 request_timeout = "1s"
-write_timeout = "1s"
+write_timeout = "2s"
 max_body_bytes = "64KiB"
 
 [cache]
@@ -122,14 +133,19 @@ fn own(doc: &Value, i: usize) -> Option<u64> {
 /// the proxy answered with something the upstream never confirmed.
 fn confirm(tally: &mut Tally, upstream: &LegacyUpstream, i: usize, what: &str, shown: Option<u64>) {
     let held = upstream
-        .doc(COUNTERS)
+        .user_doc(&[auth(i)], COUNTERS)
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|doc| own(&doc, i));
-    if shown != held {
+    let landing = tally.landing_until.is_some_and(|t| Instant::now() < t);
+    if shown != held && !landing {
         tally.unexpected.push(format!(
             "{what}: the proxy shows c{i} = {shown:?}, the upstream holds {held:?}"
         ));
     }
+}
+
+fn auth(i: usize) -> (&'static str, &'static str) {
+    ("authorization", USERS[i % 2])
 }
 
 async fn client(
@@ -150,7 +166,7 @@ async fn client(
         }
         let roll = rng.below(100);
         let Some(value) = known.filter(|_| roll >= 10) else {
-            let got = send(addr, "GET", COUNTERS, &[], "").await;
+            let got = send(addr, "GET", COUNTERS, &[auth(i)], "").await;
             if tally.check("GET counters", &got, &[200]) == 200 {
                 known = own(&got.json(), i);
                 confirm(&mut tally, &upstream, i, "GET counters", known);
@@ -188,7 +204,11 @@ async fn client(
                     .to_string(),
                 ),
             };
+            let headers: Vec<_> = std::iter::once(auth(i)).chain(headers).collect();
             let got = send(addr, "PATCH", COUNTERS, &headers, body).await;
+            if got.status == 504 {
+                tally.landing_until = Some(Instant::now() + WRITE_TIMEOUT + Duration::from_secs(1));
+            }
             match tally.check(what, &got, &[200, 409, 412]) {
                 200 => {
                     tally.acked += 1;
@@ -215,36 +235,47 @@ async fn client(
             0 => {
                 let pad = "x".repeat(rng.below(12_000) as usize);
                 let body = json!({"k": k, "by": i, "n": n, "pad": pad}).to_string();
-                let got = send(addr, "PUT", &path, &[("content-type", "application/json")], body).await;
+                let got = send(
+                    addr,
+                    "PUT",
+                    &path,
+                    &[auth(i), ("content-type", "application/json")],
+                    body,
+                )
+                .await;
                 tally.check("PUT", &got, &[200, 201]);
             }
             1 => {
                 let body = json!({"k": k, "by": i, "n": n, "created": true}).to_string();
-                let headers = [("content-type", "application/json"), ("if-none-match", "*")];
+                let headers = [
+                    auth(i),
+                    ("content-type", "application/json"),
+                    ("if-none-match", "*"),
+                ];
                 let got = send(addr, "PUT", &path, &headers, body).await;
                 tally.check("PUT If-None-Match: *", &got, &[201, 412]);
             }
             2 => {
-                let got = send(addr, "DELETE", &path, &[], "").await;
+                let got = send(addr, "DELETE", &path, &[auth(i)], "").await;
                 tally.check("DELETE", &got, &[204, 404]);
             }
             3 => {
                 let body = json!({"by": i, "n": n}).to_string();
-                let headers = [("content-type", "application/merge-patch+json")];
+                let headers = [auth(i), ("content-type", "application/merge-patch+json")];
                 let got = send(addr, "PATCH", &path, &headers, body).await;
                 tally.check("merge PATCH scratch", &got, &[200, 404]);
             }
             4 => {
-                let headers = [("if-match", "\"stale\"")];
+                let headers = [auth(i), ("if-match", "\"stale\"")];
                 let got = send(addr, "DELETE", &path, &headers, "").await;
                 tally.check("DELETE If-Match stale", &got, &[404, 412]);
             }
             _ => {
-                let got = send(addr, "GET", &path, &[], "").await;
+                let got = send(addr, "GET", &path, &[auth(i)], "").await;
                 if tally.check("GET scratch", &got, &[200, 404]) == 200
                     && let Some(tag) = got.header("etag")
                 {
-                    let again = send(addr, "GET", &path, &[("if-none-match", tag)], "").await;
+                    let again = send(addr, "GET", &path, &[auth(i), ("if-none-match", tag)], "").await;
                     // Another client may have changed it in between.
                     tally.check("GET scratch If-None-Match", &again, &[200, 304, 404]);
                 }
@@ -254,16 +285,24 @@ async fn client(
     tally
 }
 
-/// Injects one fault at a time: 500s and dropped connections often, a hang at most every
-/// 1.5 s (each holds a resource's write lock for `write_timeout`).
-async fn chaos(upstream: Arc<LegacyUpstream>, deadline: Instant) -> [u64; 3] {
+/// Injects one fault at a time: 500s and dropped connections often, a write that lands
+/// late at most every second, a hang at most every 1.5 s (each holds a resource's write
+/// lock for `write_timeout`).
+async fn chaos(upstream: Arc<LegacyUpstream>, deadline: Instant) -> [u64; 4] {
     let mut rng = Rng::new(0xC4A0);
-    let mut injected = [0u64; 3];
+    let mut injected = [0u64; 4];
     let mut last_hang: Option<Instant> = None;
+    let mut last_late: Option<Instant> = None;
     while Instant::now() < deadline {
-        let fault = match rng.below(8) {
+        let fault = match rng.below(10) {
             0..=3 => Some((0, Fault::Status(500))),
             4..=6 => Some((1, Fault::Close)),
+            7..=8 if last_late.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) => {
+                last_late = Some(Instant::now());
+                injected[3] += 1;
+                upstream.fail_writes(1, Fault::Late(LATE));
+                None
+            }
             _ if last_hang.is_none_or(|t| t.elapsed() > Duration::from_millis(1500)) => {
                 last_hang = Some(Instant::now());
                 Some((2, Fault::Hang))
@@ -311,9 +350,13 @@ async fn watch(admin: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Watch {
 }
 
 fn cache_bytes(metrics: &str) -> Option<u64> {
+    metric(metrics, "patchgate_cache_bytes")
+}
+
+fn metric(metrics: &str, name: &str) -> Option<u64> {
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("patchgate_cache_bytes "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
@@ -327,10 +370,17 @@ fn rss_kib() -> Option<u64> {
 
 async fn soak(load: Duration) {
     let upstream = Arc::new(LegacyUpstream::start().await);
+    upstream.set_per_user(true);
     let zeros: serde_json::Map<String, Value> = (0..CLIENTS).map(|i| (format!("c{i}"), json!(0))).collect();
-    upstream.set_doc(COUNTERS, &Value::Object(zeros).to_string());
-    for k in 0..SCRATCH as u64 {
-        upstream.set_doc(&scratch(k), &json!({"k": k}).to_string());
+    for user in 0..USERS.len() {
+        upstream.set_user_doc(&[auth(user)], COUNTERS, &Value::Object(zeros.clone()).to_string());
+        for k in 0..SCRATCH as u64 {
+            upstream.set_user_doc(
+                &[auth(user)],
+                &scratch(k),
+                &json!({"k": k, "user": user}).to_string(),
+            );
+        }
     }
     let proxy = TestProxy::start(&config(&upstream.url())).await;
     let rss_before = rss_kib();
@@ -357,7 +407,7 @@ async fn soak(load: Duration) {
     let faults: u64 = tallies.iter().map(|t| t.faults_seen).sum();
     println!(
         "soak {load:?}: {requests} requests, {acked} acknowledged increments, {faults} answered 5xx; \
-         injected 500/close/hang = {injected:?}; {} health polls, cache peak {} bytes",
+         injected 500/close/hang/late = {injected:?}; {} health polls, cache peak {} bytes",
         seen.polls, seen.max_cache_bytes
     );
 
@@ -373,37 +423,66 @@ async fn soak(load: Duration) {
         unexpected.join("\n")
     );
 
-    // Every acknowledged increment is there, and no more than were attempted.
-    let counters: Value =
-        serde_json::from_slice(&upstream.doc(COUNTERS).expect("counters document")).unwrap();
-    for (i, tally) in tallies.iter().enumerate() {
-        let value = own(&counters, i).unwrap_or_else(|| panic!("c{i} missing from {counters}"));
-        assert!(
-            tally.acked <= value && value <= tally.attempted,
-            "c{i} = {value}, but {} increments were acknowledged of {} attempted",
-            tally.acked,
-            tally.attempted
-        );
+    // Writes still running (hung or late) end within write_timeout; then every
+    // document settles.
+    let mut in_flight = u64::MAX;
+    for _ in 0..500 {
+        in_flight = metric(
+            &get(proxy.admin, "/metrics").await.text(),
+            "patchgate_upstream_writes_in_flight",
+        )
+        .unwrap_or(u64::MAX);
+        if in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight, 0, "upstream writes still in flight after the load");
+
+    // Every acknowledged increment is in its user's document, and no more than were
+    // attempted; no client's increments show in the other user's document.
+    for (user, who) in USERS.iter().enumerate() {
+        let counters: Value = serde_json::from_slice(
+            &upstream
+                .user_doc(&[auth(user)], COUNTERS)
+                .expect("counters document"),
+        )
+        .unwrap();
+        for (i, tally) in tallies.iter().enumerate() {
+            let value = own(&counters, i).unwrap_or_else(|| panic!("c{i} missing from {counters}"));
+            if i % USERS.len() != user {
+                assert_eq!(value, 0, "{who}'s document holds c{i} = {value} of another user");
+                continue;
+            }
+            assert!(
+                tally.acked <= value && value <= tally.attempted,
+                "c{i} = {value}, but {} increments were acknowledged of {} attempted",
+                tally.acked,
+                tally.attempted
+            );
+        }
     }
 
     // No cached body differs from the upstream's: with `freshness = "exclusive"` a cached
     // copy is answered without asking the upstream.
-    for path in std::iter::once(COUNTERS.to_owned()).chain((0..SCRATCH as u64).map(scratch)) {
-        let got = get(proxy.addr, &path).await;
-        match upstream.doc(&path) {
-            Some(body) => assert_eq!(
-                (got.status.as_u16(), got.body.clone()),
-                (200, body),
-                "{path}: the proxy answers {} {}",
-                got.status,
-                got.text()
-            ),
-            None => assert_eq!(
-                got.status,
-                404,
-                "{path} is gone upstream, the proxy answers {}",
-                got.text()
-            ),
+    for (user, who) in USERS.iter().enumerate() {
+        for path in std::iter::once(COUNTERS.to_owned()).chain((0..SCRATCH as u64).map(scratch)) {
+            let got = send(proxy.addr, "GET", &path, &[auth(user)], "").await;
+            match upstream.user_doc(&[auth(user)], &path) {
+                Some(body) => assert_eq!(
+                    (got.status.as_u16(), got.body.clone()),
+                    (200, body),
+                    "{path} of {who}: the proxy answers {} {}",
+                    got.status,
+                    got.text()
+                ),
+                None => assert_eq!(
+                    got.status,
+                    404,
+                    "{path} of {who} is gone upstream, the proxy answers {}",
+                    got.text()
+                ),
+            }
         }
     }
 

@@ -52,6 +52,8 @@ pub enum Fault {
     Close,
     /// Never answer (until the upstream is dropped).
     Hang,
+    /// Act on the request and answer normally, but only after this long.
+    Late(Duration),
 }
 
 /// Which ETags the upstream sends.
@@ -349,6 +351,10 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
             std::future::pending().await
         }
         Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Late(d)) => {
+            tokio::time::sleep(d).await;
+            Ok(shared.lock().answer(&parts, body))
+        }
         None => Ok(shared.lock().answer(&parts, body)),
     }
 }
