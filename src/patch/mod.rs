@@ -166,6 +166,15 @@ impl Patch {
         self.len() == 0
     }
 
+    /// A JSON Patch that only tests (or has no operations): applying it changes nothing,
+    /// so it needs no write.
+    pub fn only_tests(&self) -> bool {
+        match &self.kind {
+            Kind::Json(ops) => ops.iter().all(|op| matches!(op, Op::Test { .. })),
+            Kind::Merge(_) => false,
+        }
+    }
+
     /// Atomic: applies the whole patch to a copy of `doc` or fails without changing
     /// anything. Returns the new document serialized; TooLarge past `max_output_bytes`.
     pub fn apply(&self, doc: &Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {

@@ -820,3 +820,36 @@ async fn an_unconditional_put_or_delete_is_one_upstream_exchange() {
     let methods: Vec<_> = upstream.requests().iter().map(|r| r.method.clone()).collect();
     assert_eq!(methods, [Method::DELETE, Method::DELETE]);
 }
+
+#[tokio::test]
+async fn an_empty_or_test_only_json_patch_is_answered_without_a_write() {
+    let (upstream, proxy) = setup(r#"{"a":1,  "b":[1e2]}"#, "").await;
+    let read = get(proxy.addr, "/api/people/1").await;
+    let json_patch = JSON_PATCH;
+    for patch in [
+        "[]",
+        r#"[{"op":"test","path":"/a","value":1},{"op":"test","path":"/b/0","value":100}]"#,
+    ] {
+        let got = send(proxy.addr, "PATCH", "/api/people/1", &[json_patch], patch).await;
+        assert_eq!(got.status, 200, "{patch}: {}", got.text());
+        assert_eq!(
+            got.body, read.body,
+            "{patch}: the document as it is, byte for byte"
+        );
+        assert_eq!(got.header("etag"), read.header("etag"), "{patch}");
+    }
+    let failing = r#"[{"op":"test","path":"/a","value":2}]"#;
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[json_patch], failing).await;
+    assert_eq!(got.status, 409, "{}", got.text());
+    let stale = [json_patch, ("if-match", "\"stale\"")];
+    assert_eq!(
+        send(proxy.addr, "PATCH", "/api/people/1", &stale, "[]")
+            .await
+            .status,
+        412
+    );
+    assert!(
+        upstream.writes().is_empty(),
+        "no write for a patch that changes nothing"
+    );
+}
