@@ -4,23 +4,18 @@
 //! to the client that asked for it: so the write runs on a task of its own, holding the
 //! resource's write lock, until the upstream answers or `server.write_timeout` passes,
 //! and its real answer decides the cache. [`Landings`] counts those tasks, so that
-//! shutdown can wait for them, and keeps the resources whose last write ended without
-//! an answer ("uncertain"): their next read and write go to the upstream, whatever the
-//! route's freshness, until an upstream answer confirms their state.
+//! shutdown can wait for them. (A write that ends without an answer marks its resource
+//! uncertain: see [`crate::resource`].)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dashmap::DashSet;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 pub(crate) struct Landings {
     in_flight: AtomicUsize,
     landed: Notify,
-    uncertain: DashSet<(u32, Box<str>)>,
-    /// Mirrors `uncertain.len()`, so that reads skip the set while it is empty.
-    uncertain_count: AtomicUsize,
 }
 
 /// Held by a sent write's task; counts it in flight until dropped.
@@ -48,32 +43,6 @@ impl Landings {
             }
             landed.await;
         }
-    }
-
-    /// The upstream's state of (route, path) is unknown: a write may or may not land.
-    pub(crate) fn mark_uncertain(&self, route: u32, path: &str) {
-        if self.uncertain.insert((route, path.into())) {
-            self.uncertain_count.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// An upstream answer showed (route, path) as it is.
-    pub(crate) fn confirm(&self, route: u32, path: &str) {
-        if self.uncertain_count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        if self.uncertain.remove(&(route, Box::from(path))).is_some() {
-            self.uncertain_count.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Resources whose state is unknown right now.
-    pub(crate) fn uncertain(&self) -> usize {
-        self.uncertain_count.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn is_uncertain(&self, route: u32, path: &str) -> bool {
-        self.uncertain_count.load(Ordering::Acquire) > 0 && self.uncertain.contains(&(route, Box::from(path)))
     }
 }
 
@@ -112,20 +81,5 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-    }
-
-    #[test]
-    fn an_uncertain_resource_stays_so_until_confirmed() {
-        let landings = Landings::default();
-        assert!(!landings.is_uncertain(1, "/a"));
-        landings.mark_uncertain(1, "/a");
-        landings.mark_uncertain(1, "/a");
-        assert!(landings.is_uncertain(1, "/a"));
-        assert!(!landings.is_uncertain(1, "/b") && !landings.is_uncertain(2, "/a"));
-        landings.confirm(1, "/b");
-        assert!(landings.is_uncertain(1, "/a"));
-        landings.confirm(1, "/a");
-        assert!(!landings.is_uncertain(1, "/a"));
-        assert_eq!(landings.uncertain_count.load(Ordering::Acquire), 0);
     }
 }

@@ -33,7 +33,6 @@ use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::lock::Locks;
 use crate::metrics::Metrics;
 use crate::problem::Error;
 use crate::requester::{self, Requester};
@@ -53,10 +52,9 @@ pub(crate) struct Shared {
     pub body_read_timeout: Duration,
     pub key_headers: Vec<HeaderName>,
     pub cache: Cache,
-    pub locks: Locks,
-    pub batches: crate::batch::Mailboxes,
+    /// Everything coordinated per resource: write queues, kept documents, uncertainty.
+    pub resources: crate::resource::Resources,
     pub rounds: crate::rounds::Rounds,
-    pub parsed: crate::parsed::Parsed,
     pub landings: Arc<crate::landing::Landings>,
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
@@ -93,10 +91,8 @@ impl PatchLayer {
                 body_read_timeout: config.server.body_read_timeout,
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
-                locks: Locks::new(),
-                batches: crate::batch::Mailboxes::default(),
+                resources: crate::resource::Resources::default(),
                 rounds: crate::rounds::Rounds::default(),
-                parsed: crate::parsed::Parsed::default(),
                 landings: Arc::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
@@ -133,7 +129,7 @@ impl PatchLayer {
              # TYPE patchgate_resources_uncertain gauge\n\
              patchgate_resources_uncertain {}\n",
             landings.in_flight(),
-            landings.uncertain()
+            self.shared.resources.uncertain()
         );
         out
     }

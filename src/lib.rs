@@ -9,7 +9,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin; // health and Prometheus metrics listener
-mod batch; // group commit of PATCHes queued for one resource
 pub mod body; // the one boxed body type
 pub mod cache; // bounded LRU body cache with coalescing
 pub mod config; // proxy.toml: raw TOML → validated Config
@@ -18,14 +17,13 @@ pub mod etag; // entity tags (RFC 9110 §8.8.3)
 pub mod headers; // header names, hop-by-hop stripping
 mod landing; // sent writes run to their end; resources whose state is unknown
 pub mod layer; // PatchLayer / PatchService: the request walk
-pub mod lock; // per-resource write locks
 pub mod metrics; // counters and histograms
-mod parsed; // hot documents kept parsed between writes
 pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
 pub mod precondition; // conditional requests (RFC 9110 §13)
 pub mod problem; // problem+json errors, mapped once (RFC 9457)
 mod read; // the read path: cache, ETags, 304
 pub mod requester; // who is asking: one fingerprint decides every sharing
+mod resource; // one home per resource: write queue, kept document, uncertainty
 mod rounds; // shared revalidations of concurrent identical reads
 pub mod route; // templates, prefix stripping, path safety
 pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown

@@ -158,7 +158,7 @@ impl Ctx {
                     Freshness::For(ttl) => entry.age() < ttl,
                     Freshness::Revalidate => false,
                 } && !entry.no_cache();
-                if fresh && !force_upstream && !self.shared.landings.is_uncertain(route.id, &key.path) {
+                if fresh && !force_upstream && !self.shared.resources.is_uncertain(route.id, &key.path) {
                     exchange.cache = "hit";
                     return Ok(Lookup::Found(Arc::clone(entry)));
                 }
@@ -254,7 +254,7 @@ impl Ctx {
             StatusCode::OK | StatusCode::NOT_MODIFIED | StatusCode::NOT_FOUND | StatusCode::GONE
         ) && !self.shared.cache.changed_since(since)
         {
-            self.shared.landings.confirm(route.id, &key.path);
+            self.shared.resources.confirm(route.id, &key.path);
         }
 
         match (response.status(), cached) {

@@ -1,0 +1,194 @@
+//! One home per resource: everything patchgate coordinates for one (route, upstream
+//! path) lives in one [`Resource`], found through one registry.
+//!
+//! A resource owns its write queue ([`queue`]: the write lock, and the PATCHes waiting to
+//! be carried by the holder's write), the parsed form of its last written document
+//! ([`kept`]), and whether its upstream state is uncertain (a write sent without an
+//! answer). A second coordination backend (a lease shared by several instances) belongs
+//! behind [`Resource::turn`], where a write waits for its turn.
+//!
+//! Removal rule, the only one: the registry holds a resource while a [`Handle`] to it
+//! exists (a writer waiting, holding the lock or still landing) or while it keeps state
+//! (a kept document, the uncertain mark). The last handle to go, or the call that drops
+//! the last state, removes it, under the registry shard's lock, so a resource found in
+//! the registry is never one that is being removed.
+
+pub(crate) mod kept;
+pub(crate) mod queue;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+
+pub(crate) use kept::Kept;
+pub(crate) use queue::{Claimed, Turn, Verdict, WriteGuard};
+
+type Id = (u32, Box<str>);
+
+/// The registry: resources that someone works on or that keep state.
+#[derive(Default)]
+pub(crate) struct Resources {
+    table: Arc<DashMap<Id, Arc<Resource>>>,
+    /// The body sizes of all kept documents, summed; see [`kept`].
+    kept_bytes: AtomicUsize,
+    /// Resources marked uncertain, for `/metrics` and a fast path on reads.
+    uncertain: AtomicUsize,
+}
+
+/// What patchgate coordinates for one resource.
+#[derive(Default)]
+pub(crate) struct Resource {
+    queue: queue::Queue,
+    kept: std::sync::Mutex<Option<Kept>>,
+    uncertain: AtomicBool,
+}
+
+/// A counted reference to a resource in the registry; see the removal rule.
+pub(crate) struct Handle {
+    resource: Arc<Resource>,
+    id: Id,
+    resources: Arc<DashMap<Id, Arc<Resource>>>,
+}
+
+impl Resources {
+    /// The resource of (route, path), made if absent.
+    pub(crate) fn get(&self, route: u32, path: &str) -> Handle {
+        let id: Id = (route, path.into());
+        let resource = Arc::clone(self.table.entry(id.clone()).or_default().value());
+        Handle {
+            resource,
+            id,
+            resources: Arc::clone(&self.table),
+        }
+    }
+
+    /// The resource of (route, path) if the registry has it, without making one.
+    fn find(&self, route: u32, path: &str) -> Option<Handle> {
+        let id: Id = (route, path.into());
+        let resource = Arc::clone(self.table.get(&id)?.value());
+        Some(Handle {
+            resource,
+            id,
+            resources: Arc::clone(&self.table),
+        })
+    }
+
+    /// Whether the upstream state of (route, path) is unknown: its next read and write
+    /// must ask the upstream.
+    pub(crate) fn is_uncertain(&self, route: u32, path: &str) -> bool {
+        self.uncertain.load(Ordering::Acquire) > 0 && self.find(route, path).is_some_and(|r| r.is_uncertain())
+    }
+
+    /// An upstream answer showed (route, path) as it is.
+    pub(crate) fn confirm(&self, route: u32, path: &str) {
+        if self.uncertain.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Some(resource) = self.find(route, path) {
+            resource.confirm(self);
+        }
+    }
+
+    /// Resources whose state is unknown right now.
+    pub(crate) fn uncertain(&self) -> usize {
+        self.uncertain.load(Ordering::Acquire)
+    }
+
+    /// Resources in the registry (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+impl Resource {
+    pub(crate) fn is_uncertain(&self) -> bool {
+        self.uncertain.load(Ordering::Acquire)
+    }
+
+    /// Keeps nothing and nobody waits: the registry may forget it.
+    fn is_idle(&self) -> bool {
+        !self.is_uncertain() && self.kept.lock().map(|k| k.is_none()).unwrap_or(true) && self.queue.is_empty()
+    }
+}
+
+impl Handle {
+    /// A write sent without an answer: the upstream may or may not hold it.
+    pub(crate) fn mark_uncertain(&self, resources: &Resources) {
+        if !self.resource.uncertain.swap(true, Ordering::AcqRel) {
+            resources.uncertain.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// An upstream answer showed this resource as it is.
+    pub(crate) fn confirm(&self, resources: &Resources) {
+        if self.resource.uncertain.swap(false, Ordering::AcqRel) {
+            resources.uncertain.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        Handle {
+            resource: Arc::clone(&self.resource),
+            id: self.id.clone(),
+            resources: Arc::clone(&self.resources),
+        }
+    }
+}
+
+impl Deref for Handle {
+    type Target = Resource;
+
+    fn deref(&self) -> &Resource {
+        &self.resource
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Under the shard lock nobody can take a new handle: the table's and ours are the
+        // only two references exactly when nobody else holds one.
+        self.resources.remove_if(&self.id, |_, resource| {
+            Arc::ptr_eq(resource, &self.resource) && Arc::strong_count(resource) == 2 && resource.is_idle()
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resource_stays_while_held_or_uncertain_and_goes_when_idle() {
+        let resources = Resources::default();
+        let first = resources.get(1, "/a");
+        let second = resources.get(1, "/a");
+        assert!(Arc::ptr_eq(&first.resource, &second.resource));
+        assert_eq!(resources.len(), 1);
+        drop(first);
+        assert_eq!(resources.len(), 1, "still held");
+        second.mark_uncertain(&resources);
+        drop(second);
+        assert_eq!(resources.len(), 1, "uncertain is state");
+        assert!(resources.is_uncertain(1, "/a"));
+        assert!(!resources.is_uncertain(1, "/b") && !resources.is_uncertain(2, "/a"));
+        assert_eq!(resources.uncertain(), 1);
+        resources.confirm(1, "/a");
+        assert!(!resources.is_uncertain(1, "/a"));
+        assert_eq!(resources.uncertain(), 0);
+        assert_eq!(resources.len(), 0, "the confirming handle removed it");
+    }
+
+    #[test]
+    fn looking_for_a_resource_makes_none() {
+        let resources = Resources::default();
+        assert!(!resources.is_uncertain(1, "/a"));
+        resources.confirm(1, "/a");
+        assert_eq!(resources.len(), 0);
+    }
+}

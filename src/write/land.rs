@@ -1,0 +1,300 @@
+//! A write that was sent: it runs to its end on a task of its own, holding the resource's
+//! write lock, until the upstream answers or `server.write_timeout` passes, whatever
+//! becomes of the request that sent it; its answer decides the cache, the verdicts of
+//! the PATCHes it carries, the kept parsed document and whether the resource is
+//! uncertain.
+//!
+//! Invariant: the cache holds the written body only once the upstream confirmed it; a
+//! write that failed, or ended without an answer, drops the resource's entry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
+
+use super::{Sending, Write, clone_parts, patched};
+use crate::body::{self, Body};
+use crate::cache::{Cache, Entry};
+use crate::config::EtagMode;
+use crate::etag::EntityTag;
+use crate::headers::PREFER;
+use crate::layer::{Ctx, Exchange, finish_response};
+use crate::problem::Error;
+use crate::read::{Lookup, make_entry, tag_room};
+use crate::resource::{Verdict, WriteGuard};
+use crate::route::CompiledRoute;
+use crate::upstream;
+
+/// The outcome of one upstream write.
+pub(super) enum Attempt {
+    /// With the new representation when the write was confirmed and it is known.
+    Done(Response<Body>, Option<Arc<Entry>>),
+    /// The upstream refused patchgate's conditional write: someone else wrote first.
+    Conflict,
+}
+
+/// What a sent write's task hands back: its outcome and, while the client still
+/// waits, the resource's lock for a retry.
+pub(super) struct Landed {
+    pub result: Result<Attempt, Error>,
+    pub lock: WriteGuard,
+    pub cache: &'static str,
+}
+
+impl Ctx {
+    /// Sends `write` on a task of its own that runs to the upstream's answer (or
+    /// `write_timeout`) holding `lock`, whatever becomes of this request, and settles
+    /// there what the answer decides. `None` if that task failed.
+    pub(super) fn launch(
+        &self,
+        route: &CompiledRoute,
+        write: Write,
+        lock: WriteGuard,
+    ) -> impl std::future::Future<Output = Option<Landed>> + use<> {
+        let ctx = self.clone();
+        let route_id = route.id;
+        let flying = self.shared.landings.fly();
+        let task = tokio::spawn(async move {
+            let _flying = flying;
+            let Some(route) = ctx.shared.routes.get(route_id) else {
+                return Landed {
+                    result: Err(Error::NoRoute),
+                    lock,
+                    cache: "-",
+                };
+            };
+            let (result, cache) = ctx.land(route, write, &lock).await;
+            Landed { result, lock, cache }
+        });
+        async move { task.await.ok() }
+    }
+
+    /// The upstream write and everything its answer decides: the cache, the carried
+    /// PATCHes' verdicts, the kept parsed document, whether the resource is uncertain.
+    async fn land(
+        &self,
+        route: &CompiledRoute,
+        write: Write,
+        lock: &WriteGuard,
+    ) -> (Result<Attempt, Error>, &'static str) {
+        let Write {
+            sending,
+            mut batch,
+            written,
+        } = write;
+        let mut exchange = Exchange {
+            route: Some(route.id),
+            cache: "-",
+            requester: sending.key.requester.clone(),
+        };
+        let result = self.attempt(route, &sending, &mut exchange).await;
+        let (resources, resource) = (&self.shared.resources, lock.resource());
+        match &result {
+            Ok(Attempt::Done(_, Some(entry))) => {
+                resource.confirm(resources);
+                batch.settle(|| Verdict::Applied(Arc::clone(entry)));
+                // The next PATCH of this document can start from the parsed form,
+                // unless the upstream's copy (re-read) differs from what was sent.
+                if let Some((doc, bytes)) = written
+                    && entry.body_bytes() == bytes
+                {
+                    resource.keep(resources, entry, doc);
+                }
+            }
+            Ok(Attempt::Done(response, None)) if !batch.is_empty() && response.status().is_client_error() => {
+                batch.settle(|| Verdict::Alone);
+            }
+            Ok(Attempt::Done(response, None)) => {
+                let status = response.status();
+                if status.is_success() {
+                    resource.confirm(resources);
+                }
+                let status = if status.is_server_error() {
+                    status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                batch.settle(|| Verdict::Failed(status));
+            }
+            Ok(Attempt::Conflict) => batch.settle(|| Verdict::Alone),
+            Err(e) => {
+                // No answer, or none that can be trusted: the write may land yet.
+                resource.mark_uncertain(resources);
+                self.shared.metrics.event(route.id, "writes_uncertain", e.kind());
+                let status = e.status();
+                batch.settle(|| Verdict::Failed(status));
+            }
+        }
+        (result, exchange.cache)
+    }
+
+    /// One conditional upstream write and, on success, the cache update and the response.
+    async fn attempt(
+        &self,
+        route: &CompiledRoute,
+        sending: &Sending,
+        exchange: &mut Exchange,
+    ) -> Result<Attempt, Error> {
+        let Sending {
+            key,
+            parts,
+            method,
+            current,
+            new_body,
+        } = sending;
+        let (current, method) = (current.as_deref(), method.clone());
+        // A failed write must not leave a cached body the upstream may not hold.
+        let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
+        let upstream_tag = current
+            .and_then(|e| e.upstream_etag())
+            .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
+        let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
+        let response = self
+            .send_within(route, request, self.shared.write_timeout)
+            .await?;
+        let status = response.status();
+        if status == StatusCode::PRECONDITION_FAILED {
+            return Ok(Attempt::Conflict);
+        }
+        if !status.is_success() {
+            // The guard drops the entry: the upstream's state is unknown.
+            return Ok(Attempt::Done(finish_response(response), None));
+        }
+        self.invalidate_after_write(route, &key.path);
+        let Some(new_body) = new_body else {
+            guard.disarm();
+            return Ok(Attempt::Done(finish_response(response), None));
+        };
+        let (resp_parts, resp_body) = response.into_parts();
+        // Let the upstream's response finish on its connection before replying.
+        let upstream_body = self
+            .read_body(resp_body, self.shared.max_body_bytes, self.shared.write_timeout)
+            .await
+            .unwrap_or_default();
+        // Without a new upstream tag, an upstream that tags its documents must be asked
+        // for it, or the next read would show another ETag for the same body.
+        let tag_unknown = route.config.etag != EtagMode::Hash
+            && current.is_some_and(|e| e.upstream_etag().is_some())
+            && !resp_parts.headers.contains_key(header::ETAG);
+        let entry = if route.config.refresh_after_write || tag_unknown {
+            match self.current(route, key, parts, true, exchange).await? {
+                Lookup::Found(entry) => entry,
+                Lookup::Other(response) => return Ok(Attempt::Done(response, None)),
+            }
+        } else {
+            let headers = written_headers(current, &resp_parts.headers, parts);
+            let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
+            body.extend_from_slice(new_body);
+            let entry = make_entry(route.config.etag, &headers, body, &self.shared.cache);
+            self.shared
+                .cache
+                .insert(key.clone(), &parts.headers, entry)
+                .unwrap_or_else(Arc::new)
+        };
+        guard.disarm();
+        if parts.method == Method::PATCH {
+            self.shared.metrics.event(route.id, "patches", "applied");
+            return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));
+        }
+        let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
+        response
+            .headers_mut()
+            .insert(header::ETAG, entry.etag().into_header_value());
+        Ok(Attempt::Done(finish_response(response), Some(entry)))
+    }
+
+    pub(super) fn write_request(
+        &self,
+        route: &CompiledRoute,
+        client: &request::Parts,
+        method: Method,
+        body: Option<Bytes>,
+        upstream_tag: Option<&HeaderValue>,
+    ) -> Result<Request<Body>, Error> {
+        let uri = self.upstream_uri(route, &client.uri)?;
+        let is_patch = client.method == Method::PATCH;
+        let mut request = if is_patch {
+            upstream::own_request(method, uri, client, &route.host, body::empty())
+        } else {
+            let mut parts = clone_parts(client);
+            parts.method = method;
+            upstream::prepare(&mut parts, uri, &route.host);
+            Request::from_parts(parts, body::empty())
+        };
+        let headers = request.headers_mut();
+        for name in [
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::CONTENT_LENGTH,
+            PREFER,
+        ] {
+            headers.remove(name);
+        }
+        if is_patch {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(tag) = upstream_tag {
+            headers.insert(header::IF_MATCH, tag.clone());
+        }
+        if let Some(bytes) = body {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            upstream::set_body(&mut request, bytes);
+        }
+        Ok(request)
+    }
+}
+
+/// The representation headers of what patchgate just wrote: the old document's, the
+/// written body's type, and the validators the upstream's write response gave.
+fn written_headers(current: Option<&Entry>, response: &HeaderMap, parts: &request::Parts) -> HeaderMap {
+    let mut headers = current.map(|e| HeaderMap::clone(&e.headers)).unwrap_or_default();
+    headers.remove(header::LAST_MODIFIED);
+    let content_type = match (&parts.method, parts.headers.get(header::CONTENT_TYPE)) {
+        (&Method::PUT, Some(ct)) => ct.clone(),
+        _ => headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    };
+    headers.insert(header::CONTENT_TYPE, content_type);
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = response.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    headers
+}
+
+/// Drops the resource's cache entry unless disarmed after a confirmed write.
+struct Invalidate<'a> {
+    cache: &'a Cache,
+    route: u32,
+    path: &'a str,
+    armed: bool,
+}
+
+impl<'a> Invalidate<'a> {
+    fn new(cache: &'a Cache, route: u32, path: &'a str) -> Self {
+        Invalidate {
+            cache,
+            route,
+            path,
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache.invalidate(self.route, self.path);
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The write path: PATCH, PUT and DELETE, as a sequence of phases over one [`Walk`]:
+//!
+//! intent → queue → (current → preconditions → apply → write → settle)*
+//!
+//! - **intent**: what the client asked, parsed before any lock (428, 415, 405, 400, 413);
+//! - **queue**: the resource's write queue gives this write its turn, or carries the
+//!   PATCH in another's write ([`crate::resource::queue`]);
+//! - **current**: the current representation, from the cache as the route's freshness
+//!   allows, from the upstream after a conflict or while the resource is uncertain;
+//! - **preconditions**: RFC 9110 §13.2.2, against it (412 with the current body);
+//! - **apply**: the patch, then the waiting PATCHes this write may carry;
+//! - **write**: sent upstream on a task of its own that runs to its end ([`land`]);
+//! - **settle**: the answer, or once more from **current** after a refused combined
+//!   write or an upstream 412 when the client stated no precondition (another writer
+//!   bypassed patchgate: up to `conflict_retries`).
+//!
+//! Each phase returns the value the next needs, or a [`Next`] saying what happens
+//! instead. Invariant: the cache holds only what the upstream confirmed.
+
+// Phases return `Result<_, Next>`; see `Next` for why it is not boxed.
+#![allow(clippy::result_large_err)]
+
+mod land;
+mod respond;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header, request};
+use http_body_util::Limited;
+
+use crate::body::{self, Body};
+use crate::cache::{Entry, Key};
+use crate::layer::{Ctx, Exchange, allow, collect, content_length};
+use crate::patch::{Document, Format, Patch, PatchError};
+use crate::precondition::{Conditions, Current, Outcome, evaluate};
+use crate::problem::Error;
+use crate::read::Lookup;
+use crate::resource::{Claimed, Handle, Turn, Verdict, WriteGuard};
+use crate::rounds::Signature;
+use crate::route::CompiledRoute;
+
+use land::Attempt;
+use respond::{clone_parts, patched};
+
+/// One write request as it walks through the phases.
+struct Walk<'r> {
+    route: &'r CompiledRoute,
+    parts: request::Parts,
+    key: Key,
+    conditions: Conditions,
+    intent: Intent,
+    /// For a PATCH that may share an upstream write: the request that write sends.
+    signature: Option<Signature>,
+    resource: Handle,
+    /// Re-applications after the upstream refused patchgate's conditional write.
+    retries: u32,
+    /// Set once a combined write was refused: from then on written on its own.
+    alone: bool,
+}
+
+/// What the client asked to write.
+enum Intent {
+    Patch(Arc<Patch>),
+    Put(Bytes),
+    Delete,
+}
+
+/// What happens instead of the next phase. Large (it may hold a response), but moved
+/// once per phase and never stored: boxing it would allocate on every answer.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// The walk ends with this answer or error.
+    Done(Result<Response<Body>, Error>),
+    /// Once more from the current state.
+    Again,
+}
+
+impl From<Error> for Next {
+    fn from(error: Error) -> Next {
+        Next::Done(Err(error))
+    }
+}
+
+/// How the queue phase ends.
+enum Queued {
+    /// This write's turn: the resource's lock.
+    Turn(WriteGuard),
+    /// Another write carried this PATCH: its answer.
+    Carried(Response<Body>),
+}
+
+/// A write ready to be sent, with everything its task needs.
+struct Write {
+    sending: Sending,
+    /// The PATCHes this write carries.
+    batch: Claimed,
+    /// What a PATCH wrote, parsed and serialized, to keep for the next one.
+    written: Option<(Document, Bytes)>,
+}
+
+/// The upstream write itself.
+struct Sending {
+    key: Key,
+    /// A copy of the client's request head: the task may outlive the request.
+    parts: request::Parts,
+    method: Method,
+    current: Option<Arc<Entry>>,
+    new_body: Option<Bytes>,
+}
+
+impl Ctx {
+    pub(crate) async fn write(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<Body>, Error> {
+        let mut walk = self.intent(route, req, exchange).await?;
+        let mut lock = match self.queue(&walk, exchange).await? {
+            Queued::Turn(lock) => lock,
+            Queued::Carried(response) => return Ok(response),
+        };
+        loop {
+            let next = match self.prepare(&mut walk, &lock, exchange).await {
+                Ok(write) => {
+                    let landed = self.send_write(&walk, write, lock).await?;
+                    lock = landed.lock;
+                    if landed.cache != "-" {
+                        exchange.cache = landed.cache;
+                    }
+                    self.settle(&mut walk, landed.result, exchange).await
+                }
+                Err(next) => next,
+            };
+            if let Next::Done(result) = next {
+                return result;
+            }
+        }
+    }
+
+    /// Phase **intent**: what the client asked for, parsed before any lock is taken.
+    async fn intent<'r>(
+        &self,
+        route: &'r CompiledRoute,
+        req: Request<Body>,
+        exchange: &Exchange,
+    ) -> Result<Walk<'r>, Error> {
+        let conditions = Conditions::from_headers(req.headers());
+        if route.config.require_precondition && !conditions.has_write_precondition() {
+            return Err(Error::PreconditionRequired);
+        }
+        // A coded body would be patched, hashed and cached as if it were the document.
+        if req.method() != Method::DELETE && crate::headers::has_content_coding(req.headers()) {
+            return Err(Error::UnsupportedContentEncoding);
+        }
+        let (parts, body) = req.into_parts();
+        let intent = match parts.method {
+            Method::PATCH => {
+                let Some(accept_patch) = &route.accept_patch else {
+                    return Err(Error::MethodNotAllowed { allow: allow(route) });
+                };
+                let format = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| Format::from_content_type(v.as_bytes()))
+                    .filter(|f| route.config.patch.contains(f))
+                    .ok_or_else(|| Error::UnsupportedPatchFormat {
+                        accept_patch: accept_patch.clone(),
+                    })?;
+                let bytes = self.client_body(&parts, body).await?;
+                let patch = Patch::parse(format, &bytes, route.config.patch_max_ops).map_err(Error::Patch);
+                if let Err(e) = &patch {
+                    self.shared.metrics.event(route.id, "patches_failed", e.kind());
+                }
+                Intent::Patch(Arc::new(patch?))
+            }
+            Method::PUT => Intent::Put(self.client_body(&parts, body).await?),
+            _ => Intent::Delete,
+        };
+        let key = self.cache_key(route, &parts, exchange);
+        // Only a write that sends the very same request may carry another's PATCH.
+        let signature = match intent {
+            Intent::Patch(_) if route.config.batch_patches => Some(self.write_signature(route, &parts)?),
+            _ => None,
+        };
+        let resource = self.shared.resources.get(route.id, &key.path);
+        Ok(Walk {
+            route,
+            alone: signature.is_none(),
+            parts,
+            key,
+            conditions,
+            intent,
+            signature,
+            resource,
+            retries: 0,
+        })
+    }
+
+    /// Phase **queue**: this write's turn at the resource, or the answer of the write
+    /// that carried it.
+    async fn queue(&self, walk: &Walk<'_>, exchange: &mut Exchange) -> Result<Queued, Error> {
+        let carry = match (&walk.intent, &walk.signature) {
+            (Intent::Patch(patch), Some(signature)) if walk.conditions.is_empty() => {
+                Some((Arc::clone(patch), signature.clone()))
+            }
+            _ => None,
+        };
+        match walk.resource.turn(carry).await {
+            Turn::Lock(guard) => Ok(Queued::Turn(guard)),
+            Turn::Carried(Verdict::Applied(entry)) => {
+                exchange.cache = "batched";
+                self.shared.metrics.event(walk.route.id, "patches", "applied");
+                Ok(Queued::Carried(patched(&entry, walk.route, &walk.parts)))
+            }
+            Turn::Carried(Verdict::Failed(status)) => Err(Error::BatchWriteFailed { status }),
+            // `turn` gives the lock to a PATCH sent back to write alone.
+            Turn::Carried(Verdict::Alone) => Err(Error::BatchWriteFailed {
+                status: StatusCode::BAD_GATEWAY,
+            }),
+        }
+    }
+
+    /// Phases **current**, **preconditions** and **apply**: the write to send.
+    async fn prepare(
+        &self,
+        walk: &mut Walk<'_>,
+        lock: &WriteGuard,
+        exchange: &mut Exchange,
+    ) -> Result<Write, Next> {
+        let current = self.current_state(walk, exchange).await?;
+        self.preconditions(walk, current.as_ref())?;
+        self.apply_all(walk, current, lock)
+    }
+
+    /// Phase **current**: the representation the write applies to (`None`: missing, for
+    /// a PUT, or a blind DELETE).
+    async fn current_state(
+        &self,
+        walk: &Walk<'_>,
+        exchange: &mut Exchange,
+    ) -> Result<Option<Arc<Entry>>, Next> {
+        // After a conflict, or a write whose outcome never came, the cache cannot be
+        // trusted: read the upstream.
+        let force_upstream = walk.retries > 0 || walk.resource.is_uncertain();
+        // An unconditional PUT or DELETE replaces whatever is there: no need to read it
+        // first (a cached copy still lends its upstream ETag to the write).
+        let blind = !force_upstream && walk.conditions.is_empty() && !matches!(walk.intent, Intent::Patch(_));
+        let lookup = if blind {
+            match self.shared.cache.get(&walk.key, &walk.parts.headers) {
+                Some(entry) => Lookup::Found(entry),
+                None => Lookup::Other(crate::layer::status_only(StatusCode::NOT_FOUND)),
+            }
+        } else {
+            self.current(walk.route, &walk.key, &walk.parts, force_upstream, exchange)
+                .await?
+        };
+        match lookup {
+            Lookup::Found(entry) => Ok(Some(entry)),
+            Lookup::Other(response) => match (response.status(), &walk.intent) {
+                (StatusCode::NOT_FOUND, Intent::Put(_)) => Ok(None),
+                (StatusCode::NOT_FOUND, Intent::Delete) if blind => Ok(None),
+                // A PATCH needs the whole document; this one is too large to hold.
+                (StatusCode::OK, _) => Err(self.too_large().into()),
+                // §13.2.1: a missing resource is 404 whatever the preconditions.
+                _ => Err(answer(response)),
+            },
+        }
+    }
+
+    /// Phase **preconditions** (RFC 9110 §13.2.2): a failure is answered with the
+    /// current representation.
+    fn preconditions(&self, walk: &Walk<'_>, current: Option<&Arc<Entry>>) -> Result<(), Next> {
+        let etag = current.map(|e| e.etag());
+        let state = Current {
+            exists: current.is_some(),
+            etag: etag.as_ref(),
+            last_modified: current.and_then(|e| e.last_modified()),
+        };
+        if evaluate(&walk.conditions, &state, false) == Outcome::Proceed {
+            return Ok(());
+        }
+        self.shared
+            .metrics
+            .event(walk.route.id, "precondition_failures", "");
+        Err(match self.enriched_412(walk.route, current, &walk.parts) {
+            Ok(response) => answer(response),
+            Err(error) => Next::Done(Err(error)),
+        })
+    }
+
+    /// Phase **apply**: the new body, with the waiting PATCHes this write carries.
+    fn apply_all(
+        &self,
+        walk: &mut Walk<'_>,
+        current: Option<Arc<Entry>>,
+        lock: &WriteGuard,
+    ) -> Result<Write, Next> {
+        let mut batch = Claimed::default();
+        let mut written = None;
+        let new_body = match (&walk.intent, &current) {
+            (Intent::Patch(patch), Some(entry)) => {
+                let doc = match walk.resource.take_kept(&self.shared.resources, entry) {
+                    Some(doc) => doc,
+                    None => Document::parse(entry.body_bytes())
+                        .inspect_err(|_| {
+                            self.shared
+                                .metrics
+                                .event(walk.route.id, "patches_failed", "not-json");
+                        })
+                        .map_err(Error::Patch)?,
+                };
+                let mut doc = self.apply(walk.route, patch, doc, entry)?;
+                // Its tests passed and it changes nothing: the document as it is.
+                if patch.only_tests() {
+                    self.shared.metrics.event(walk.route.id, "patches", "unchanged");
+                    return Err(answer(patched(entry, walk.route, &walk.parts)));
+                }
+                if let (false, Some(signature)) = (walk.alone, &walk.signature) {
+                    self.carry(lock, signature, &mut doc, &mut batch);
+                }
+                match doc.serialize(self.max_body()) {
+                    Ok(bytes) => {
+                        written = Some((doc, bytes.clone()));
+                        Some(bytes)
+                    }
+                    Err(e) if batch.is_empty() => return Err(self.patch_failed(walk.route, e).into()),
+                    Err(_) => {
+                        // Together too large: each one on its own.
+                        batch.settle(|| Verdict::Alone);
+                        walk.alone = true;
+                        return Err(Next::Again);
+                    }
+                }
+            }
+            // The current phase answers a PATCH of a missing resource: never here.
+            (Intent::Patch(_), None) => {
+                return Err(answer(crate::layer::status_only(StatusCode::NOT_FOUND)));
+            }
+            (Intent::Put(bytes), _) => Some(bytes.clone()),
+            (Intent::Delete, _) => None,
+        };
+        if !batch.is_empty() {
+            batch.mark_sent();
+            self.shared.metrics.event(walk.route.id, "batched_writes", "");
+        }
+        Ok(Write {
+            sending: Sending {
+                key: walk.key.clone(),
+                parts: clone_parts(&walk.parts),
+                method: self.write_method(walk),
+                current,
+                new_body,
+            },
+            batch,
+            written,
+        })
+    }
+
+    /// Phase **write**: sends it on its own task and waits for its answer up to
+    /// `request_timeout`; the write itself goes on, holding the lock, until it lands.
+    async fn send_write(
+        &self,
+        walk: &Walk<'_>,
+        write: Write,
+        lock: WriteGuard,
+    ) -> Result<land::Landed, Error> {
+        let landing = self.launch(walk.route, write, lock);
+        match tokio::time::timeout(self.shared.request_timeout, landing).await {
+            Ok(Some(landed)) => Ok(landed),
+            Ok(None) | Err(_) => Err(Error::WriteStillRunning),
+        }
+    }
+
+    /// Phase **settle**: the client's answer, or once more after a refusal.
+    async fn settle(
+        &self,
+        walk: &mut Walk<'_>,
+        result: Result<Attempt, Error>,
+        exchange: &mut Exchange,
+    ) -> Next {
+        let route = walk.route;
+        match result {
+            Err(error) => Next::Done(Err(error)),
+            // Refused, so nothing was written: one of the carried PATCHes may be the cause.
+            Ok(Attempt::Done(response, None)) if !walk.alone && response.status().is_client_error() => {
+                walk.alone = true;
+                Next::Again
+            }
+            Ok(Attempt::Done(response, _)) => answer(response),
+            Ok(Attempt::Conflict) if !walk.conditions.any_write_condition() => {
+                if walk.retries < route.config.conflict_retries {
+                    walk.retries += 1;
+                    self.shared.metrics.event(route.id, "conflict_retries", "");
+                    return Next::Again;
+                }
+                let etag = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
+                    Ok(Lookup::Found(entry)) => Some(entry.etag().into_header_value()),
+                    Ok(Lookup::Other(_)) => None,
+                    Err(error) => return Next::Done(Err(error)),
+                };
+                Next::Done(Err(Error::ConflictRetriesExhausted { etag }))
+            }
+            Ok(Attempt::Conflict) => {
+                // The client stated a precondition: it decides, with the current body.
+                self.shared
+                    .metrics
+                    .event(route.id, "precondition_failures", "upstream");
+                let current = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
+                    Ok(Lookup::Found(entry)) => Some(entry),
+                    Ok(Lookup::Other(_)) => None,
+                    Err(error) => return Next::Done(Err(error)),
+                };
+                match self.enriched_412(route, current.as_ref(), &walk.parts) {
+                    Ok(response) => answer(response),
+                    Err(error) => Next::Done(Err(error)),
+                }
+            }
+        }
+    }
+
+    /// Applies a patch; a failed `test` carries the ETag it was evaluated against.
+    fn apply(
+        &self,
+        route: &CompiledRoute,
+        patch: &Patch,
+        doc: Document,
+        current: &Entry,
+    ) -> Result<Document, Error> {
+        patch
+            .apply_to_owned(doc, self.max_body())
+            .map_err(|e| match self.patch_failed(route, e) {
+                Error::Patch(e @ PatchError::TestFailed { .. }) => Error::PatchConflict {
+                    error: e,
+                    etag: current.etag().into_header_value(),
+                },
+                error => error,
+            })
+    }
+
+    /// Takes the waiting PATCHes that would send this write's request and applies each
+    /// that applies to `doc`, in arrival order; the others are sent back to write alone.
+    fn carry(&self, lock: &WriteGuard, signature: &Signature, doc: &mut Document, batch: &mut Claimed) {
+        for joiner in lock.take_carried(signature) {
+            match joiner.patch.apply_in_place(doc, self.max_body()) {
+                Ok(()) => batch.push(joiner),
+                Err(_) => joiner.release(),
+            }
+        }
+    }
+
+    fn patch_failed(&self, route: &CompiledRoute, e: PatchError) -> Error {
+        let error = Error::Patch(e);
+        self.shared
+            .metrics
+            .event(route.id, "patches_failed", error.kind());
+        error
+    }
+
+    fn max_body(&self) -> usize {
+        usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    fn too_large(&self) -> Error {
+        Error::Patch(PatchError::TooLarge { max: self.max_body() })
+    }
+
+    /// The upstream request head a PATCH's write sends, apart from its body and the
+    /// upstream's own `If-Match`: what another write must send too to carry it.
+    fn write_signature(&self, route: &CompiledRoute, parts: &request::Parts) -> Result<Signature, Error> {
+        let method = route.config.write_method.clone();
+        let (head, _) = self.write_request(route, parts, method, None, None)?.into_parts();
+        Ok(Signature {
+            uri: head.uri,
+            headers: head.headers,
+        })
+    }
+
+    fn write_method(&self, walk: &Walk<'_>) -> Method {
+        match walk.intent {
+            Intent::Patch(_) => walk.route.config.write_method.clone(),
+            Intent::Put(_) => Method::PUT,
+            Intent::Delete => Method::DELETE,
+        }
+    }
+
+    /// The whole client body, bounded by `max_body_bytes` (413).
+    async fn client_body(&self, parts: &request::Parts, body: Body) -> Result<Bytes, Error> {
+        let max = self.shared.max_body_bytes;
+        if content_length(&parts.headers).is_some_and(|len| len > max) {
+            return Err(Error::BodyTooLarge { max });
+        }
+        match collect(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))).await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::BodyTooLarge { max }),
+            Err(e) if body::is_read_timeout(e.as_ref()) => Err(Error::BodyReadTimeout),
+            Err(_) => Err(Error::ClientBody),
+        }
+    }
+}
+
+fn answer(response: Response<Body>) -> Next {
+    Next::Done(Ok(response))
+}
