@@ -54,7 +54,6 @@ pub(crate) struct Shared {
     pub cache: Cache,
     /// Everything coordinated per resource: write queues, kept documents, uncertainty.
     pub resources: crate::resource::Resources,
-    pub rounds: crate::rounds::Rounds,
     pub landings: Arc<crate::landing::Landings>,
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
@@ -92,7 +91,6 @@ impl PatchLayer {
                 key_headers: config.cache.key_headers.clone(),
                 cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
                 resources: crate::resource::Resources::default(),
-                rounds: crate::rounds::Rounds::default(),
                 landings: Arc::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),

@@ -23,8 +23,7 @@ pub mod precondition; // conditional requests (RFC 9110 §13)
 pub mod problem; // problem+json errors, mapped once (RFC 9457)
 mod read; // the read path: cache, ETags, 304
 pub mod requester; // who is asking: one fingerprint decides every sharing
-mod resource; // one home per resource: write queue, kept document, uncertainty
-mod rounds; // shared revalidations of concurrent identical reads
+mod resource; // one home per resource: write queue, read coalescer, kept document, uncertainty
 pub mod route; // templates, prefix stripping, path safety
 pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
 pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, errors

@@ -10,14 +10,14 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header, request};
 
 use crate::body::{self, Body};
-use crate::cache::{Cache, Entry, Flight, Generation, Key};
+use crate::cache::{Cache, Entry, Generation, Key};
 use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
 use crate::headers::ACCEPT_PATCH;
 use crate::layer::{Ctx, Exchange, finish_response};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
-use crate::rounds::{self, Role, Signature};
+use crate::resource::{Join, Role, Signature};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
@@ -93,7 +93,8 @@ impl Ctx {
     }
 
     /// [`Self::current`] for a read. On a revalidate route, concurrent reads that would
-    /// send the same upstream request share one exchange (see [`crate::rounds`]).
+    /// send the same upstream request share one exchange that started after they arrived
+    /// (see [`crate::resource::reads`]).
     async fn read_current(
         &self,
         route: &CompiledRoute,
@@ -104,16 +105,57 @@ impl Ctx {
         if route.config.freshness != Freshness::Revalidate || !route.config.batch_reads {
             return self.current(route, key, parts, false, exchange).await;
         }
+        self.shared_read(route, key, parts, Join::Next, exchange).await
+    }
+
+    /// The current representation. `force_upstream` skips a fresh cache hit (a retry
+    /// after the upstream refused patchgate's conditional write). Concurrent read misses
+    /// on a route that may serve from the cache share the running exchange.
+    pub(crate) async fn current(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        force_upstream: bool,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
+        let cached = self.shared.cache.get(key, &parts.headers);
+        if let Some(entry) = &cached {
+            let fresh = match route.config.freshness {
+                Freshness::Exclusive => true,
+                Freshness::For(ttl) => entry.age() < ttl,
+                Freshness::Revalidate => false,
+            } && !entry.no_cache();
+            if fresh && !force_upstream && !self.shared.resources.is_uncertain(route.id, &key.path) {
+                exchange.cache = "hit";
+                return Ok(Lookup::Found(Arc::clone(entry)));
+            }
+        }
+        // A write reads on its own, under its lock: never an exchange older than that.
+        let is_read = parts.method == Method::GET || parts.method == Method::HEAD;
+        if cached.is_none() && is_read && route.config.freshness != Freshness::Revalidate {
+            return self.shared_read(route, key, parts, Join::Running, exchange).await;
+        }
+        self.fetch(route, key, parts, cached, exchange).await
+    }
+
+    /// An upstream read shared, as `join` allows, with concurrent reads that would send
+    /// the same request.
+    async fn shared_read(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        parts: &request::Parts,
+        join: Join,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
         let cache = &self.shared.cache;
         let read = self.upstream_read(route, parts)?;
-        let round = match self.shared.rounds.join(key, read) {
+        let resource = self.shared.resources.get(route.id, &key.path);
+        let mut round = match resource.join_read(read, join) {
             Role::Lead(round) => round,
-            Role::LeadNext(mut round, running) => {
-                round.start(running).await;
-                round
-            }
             Role::Follow(answer) => {
-                if let Some(entry) = rounds::answer(answer).await {
+                if let Some(entry) = Role::answer(answer).await {
                     exchange.cache = "batched";
                     self.shared.metrics.event(route.id, "batched_reads", "");
                     return Ok(Lookup::Found(entry));
@@ -126,60 +168,21 @@ impl Ctx {
                 return self.fetch_as(route, key, parts, read, cached, exchange).await;
             }
         };
+        round.start().await;
         // The cache as the exchange starts: the one before may just have refreshed it.
         let cached = cache.get(key, &parts.headers);
+        let since = cache.generation(route.id, &key.path);
         let read = round.signature().clone();
         let lookup = self.fetch_as(route, key, parts, read, cached, exchange).await?;
+        // Shared only if no write invalidated the resource meanwhile: a read that waited
+        // must never get a body older than a write acknowledged before it arrived.
         if let Lookup::Found(entry) = &lookup
             && !entry.headers.contains_key(header::SET_COOKIE)
+            && !cache.changed_since(since)
         {
             round.publish(entry);
         }
         Ok(lookup)
-    }
-
-    /// The current representation. `force_upstream` skips a fresh cache hit (a retry
-    /// after the upstream refused patchgate's conditional write).
-    pub(crate) async fn current(
-        &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
-        force_upstream: bool,
-        exchange: &mut Exchange,
-    ) -> Result<Lookup, Error> {
-        let cache = &self.shared.cache;
-        let mut coalesced = false;
-        loop {
-            let cached = cache.get(key, &parts.headers);
-            if let Some(entry) = &cached {
-                let fresh = match route.config.freshness {
-                    Freshness::Exclusive => true,
-                    Freshness::For(ttl) => entry.age() < ttl,
-                    Freshness::Revalidate => false,
-                } && !entry.no_cache();
-                if fresh && !force_upstream && !self.shared.resources.is_uncertain(route.id, &key.path) {
-                    exchange.cache = "hit";
-                    return Ok(Lookup::Found(Arc::clone(entry)));
-                }
-            }
-            // Revalidate mode reads the upstream for every request, so only the other
-            // modes share one upstream read among concurrent misses.
-            let coalesce = cached.is_none() && !coalesced && route.config.freshness != Freshness::Revalidate;
-            let _leader = if coalesce {
-                match cache.join(key) {
-                    Flight::Leader(guard) => Some(guard),
-                    Flight::Follower(waiter) => {
-                        waiter.wait().await;
-                        coalesced = true;
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            return self.fetch(route, key, parts, cached, exchange).await;
-        }
     }
 
     /// The upstream GET that reads what `parts` asks for, before any conditional of

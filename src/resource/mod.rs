@@ -2,19 +2,21 @@
 //! path) lives in one [`Resource`], found through one registry.
 //!
 //! A resource owns its write queue ([`queue`]: the write lock, and the PATCHes waiting to
-//! be carried by the holder's write), the parsed form of its last written document
-//! ([`kept`]), and whether its upstream state is uncertain (a write sent without an
-//! answer). A second coordination backend (a lease shared by several instances) belongs
+//! be carried by the holder's write), its read coalescer ([`reads`]: which reads share
+//! an upstream exchange), the parsed form of its last written document ([`kept`]), and
+//! whether its upstream state is uncertain (a write sent without an answer). A second coordination backend (a lease shared by several instances) belongs
 //! behind [`Resource::turn`], where a write waits for its turn.
 //!
 //! Removal rule, the only one: the registry holds a resource while a [`Handle`] to it
-//! exists (a writer waiting, holding the lock or still landing) or while it keeps state
-//! (a kept document, the uncertain mark). The last handle to go, or the call that drops
-//! the last state, removes it, under the registry shard's lock, so a resource found in
-//! the registry is never one that is being removed.
+//! exists (a writer waiting, holding the lock or still landing; a read leading or
+//! waiting for an exchange) or while it keeps state (a kept document, the uncertain
+//! mark). State is changed only through a handle, so the last handle to go removes an
+//! idle resource, under the registry shard's lock, where no handle can be taken: a
+//! resource found in the registry is never one being removed.
 
 pub(crate) mod kept;
 pub(crate) mod queue;
+pub(crate) mod reads;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use dashmap::DashMap;
 
 pub(crate) use kept::Kept;
 pub(crate) use queue::{Claimed, Turn, Verdict, WriteGuard};
+pub(crate) use reads::{Join, Role, Signature};
 
 type Id = (u32, Box<str>);
 
@@ -40,7 +43,11 @@ pub(crate) struct Resources {
 /// What patchgate coordinates for one resource.
 #[derive(Default)]
 pub(crate) struct Resource {
+    /// Live [`Handle`]s; changed only while the registry has this resource, and raised
+    /// only under the registry shard's lock, so a resource with none can be removed.
+    handles: AtomicUsize,
     queue: queue::Queue,
+    reads: reads::Reads,
     kept: std::sync::Mutex<Option<Kept>>,
     uncertain: AtomicBool,
 }
@@ -56,9 +63,14 @@ impl Resources {
     /// The resource of (route, path), made if absent.
     pub(crate) fn get(&self, route: u32, path: &str) -> Handle {
         let id: Id = (route, path.into());
-        let resource = Arc::clone(self.table.entry(id.clone()).or_default().value());
+        // Most calls find it: under the shard's read lock, which removal cannot take.
+        if let Some(handle) = self.handle(&id) {
+            return handle;
+        }
+        let resource = self.table.entry(id.clone()).or_default();
+        resource.handles.fetch_add(1, Ordering::AcqRel);
         Handle {
-            resource,
+            resource: Arc::clone(resource.value()),
             id,
             resources: Arc::clone(&self.table),
         }
@@ -66,11 +78,15 @@ impl Resources {
 
     /// The resource of (route, path) if the registry has it, without making one.
     fn find(&self, route: u32, path: &str) -> Option<Handle> {
-        let id: Id = (route, path.into());
-        let resource = Arc::clone(self.table.get(&id)?.value());
+        self.handle(&(route, path.into()))
+    }
+
+    fn handle(&self, id: &Id) -> Option<Handle> {
+        let resource = self.table.get(id)?;
+        resource.handles.fetch_add(1, Ordering::AcqRel);
         Some(Handle {
-            resource,
-            id,
+            resource: Arc::clone(resource.value()),
+            id: id.clone(),
             resources: Arc::clone(&self.table),
         })
     }
@@ -108,9 +124,11 @@ impl Resource {
         self.uncertain.load(Ordering::Acquire)
     }
 
-    /// Keeps nothing and nobody waits: the registry may forget it.
+    /// Nobody holds it and it keeps nothing: the registry may forget it.
     fn is_idle(&self) -> bool {
-        !self.is_uncertain() && self.kept.lock().map(|k| k.is_none()).unwrap_or(true) && self.queue.is_empty()
+        self.handles.load(Ordering::Acquire) == 0
+            && !self.is_uncertain()
+            && self.kept.lock().map(|k| k.is_none()).unwrap_or(true)
     }
 }
 
@@ -132,6 +150,8 @@ impl Handle {
 
 impl Clone for Handle {
     fn clone(&self) -> Handle {
+        // This handle keeps the resource in the registry, so no lock is needed.
+        self.resource.handles.fetch_add(1, Ordering::AcqRel);
         Handle {
             resource: Arc::clone(&self.resource),
             id: self.id.clone(),
@@ -150,10 +170,13 @@ impl Deref for Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Under the shard lock nobody can take a new handle: the table's and ours are the
-        // only two references exactly when nobody else holds one.
+        if self.resource.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        // The last handle: under the shard's lock, where no new one can be taken, the
+        // resource goes unless it keeps state or someone took a handle meanwhile.
         self.resources.remove_if(&self.id, |_, resource| {
-            Arc::ptr_eq(resource, &self.resource) && Arc::strong_count(resource) == 2 && resource.is_idle()
+            Arc::ptr_eq(resource, &self.resource) && resource.is_idle()
         });
     }
 }

@@ -18,9 +18,9 @@ use http::StatusCode;
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::Handle;
+use super::Signature;
 use crate::cache::Entry;
 use crate::patch::Patch;
-use crate::rounds::Signature;
 
 #[derive(Default)]
 pub(super) struct Queue {
@@ -77,6 +77,7 @@ pub(crate) struct Claimed {
 }
 
 impl Queue {
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.mailbox.lock().map(|m| m.is_empty()).unwrap_or(true)
     }

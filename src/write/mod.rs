@@ -36,8 +36,8 @@ use crate::patch::{Document, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::read::Lookup;
+use crate::resource::Signature;
 use crate::resource::{Claimed, Handle, Turn, Verdict, WriteGuard};
-use crate::rounds::Signature;
 use crate::route::CompiledRoute;
 
 use land::Attempt;

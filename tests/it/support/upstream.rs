@@ -54,6 +54,8 @@ pub enum Fault {
     Hang,
     /// Act on the request and answer normally, but only after this long.
     Late(Duration),
+    /// Answer a read with the document as it was on arrival, this much later.
+    Slow(Duration),
 }
 
 /// Which ETags the upstream sends.
@@ -326,12 +328,17 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         let fault = state.take_fault(&parts.method);
         // A read shows the document as it was when the request arrived, however slowly
         // it is then sent; writes take effect after the delay.
-        let read = (fault.is_none() && (parts.method == Method::GET || parts.method == Method::HEAD))
+        let read = (matches!(fault, None | Some(Fault::Slow(_)))
+            && (parts.method == Method::GET || parts.method == Method::HEAD))
             .then(|| state.answer(&parts, body.clone()));
         (fault, state.delay, read, state.write_delay)
     };
     if let Some(read) = read {
-        tokio::time::sleep(delay).await;
+        let slow = match fault {
+            Some(Fault::Slow(d)) => d,
+            _ => Duration::ZERO,
+        };
+        tokio::time::sleep(delay + slow).await;
         return Ok(read);
     }
     if !delay.is_zero() {
@@ -351,7 +358,7 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
             std::future::pending().await
         }
         Some(Fault::Hang) => std::future::pending().await,
-        Some(Fault::Late(d)) => {
+        Some(Fault::Late(d) | Fault::Slow(d)) => {
             tokio::time::sleep(d).await;
             Ok(shared.lock().answer(&parts, body))
         }
