@@ -405,7 +405,7 @@ impl Ctx {
         current: Option<&Entry>,
     ) -> Result<Document, Error> {
         patch
-            .apply_to_owned(doc, self.max_body())
+            .apply(doc, self.max_body())
             .map_err(|e| match (self.patch_failed(route, e), current) {
                 (Error::Patch(e @ PatchError::TestFailed { .. }), Some(entry)) => Error::PatchConflict {
                     error: e,
