@@ -59,10 +59,12 @@ impl Locks {
     }
 
     /// Resources locked or waited for right now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.table.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }

@@ -35,14 +35,6 @@ impl Format {
         }
     }
 
-    /// The name used in `proxy.toml`'s `patch = [...]`.
-    pub const fn config_name(self) -> &'static str {
-        match self {
-            Format::JsonPatch => "json-patch",
-            Format::MergePatch => "merge-patch",
-        }
-    }
-
     /// From a Content-Type value (RFC 9110 §8.3.1): the media type compared
     /// case-insensitively, parameters (e.g. `charset=utf-8`) ignored.
     pub fn from_content_type(value: &[u8]) -> Option<Format> {
@@ -146,6 +138,7 @@ impl Patch {
         Ok(Patch { kind })
     }
 
+    #[cfg(test)]
     pub fn format(&self) -> Format {
         match self.kind {
             Kind::Json(_) => Format::JsonPatch,
@@ -154,6 +147,7 @@ impl Patch {
     }
 
     /// Operations in a JSON Patch; 1 for a merge patch.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         match &self.kind {
             Kind::Json(ops) => ops.len(),
@@ -162,6 +156,7 @@ impl Patch {
     }
 
     /// True for a JSON Patch with no operations (which changes nothing).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
