@@ -15,7 +15,6 @@
 use std::{
     convert::Infallible,
     future::Future,
-    marker::PhantomData,
     pin::Pin,
     sync::{
         Arc,
@@ -147,9 +146,9 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Service = PatchService<S>;
+    type Service = PatchService;
 
-    fn layer(&self, inner: S) -> PatchService<S> {
+    fn layer(&self, inner: S) -> PatchService {
         // Boxed once here so that requests answered from the cache never touch it.
         let upstream: Upstream = BoxCloneSyncService::new(
             inner
@@ -159,30 +158,20 @@ where
         PatchService {
             upstream: Arc::new(upstream),
             shared: Arc::clone(&self.shared),
-            _inner: PhantomData,
         }
     }
 }
 
-/// The service [`PatchLayer`] produces over an upstream service `S`. Its error type is
-/// `Infallible`: upstream failures become 502/504 problem responses.
-pub struct PatchService<S> {
+/// The service [`PatchLayer`] produces over an upstream service, which it holds boxed:
+/// its type does not name the upstream's. Its error type is `Infallible`: upstream
+/// failures become 502/504 problem responses.
+#[derive(Clone)]
+pub struct PatchService {
     upstream: Arc<Upstream>,
     shared: Arc<Shared>,
-    _inner: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for PatchService<S> {
-    fn clone(&self) -> Self {
-        PatchService {
-            upstream: Arc::clone(&self.upstream),
-            shared: Arc::clone(&self.shared),
-            _inner: PhantomData,
-        }
-    }
-}
-
-impl<S, ReqBody> Service<Request<ReqBody>> for PatchService<S>
+impl<ReqBody> Service<Request<ReqBody>> for PatchService
 where
     ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
