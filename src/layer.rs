@@ -33,7 +33,7 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::lock::Locks;
-use crate::metrics::Metrics;
+use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
 use crate::route::{self, CompiledRoute, RouteTable};
@@ -297,7 +297,7 @@ impl Ctx {
             .ok_or(Error::NoRoute)?;
         if counter.fetch_add(1, Ordering::AcqRel) >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
-            self.shared.metrics.event(route.id, "shed", "");
+            self.shared.metrics.event(route.id, Event::Shed);
             return Err(Error::Overloaded);
         }
         Ok(Slot(counter))

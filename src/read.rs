@@ -15,6 +15,7 @@ use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
 use crate::headers::ACCEPT_PATCH;
 use crate::layer::{Ctx, Exchange, finish_response};
+use crate::metrics::Event;
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::rounds::{self, Role, Signature};
@@ -115,7 +116,7 @@ impl Ctx {
             Role::Follow(answer) => {
                 if let Some(entry) = rounds::answer(answer).await {
                     exchange.cache = "batched";
-                    self.shared.metrics.event(route.id, "batched_reads", "");
+                    self.shared.metrics.event(route.id, Event::BatchedRead);
                     return Ok(Lookup::Found(entry));
                 }
                 let cached = cache.get(key, &parts.headers);

@@ -20,6 +20,7 @@ use crate::etag::EntityTag;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
 use crate::layer::{Ctx, Exchange, allow, collect, content_length, finish_response};
 use crate::lock::WriteGuard;
+use crate::metrics::Event;
 use crate::patch::{Document, Format, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
@@ -145,7 +146,7 @@ impl Ctx {
                     Some(match self.shared.parsed.take(route.id, &key.path, entry) {
                         Some(doc) => doc,
                         None => Document::parse(entry.body_bytes()).inspect_err(|_| {
-                            self.shared.metrics.event(route.id, "patches_failed", "not-json");
+                            self.shared.metrics.event(route.id, Event::CurrentNotJson);
                         })?,
                     })
                 }
@@ -158,7 +159,7 @@ impl Ctx {
                 last_modified: current.as_ref().and_then(|e| e.last_modified()),
             };
             if evaluate(&conditions, &state, false) != Outcome::Proceed {
-                self.shared.metrics.event(route.id, "precondition_failures", "");
+                self.shared.metrics.event(route.id, Event::PreconditionFailed);
                 return self.enriched_412(route, current.as_ref(), &parts);
             }
             // The parsed document is consumed here, before the upstream wait.
@@ -169,7 +170,7 @@ impl Ctx {
                     let mut doc = self.apply(route, patch, doc, current.as_deref())?;
                     // Its tests passed and it changes nothing: the document as it is.
                     if let (true, Some(entry)) = (patch.only_tests(), &current) {
-                        self.shared.metrics.event(route.id, "patches", "unchanged");
+                        self.shared.metrics.event(route.id, Event::PatchUnchanged);
                         return Ok(patched(entry, route, &parts));
                     }
                     if let (false, Some(signature)) = (alone, &signature) {
@@ -195,7 +196,7 @@ impl Ctx {
             let batched = !batch.is_empty();
             if batched {
                 batch.mark_sent();
-                self.shared.metrics.event(route.id, "batched_writes", "");
+                self.shared.metrics.event(route.id, Event::BatchedWrite);
             }
             let write = Write {
                 key: key.clone(),
@@ -227,7 +228,7 @@ impl Ctx {
                 Attempt::Conflict if !conditions.any_write_condition() => {
                     if retries < route.config.conflict_retries {
                         retries += 1;
-                        self.shared.metrics.event(route.id, "conflict_retries", "");
+                        self.shared.metrics.event(route.id, Event::ConflictRetry);
                         continue;
                     }
                     let etag = match self.current(route, &key, &parts, true, exchange).await? {
@@ -240,7 +241,7 @@ impl Ctx {
                     // The client stated a precondition: it decides, with the current body.
                     self.shared
                         .metrics
-                        .event(route.id, "precondition_failures", "upstream");
+                        .event(route.id, Event::UpstreamPreconditionFailed);
                     return match self.current(route, &key, &parts, true, exchange).await? {
                         Lookup::Found(entry) => self.enriched_412(route, Some(&entry), &parts),
                         Lookup::Other(_) => self.enriched_412(route, None, &parts),
@@ -337,7 +338,7 @@ impl Ctx {
             Err(e) => {
                 // No answer, or none that can be trusted: the write may land yet.
                 landings.mark_uncertain(route.id, &key.path);
-                self.shared.metrics.event(route.id, "writes_uncertain", e.kind());
+                self.shared.metrics.event(route.id, Event::WriteUncertain(e));
                 let status = e.status();
                 batch.settle(|| Verdict::Failed(status));
             }
@@ -387,7 +388,7 @@ impl Ctx {
                 let bytes = self.client_body(parts, body).await?;
                 let patch = Patch::parse(format, &bytes, route.config.patch_max_ops).map_err(Error::Patch);
                 if let Err(e) = &patch {
-                    self.shared.metrics.event(route.id, "patches_failed", e.kind());
+                    self.shared.metrics.event(route.id, Event::PatchFailed(e));
                 }
                 Ok(Intent::Patch(Arc::new(patch?)))
             }
@@ -417,9 +418,7 @@ impl Ctx {
 
     fn patch_failed(&self, route: &CompiledRoute, e: PatchError) -> Error {
         let error = Error::Patch(e);
-        self.shared
-            .metrics
-            .event(route.id, "patches_failed", error.kind());
+        self.shared.metrics.event(route.id, Event::PatchFailed(&error));
         error
     }
 
@@ -464,7 +463,7 @@ impl Ctx {
         match verdict {
             Ok(Verdict::Applied(entry)) => {
                 exchange.cache = "batched";
-                self.shared.metrics.event(route.id, "patches", "applied");
+                self.shared.metrics.event(route.id, Event::PatchApplied);
                 Ok(Turn::Done(patched(&entry, route, parts)))
             }
             Ok(Verdict::Alone) => Ok(Turn::Lock(locks.lock(route.id, path).await)),
@@ -561,7 +560,7 @@ impl Ctx {
         };
         guard.disarm();
         if parts.method == Method::PATCH {
-            self.shared.metrics.event(route.id, "patches", "applied");
+            self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));
         }
         let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
@@ -638,7 +637,7 @@ impl Ctx {
         let Some(entry) = current else {
             return Err(Error::PreconditionFailedMissing);
         };
-        self.shared.metrics.event(route.id, "enriched_412", "");
+        self.shared.metrics.event(route.id, Event::Enriched412);
         let mut response = represent(entry, route, StatusCode::PRECONDITION_FAILED, false);
         if !response.headers().contains_key(header::CONTENT_LOCATION)
             && let Ok(location) = HeaderValue::from_str(parts.uri.path())
