@@ -443,7 +443,7 @@ impl Drop for Slot<'_> {
 pub(crate) fn finish_response(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     crate::headers::strip_hop_by_hop(headers);
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    headers.append(header::VIA, crate::headers::VIA_PATCHGATE);
     response
 }
 

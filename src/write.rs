@@ -17,7 +17,7 @@ use crate::body::{self, Body};
 use crate::cache::{Cache, Entry, Key};
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
-use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
+use crate::headers::{ACCEPT_PATCH, CONDITIONALS, PREFER, PREFERENCE_APPLIED};
 use crate::layer::{Ctx, Exchange, allow, collect, content_length, finish_response};
 use crate::lock::WriteGuard;
 use crate::metrics::Event;
@@ -603,15 +603,7 @@ impl Ctx {
             Request::from_parts(parts, body::empty())
         };
         let headers = request.headers_mut();
-        for name in [
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::CONTENT_LENGTH,
-            PREFER,
-        ] {
+        for name in CONDITIONALS.into_iter().chain([header::CONTENT_LENGTH, PREFER]) {
             headers.remove(name);
         }
         if is_patch {
