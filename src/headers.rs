@@ -2,7 +2,7 @@
 //! (RFC 9110 §7.6.1).
 
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version, header};
 
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
@@ -12,6 +12,20 @@ pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connecti
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The conditional request headers (RFC 9110 §13.1): patchgate evaluates a client's
+/// conditions itself and asks the upstream only its own.
+pub const CONDITIONALS: [HeaderName; 5] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// The `Via` entry patchgate adds to the requests and responses it passes on
+/// (RFC 9110 §7.6.3).
+pub const VIA_PATCHGATE: HeaderValue = HeaderValue::from_static("1.1 patchgate");
 
 /// The fixed hop-by-hop set (RFC 9110 §7.6.1, and what proxies commonly add).
 const HOP_BY_HOP: [HeaderName; 9] = [

@@ -15,7 +15,6 @@
 use std::{
     convert::Infallible,
     future::Future,
-    marker::PhantomData,
     pin::Pin,
     sync::{
         Arc,
@@ -33,7 +32,7 @@ use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
 use crate::route::{self, CompiledRoute, RouteTable};
@@ -141,9 +140,9 @@ where
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Service = PatchService<S>;
+    type Service = PatchService;
 
-    fn layer(&self, inner: S) -> PatchService<S> {
+    fn layer(&self, inner: S) -> PatchService {
         // Boxed once here so that requests answered from the cache never touch it.
         let upstream: Upstream = BoxCloneSyncService::new(
             inner
@@ -153,30 +152,20 @@ where
         PatchService {
             upstream: Arc::new(upstream),
             shared: Arc::clone(&self.shared),
-            _inner: PhantomData,
         }
     }
 }
 
-/// The service [`PatchLayer`] produces over an upstream service `S`. Its error type is
-/// `Infallible`: upstream failures become 502/504 problem responses.
-pub struct PatchService<S> {
+/// The service [`PatchLayer`] produces over an upstream service, which it holds boxed:
+/// its type does not name the upstream's. Its error type is `Infallible`: upstream
+/// failures become 502/504 problem responses.
+#[derive(Clone)]
+pub struct PatchService {
     upstream: Arc<Upstream>,
     shared: Arc<Shared>,
-    _inner: PhantomData<fn() -> S>,
 }
 
-impl<S> Clone for PatchService<S> {
-    fn clone(&self) -> Self {
-        PatchService {
-            upstream: Arc::clone(&self.upstream),
-            shared: Arc::clone(&self.shared),
-            _inner: PhantomData,
-        }
-    }
-}
-
-impl<S, ReqBody> Service<Request<ReqBody>> for PatchService<S>
+impl<ReqBody> Service<Request<ReqBody>> for PatchService
 where
     ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
@@ -302,7 +291,7 @@ impl Ctx {
             .ok_or(Error::NoRoute)?;
         if counter.fetch_add(1, Ordering::AcqRel) >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
-            self.shared.metrics.event(route.id, "shed", "");
+            self.shared.metrics.event(route.id, Event::Shed);
             return Err(Error::Overloaded);
         }
         Ok(Slot(counter))
@@ -448,7 +437,7 @@ impl Drop for Slot<'_> {
 pub(crate) fn finish_response(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     crate::headers::strip_hop_by_hop(headers);
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    headers.append(header::VIA, crate::headers::VIA_PATCHGATE);
     response
 }
 

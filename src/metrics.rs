@@ -12,17 +12,76 @@ use dashmap::DashMap;
 use http::{Method, StatusCode};
 
 use crate::cache::Stats as CacheStats;
+use crate::problem::Error;
 
 /// Upper bounds of the upstream latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// What the read and write paths count besides requests and latency. Each variant is one
+/// series, `patchgate_{family}_total{route="…"}` with a `reason` label where it has one;
+/// [`Event::series`] is the one place that spells the names.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// `patches_total{reason="applied"}`: a PATCH written upstream, alone or batched.
+    PatchApplied,
+    /// `patches_total{reason="unchanged"}`: a PATCH that only tests, answered without a write.
+    PatchUnchanged,
+    /// `patches_failed_total{reason}`: a PATCH refused; the reason is the problem's
+    /// [`Error::kind`] (`malformed-patch`, `test-failed`, `patch-result-too-large`…).
+    PatchFailed(&'a Error),
+    /// `patches_failed_total{reason="not-json"}`: the current representation did not parse
+    /// (a repeated member name is counted here too).
+    CurrentNotJson,
+    /// `precondition_failures_total`: the client's precondition failed against the current
+    /// representation patchgate read.
+    PreconditionFailed,
+    /// `precondition_failures_total{reason="upstream"}`: the upstream refused patchgate's
+    /// conditional write and the client's own precondition decided.
+    UpstreamPreconditionFailed,
+    /// `conflict_retries_total`: patchgate's conditional write lost to another writer and
+    /// is tried again.
+    ConflictRetry,
+    /// `batched_writes_total`: one upstream write carried PATCHes that waited for it.
+    BatchedWrite,
+    /// `batched_reads_total`: a read answered by another identical read's upstream round.
+    BatchedRead,
+    /// `writes_uncertain_total{reason}`: a sent write got no answer that can be trusted;
+    /// the reason is the problem's [`Error::kind`].
+    WriteUncertain(&'a Error),
+    /// `enriched_412_total`: a 412 sent with the current representation.
+    Enriched412,
+    /// `shed_total`: a request refused because its route had `max_in_flight` requests.
+    Shed,
+}
+
+impl Event<'_> {
+    /// The series' family (`patchgate_{family}_total`) and `reason` label (empty for none).
+    fn series(self) -> (&'static str, &'static str) {
+        match self {
+            Event::PatchApplied => ("patches", "applied"),
+            Event::PatchUnchanged => ("patches", "unchanged"),
+            Event::PatchFailed(error) => ("patches_failed", error.kind()),
+            Event::CurrentNotJson => ("patches_failed", "not-json"),
+            Event::PreconditionFailed => ("precondition_failures", ""),
+            Event::UpstreamPreconditionFailed => ("precondition_failures", "upstream"),
+            Event::ConflictRetry => ("conflict_retries", ""),
+            Event::BatchedWrite => ("batched_writes", ""),
+            Event::BatchedRead => ("batched_reads", ""),
+            Event::WriteUncertain(error) => ("writes_uncertain", error.kind()),
+            Event::Enriched412 => ("enriched_412", ""),
+            Event::Shed => ("shed", ""),
+        }
+    }
+}
+
 pub struct Metrics {
     route_names: Vec<String>,
     requests: DashMap<(u32, Method, u16), AtomicU64>,
     in_flight: AtomicI64,
     latency: Vec<Histogram>,
+    /// Keyed by route and [`Event::series`]: rendering sorts by the names it prints.
     events: DashMap<(u32, &'static str, &'static str), AtomicU64>,
 }
 
@@ -92,9 +151,9 @@ impl Metrics {
         h.sum_micros.fetch_add(micros, Ordering::Relaxed);
     }
 
-    /// Counts a named event of the write path, e.g. `("patches", "applied")`,
-    /// `("patches_failed", "test-failed")`, `("conflict_retries", "")`.
-    pub fn event(&self, route: u32, family: &'static str, reason: &'static str) {
+    /// Counts one [`Event`] for `route`.
+    pub fn event(&self, route: u32, event: Event<'_>) {
+        let (family, reason) = event.series();
         self.events
             .entry((route, family, reason))
             .or_default()
@@ -230,5 +289,73 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::PatchError;
+
+    /// The event series as dashboards and the README know them: these names must not change.
+    #[test]
+    fn every_event_renders_under_its_established_name() {
+        let metrics = Metrics::new(vec!["a".into()]);
+        let test_failed = Error::Patch(PatchError::TestFailed {
+            op_index: 0,
+            path: "/x".into(),
+        });
+        let malformed = Error::Patch(PatchError::Malformed { detail: "x".into() });
+        for event in [
+            Event::PatchApplied,
+            Event::PatchApplied,
+            Event::PatchUnchanged,
+            Event::PatchFailed(&test_failed),
+            Event::PatchFailed(&malformed),
+            Event::CurrentNotJson,
+            Event::PreconditionFailed,
+            Event::UpstreamPreconditionFailed,
+            Event::ConflictRetry,
+            Event::BatchedWrite,
+            Event::BatchedRead,
+            Event::WriteUncertain(&Error::UpstreamTimeout),
+            Event::Enriched412,
+            Event::Shed,
+        ] {
+            metrics.event(0, event);
+        }
+        let text = metrics.render(&CacheStats::default());
+        let events: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# TYPE patchgate_batched_reads_total"))
+            .take_while(|l| !l.starts_with("# HELP patchgate_cache_hits_total"))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "# TYPE patchgate_batched_reads_total counter",
+                "patchgate_batched_reads_total{route=\"a\"} 1",
+                "# TYPE patchgate_batched_writes_total counter",
+                "patchgate_batched_writes_total{route=\"a\"} 1",
+                "# TYPE patchgate_conflict_retries_total counter",
+                "patchgate_conflict_retries_total{route=\"a\"} 1",
+                "# TYPE patchgate_enriched_412_total counter",
+                "patchgate_enriched_412_total{route=\"a\"} 1",
+                "# TYPE patchgate_patches_total counter",
+                "patchgate_patches_total{route=\"a\",reason=\"applied\"} 2",
+                "patchgate_patches_total{route=\"a\",reason=\"unchanged\"} 1",
+                "# TYPE patchgate_patches_failed_total counter",
+                "patchgate_patches_failed_total{route=\"a\",reason=\"malformed-patch\"} 1",
+                "patchgate_patches_failed_total{route=\"a\",reason=\"not-json\"} 1",
+                "patchgate_patches_failed_total{route=\"a\",reason=\"test-failed\"} 1",
+                "# TYPE patchgate_precondition_failures_total counter",
+                "patchgate_precondition_failures_total{route=\"a\"} 1",
+                "patchgate_precondition_failures_total{route=\"a\",reason=\"upstream\"} 1",
+                "# TYPE patchgate_shed_total counter",
+                "patchgate_shed_total{route=\"a\"} 1",
+                "# TYPE patchgate_writes_uncertain_total counter",
+                "patchgate_writes_uncertain_total{route=\"a\",reason=\"upstream-timeout\"} 1",
+            ]
+        );
     }
 }

@@ -13,8 +13,9 @@ use crate::body::{self, Body};
 use crate::cache::{Cache, Entry, Generation, Key};
 use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
-use crate::headers::ACCEPT_PATCH;
+use crate::headers::{ACCEPT_PATCH, CONDITIONALS, VIA_PATCHGATE};
 use crate::layer::{Ctx, Exchange, finish_response};
+use crate::metrics::Event;
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::resource::{Join, Role, Signature};
@@ -27,16 +28,6 @@ pub(crate) enum Lookup {
     /// A non-200 upstream answer (404, 500…), or a 200 too large to hold, passed on.
     Other(Response<Body>),
 }
-
-/// Conditional and range headers: patchgate evaluates the client's conditions itself and
-/// asks the upstream only its own.
-const CLIENT_CONDITIONALS: [header::HeaderName; 5] = [
-    header::IF_MATCH,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-];
 
 impl Ctx {
     /// GET and HEAD.
@@ -157,7 +148,7 @@ impl Ctx {
             Role::Follow(answer) => {
                 if let Some(entry) = Role::answer(answer).await {
                     exchange.cache = "batched";
-                    self.shared.metrics.event(route.id, "batched_reads", "");
+                    self.shared.metrics.event(route.id, Event::BatchedRead);
                     return Ok(Lookup::Found(entry));
                 }
                 let cached = cache.get(key, &parts.headers);
@@ -193,7 +184,7 @@ impl Ctx {
         parts: &request::Parts,
     ) -> Result<Signature, Error> {
         let mut headers = parts.headers.clone();
-        for name in CLIENT_CONDITIONALS {
+        for name in CONDITIONALS {
             headers.remove(name);
         }
         headers.remove(header::RANGE);
@@ -517,7 +508,7 @@ fn represent_tagged(
     if let Some(accept) = &route.accept_patch {
         headers.insert(ACCEPT_PATCH, accept.clone());
     }
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    headers.append(header::VIA, VIA_PATCHGATE);
     response
 }
 
@@ -542,6 +533,6 @@ fn not_modified(entry: &Entry, etag: HeaderValue, route: &CompiledRoute) -> Resp
     if let Some(accept) = &route.accept_patch {
         headers.insert(ACCEPT_PATCH, accept.clone());
     }
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    headers.append(header::VIA, VIA_PATCHGATE);
     response
 }

@@ -30,7 +30,7 @@ pub struct Proxy {
     listener: TcpListener,
     admin: Option<TcpListener>,
     layer: PatchLayer,
-    service: PatchService<upstream::Client>,
+    service: PatchService,
     tls: Option<Arc<ListenerTls>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
@@ -206,7 +206,7 @@ impl Proxy {
 
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: PatchService<upstream::Client>,
+    service: PatchService,
     watcher: hyper_util::server::graceful::Watcher,
     tls: Option<Arc<ListenerTls>>,
     handshake_timeout: Duration,

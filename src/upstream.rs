@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::body::{Body, BoxError};
 use crate::config::Config;
-use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::headers::{self, VIA_PATCHGATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::problem::Error;
 
 /// What the server knows of the client connection; inserted into request extensions.
@@ -276,7 +276,7 @@ fn add_forwarding(headers: &mut HeaderMap, info: Option<ConnInfo>, host: Option<
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST, h);
     }
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
+    headers.append(header::VIA, VIA_PATCHGATE);
 }
 
 /// A request patchgate makes on its own behalf (reads for the write path, patched

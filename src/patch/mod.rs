@@ -35,14 +35,6 @@ impl Format {
         }
     }
 
-    /// The name used in `proxy.toml`'s `patch = [...]`.
-    pub const fn config_name(self) -> &'static str {
-        match self {
-            Format::JsonPatch => "json-patch",
-            Format::MergePatch => "merge-patch",
-        }
-    }
-
     /// From a Content-Type value (RFC 9110 §8.3.1): the media type compared
     /// case-insensitively, parameters (e.g. `charset=utf-8`) ignored.
     pub fn from_content_type(value: &[u8]) -> Option<Format> {
@@ -146,6 +138,7 @@ impl Patch {
         Ok(Patch { kind })
     }
 
+    #[cfg(test)]
     pub fn format(&self) -> Format {
         match self.kind {
             Kind::Json(_) => Format::JsonPatch,
@@ -154,6 +147,7 @@ impl Patch {
     }
 
     /// Operations in a JSON Patch; 1 for a merge patch.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         match &self.kind {
             Kind::Json(ops) => ops.len(),
@@ -162,6 +156,7 @@ impl Patch {
     }
 
     /// True for a JSON Patch with no operations (which changes nothing).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -175,40 +170,27 @@ impl Patch {
         }
     }
 
-    /// Atomic: applies the whole patch to a copy of `doc` or fails without changing
-    /// anything. Returns the new document serialized; TooLarge past `max_output_bytes`.
-    pub fn apply(&self, doc: &Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {
-        self.apply_owned(doc.clone(), max_output_bytes)
-    }
-
-    /// [`Patch::apply`] on a document the caller no longer needs: no copy is made, and
-    /// a failure leaves nothing behind but the error (the document is dropped).
-    pub fn apply_owned(&self, doc: Document, max_output_bytes: usize) -> Result<Bytes, PatchError> {
-        let too_large = |_| PatchError::TooLarge {
-            max: max_output_bytes,
-        };
-        let Document { mut root, source_len } = doc;
+    /// Applies the whole patch to `doc`, which the caller gives up (the write path): no
+    /// copy is made, and a failure leaves nothing behind but the error. The result's size
+    /// is checked by [`Document::serialize`]; `max_output_bytes` bounds the document while
+    /// JSON Patch operations run.
+    pub fn apply(&self, mut doc: Document, max_output_bytes: usize) -> Result<Document, PatchError> {
         match &self.kind {
-            // A non-object merge patch is the result itself.
-            Kind::Merge(patch) if !matches!(patch, Json::Object(_)) => {
-                return json::to_vec(patch, max_output_bytes, 0)
-                    .map(Bytes::from)
-                    .map_err(too_large);
+            Kind::Json(ops) => {
+                let mut budget = Budget::new(doc.source_len, max_output_bytes);
+                ops::apply(&mut doc.root, ops, &mut budget)?;
+                doc.source_len = budget.estimate();
             }
-            Kind::Merge(patch) => merge::merge(&mut root, patch),
-            Kind::Json(ops) => ops::apply(&mut root, ops, &mut Budget::new(source_len, max_output_bytes))?,
+            Kind::Merge(_) => self.apply_in_place(&mut doc, max_output_bytes)?,
         }
-        json::to_vec(&root, max_output_bytes, source_len)
-            .map(Bytes::from)
-            .map_err(too_large)
+        Ok(doc)
     }
-}
 
-impl Patch {
-    /// Applies the patch to `doc` in place, atomically: on failure `doc` is unchanged. The
-    /// result's size is checked by [`Document::serialize`]; `max_output_bytes` bounds the
-    /// working copy while operations run. The document is copied first only when a failure
-    /// could follow a change (a JSON Patch of several operations, or a `move`).
+    /// Applies the patch to `doc` in place, atomically: on failure `doc` is unchanged (the
+    /// batched-PATCH path, which goes on with the document when a joiner does not apply).
+    /// The result's size is checked by [`Document::serialize`]; `max_output_bytes` bounds
+    /// the working copy while operations run. The document is copied first only when a
+    /// failure could follow a change (a JSON Patch of several operations, or a `move`).
     pub fn apply_in_place(&self, doc: &mut Document, max_output_bytes: usize) -> Result<(), PatchError> {
         match &self.kind {
             Kind::Merge(patch) => {
@@ -231,20 +213,6 @@ impl Patch {
             }
         }
         Ok(())
-    }
-
-    /// [`Patch::apply_in_place`] for a caller that drops the document on failure: never
-    /// copies it.
-    pub fn apply_to_owned(&self, mut doc: Document, max_output_bytes: usize) -> Result<Document, PatchError> {
-        match &self.kind {
-            Kind::Json(ops) => {
-                let mut budget = Budget::new(doc.source_len, max_output_bytes);
-                ops::apply(&mut doc.root, ops, &mut budget)?;
-                doc.source_len = budget.estimate();
-            }
-            Kind::Merge(_) => self.apply_in_place(&mut doc, max_output_bytes)?,
-        }
-        Ok(doc)
     }
 }
 

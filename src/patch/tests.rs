@@ -9,8 +9,13 @@ const MAX_BYTES: usize = 1 << 20;
 fn apply(format: Format, doc: &str, patch: &str) -> Result<String, PatchError> {
     let doc = Document::parse(doc.as_bytes())?;
     let patch = Patch::parse(format, patch.as_bytes(), MAX_OPS)?;
-    let out = patch.apply(&doc, MAX_BYTES)?;
+    let out = applied(&patch, &doc, MAX_BYTES)?;
     Ok(String::from_utf8(out.to_vec()).unwrap_or_default())
+}
+
+/// What the write path does: apply to the document, then serialize within `max`.
+fn applied(patch: &Patch, doc: &Document, max: usize) -> Result<Bytes, PatchError> {
+    patch.apply(doc.clone(), max)?.serialize(max)
 }
 
 fn json_patch(doc: &str, patch: &str) -> Result<String, PatchError> {
@@ -335,7 +340,7 @@ fn test_with_huge_exponents_is_exact_and_cheap() {
 
 #[test]
 fn a_failing_operation_leaves_the_document_unchanged() {
-    let doc = Document::parse(br#"{"a":1,"list":[1,2]}"#).expect("doc");
+    let mut doc = Document::parse(br#"{"a":1,"list":[1,2]}"#).expect("doc");
     let before = doc.to_bytes();
     let patch = Patch::parse(
         Format::JsonPatch,
@@ -344,7 +349,7 @@ fn a_failing_operation_leaves_the_document_unchanged() {
     )
     .expect("patch");
     assert_eq!(
-        patch.apply(&doc, MAX_BYTES),
+        patch.apply_in_place(&mut doc, MAX_BYTES),
         Err(cannot(2, "/list/5", "index 5 is out of bounds (array length 2)"))
     );
     assert_eq!(doc.to_bytes(), before);
@@ -676,13 +681,13 @@ fn results_larger_than_the_limit_are_refused() {
         MAX_OPS,
     )
     .expect("patch");
-    assert_eq!(copy.apply(&doc, 35).map(|b| b.len()), Ok(35));
-    assert_eq!(copy.apply(&doc, 34), Err(PatchError::TooLarge { max: 34 }));
+    assert_eq!(applied(&copy, &doc, 35).map(|b| b.len()), Ok(35));
+    assert_eq!(applied(&copy, &doc, 34), Err(PatchError::TooLarge { max: 34 }));
     let merge = Patch::parse(Format::MergePatch, br#"{"b":"0123456789"}"#, MAX_OPS).expect("patch");
-    assert_eq!(merge.apply(&doc, 34), Err(PatchError::TooLarge { max: 34 }));
+    assert_eq!(applied(&merge, &doc, 34), Err(PatchError::TooLarge { max: 34 }));
     let whole = Patch::parse(Format::MergePatch, b"\"0123456789\"", MAX_OPS).expect("patch");
-    assert_eq!(whole.apply(&doc, 11), Err(PatchError::TooLarge { max: 11 }));
-    assert_eq!(whole.apply(&doc, 12).map(|b| b.len()), Ok(12));
+    assert_eq!(applied(&whole, &doc, 11), Err(PatchError::TooLarge { max: 11 }));
+    assert_eq!(applied(&whole, &doc, 12).map(|b| b.len()), Ok(12));
 }
 
 #[test]
@@ -693,7 +698,7 @@ fn doubling_copies_stop_at_the_limit_without_building_the_result() {
     let doc = Document::parse(br#"{"a":["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]}"#).expect("doc");
     let patch = Patch::parse(Format::JsonPatch, patch.as_bytes(), 1000).expect("patch");
     assert_eq!(
-        patch.apply(&doc, MAX_BYTES),
+        applied(&patch, &doc, MAX_BYTES),
         Err(PatchError::TooLarge { max: MAX_BYTES })
     );
 }
@@ -706,7 +711,7 @@ fn removals_make_room_for_later_additions() {
     let patch = format!(r#"[{{"op":"remove","path":"/a"}},{{"op":"add","path":"/b","value":"{big}"}}]"#);
     let patch = Patch::parse(Format::JsonPatch, patch.as_bytes(), MAX_OPS).expect("patch");
     assert_eq!(
-        patch.apply(&doc, doc_text.len()).map(|b| b.len()),
+        applied(&patch, &doc, doc_text.len()).map(|b| b.len()),
         Ok(doc_text.len())
     );
 }
@@ -752,8 +757,6 @@ fn format_from_content_type_ignores_case_and_parameters() {
     }
     assert_eq!(Format::JsonPatch.media_type(), "application/json-patch+json");
     assert_eq!(Format::MergePatch.media_type(), "application/merge-patch+json");
-    assert_eq!(Format::JsonPatch.config_name(), "json-patch");
-    assert_eq!(Format::MergePatch.config_name(), "merge-patch");
 }
 
 #[test]
@@ -792,7 +795,7 @@ fn an_oversized_document_may_be_patched_down_to_the_limit() {
     )
     .expect("patch");
     assert_eq!(
-        patch.apply(&doc, 20).map(|b| b.to_vec()),
+        applied(&patch, &doc, 20).map(|b| b.to_vec()),
         Ok(br#"{"keep":1}"#.to_vec())
     );
     let grow = Patch::parse(
@@ -801,5 +804,5 @@ fn an_oversized_document_may_be_patched_down_to_the_limit() {
         MAX_OPS,
     )
     .expect("patch");
-    assert_eq!(grow.apply(&doc, 20), Err(PatchError::TooLarge { max: 20 }));
+    assert_eq!(applied(&grow, &doc, 20), Err(PatchError::TooLarge { max: 20 }));
 }

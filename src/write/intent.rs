@@ -10,6 +10,7 @@ use http_body_util::Limited;
 use super::{Intent, Walk};
 use crate::body::{self, Body};
 use crate::layer::{Ctx, Exchange, allow, collect, content_length};
+use crate::metrics::Event;
 use crate::patch::{Format, Patch};
 use crate::precondition::Conditions;
 use crate::problem::Error;
@@ -48,7 +49,7 @@ impl Ctx {
                 let bytes = self.client_body(&parts, body).await?;
                 let patch = Patch::parse(format, &bytes, route.config.patch_max_ops).map_err(Error::Patch);
                 if let Err(e) = &patch {
-                    self.shared.metrics.event(route.id, "patches_failed", e.kind());
+                    self.shared.metrics.event(route.id, Event::PatchFailed(e));
                 }
                 Intent::Patch(Arc::new(patch?))
             }

@@ -17,8 +17,9 @@ use crate::body::{self, Body};
 use crate::cache::{Cache, Entry};
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
-use crate::headers::PREFER;
+use crate::headers::{CONDITIONALS, PREFER};
 use crate::layer::{Ctx, Exchange, finish_response};
+use crate::metrics::Event;
 use crate::problem::Error;
 use crate::read::{Lookup, make_entry, tag_room};
 use crate::resource::{Verdict, WriteGuard};
@@ -120,7 +121,7 @@ impl Ctx {
             Err(e) => {
                 // No answer, or none that can be trusted: the write may land yet.
                 resource.mark_uncertain(resources);
-                self.shared.metrics.event(route.id, "writes_uncertain", e.kind());
+                self.shared.metrics.event(route.id, Event::WriteUncertain(e));
                 let status = e.status();
                 batch.settle(|| Verdict::Failed(status));
             }
@@ -193,7 +194,7 @@ impl Ctx {
         };
         guard.disarm();
         if parts.method == Method::PATCH {
-            self.shared.metrics.event(route.id, "patches", "applied");
+            self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));
         }
         let mut response = Response::from_parts(resp_parts, body::full(upstream_body));
@@ -222,15 +223,7 @@ impl Ctx {
             Request::from_parts(parts, body::empty())
         };
         let headers = request.headers_mut();
-        for name in [
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-            header::CONTENT_LENGTH,
-            PREFER,
-        ] {
+        for name in CONDITIONALS.into_iter().chain([header::CONTENT_LENGTH, PREFER]) {
             headers.remove(name);
         }
         if is_patch {

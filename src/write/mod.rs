@@ -32,6 +32,7 @@ use http::{Method, Request, Response, StatusCode, request};
 use crate::body::Body;
 use crate::cache::{Entry, Key};
 use crate::layer::{Ctx, Exchange};
+use crate::metrics::Event;
 use crate::patch::{Document, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
@@ -152,7 +153,7 @@ impl Ctx {
             Turn::Lock(guard) => Ok(Queued::Turn(guard)),
             Turn::Carried(Verdict::Applied(entry)) => {
                 exchange.cache = "batched";
-                self.shared.metrics.event(walk.route.id, "patches", "applied");
+                self.shared.metrics.event(walk.route.id, Event::PatchApplied);
                 Ok(Queued::Carried(patched(&entry, walk.route, &walk.parts)))
             }
             Turn::Carried(Verdict::Failed(status)) => Err(Error::BatchWriteFailed { status }),
@@ -224,7 +225,7 @@ impl Ctx {
         }
         self.shared
             .metrics
-            .event(walk.route.id, "precondition_failures", "");
+            .event(walk.route.id, Event::PreconditionFailed);
         Err(match self.enriched_412(walk.route, current, &walk.parts) {
             Ok(response) => answer(response),
             Err(error) => Next::Done(Err(error)),
@@ -246,16 +247,14 @@ impl Ctx {
                     Some(doc) => doc,
                     None => Document::parse(entry.body_bytes())
                         .inspect_err(|_| {
-                            self.shared
-                                .metrics
-                                .event(walk.route.id, "patches_failed", "not-json");
+                            self.shared.metrics.event(walk.route.id, Event::CurrentNotJson);
                         })
                         .map_err(Error::Patch)?,
                 };
                 let mut doc = self.apply(walk.route, patch, doc, entry)?;
                 // Its tests passed and it changes nothing: the document as it is.
                 if patch.only_tests() {
-                    self.shared.metrics.event(walk.route.id, "patches", "unchanged");
+                    self.shared.metrics.event(walk.route.id, Event::PatchUnchanged);
                     return Err(answer(patched(entry, walk.route, &walk.parts)));
                 }
                 if let (false, Some(signature)) = (walk.alone, &walk.signature) {
@@ -284,7 +283,7 @@ impl Ctx {
         };
         if !batch.is_empty() {
             batch.mark_sent();
-            self.shared.metrics.event(walk.route.id, "batched_writes", "");
+            self.shared.metrics.event(walk.route.id, Event::BatchedWrite);
         }
         Ok(Write {
             sending: Sending {
@@ -333,7 +332,7 @@ impl Ctx {
             Ok(Attempt::Conflict) if !walk.conditions.any_write_condition() => {
                 if walk.retries < route.config.conflict_retries {
                     walk.retries += 1;
-                    self.shared.metrics.event(route.id, "conflict_retries", "");
+                    self.shared.metrics.event(route.id, Event::ConflictRetry);
                     return Next::Again;
                 }
                 let etag = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
@@ -347,7 +346,7 @@ impl Ctx {
                 // The client stated a precondition: it decides, with the current body.
                 self.shared
                     .metrics
-                    .event(route.id, "precondition_failures", "upstream");
+                    .event(route.id, Event::UpstreamPreconditionFailed);
                 let current = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
                     Ok(Lookup::Found(entry)) => Some(entry),
                     Ok(Lookup::Other(_)) => None,
@@ -370,7 +369,7 @@ impl Ctx {
         current: &Entry,
     ) -> Result<Document, Error> {
         patch
-            .apply_to_owned(doc, self.max_body())
+            .apply(doc, self.max_body())
             .map_err(|e| match self.patch_failed(route, e) {
                 Error::Patch(e @ PatchError::TestFailed { .. }) => Error::PatchConflict {
                     error: e,
@@ -393,9 +392,7 @@ impl Ctx {
 
     fn patch_failed(&self, route: &CompiledRoute, e: PatchError) -> Error {
         let error = Error::Patch(e);
-        self.shared
-            .metrics
-            .event(route.id, "patches_failed", error.kind());
+        self.shared.metrics.event(route.id, Event::PatchFailed(&error));
         error
     }
 

@@ -9,6 +9,7 @@ use crate::body::Body;
 use crate::cache::Entry;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
 use crate::layer::{Ctx, allow};
+use crate::metrics::Event;
 use crate::problem::Error;
 use crate::read::represent;
 use crate::route::CompiledRoute;
@@ -24,7 +25,7 @@ impl Ctx {
         let Some(entry) = current else {
             return Err(Error::PreconditionFailedMissing);
         };
-        self.shared.metrics.event(route.id, "enriched_412", "");
+        self.shared.metrics.event(route.id, Event::Enriched412);
         let mut response = represent(entry, route, StatusCode::PRECONDITION_FAILED, false);
         if !response.headers().contains_key(header::CONTENT_LOCATION)
             && let Ok(location) = HeaderValue::from_str(parts.uri.path())
