@@ -226,7 +226,8 @@ impl Metrics {
             .iter()
             .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
             .collect();
-        events.sort();
+        // A family's lines stay together under one TYPE line (the text format's rule).
+        events.sort_by_key(|&((route, family, reason), _)| (family, route, reason));
         let mut last_family = "";
         for ((route, family, reason), n) in events {
             if family != last_family {
@@ -296,6 +297,31 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::patch::PatchError;
+
+    #[test]
+    fn each_event_family_is_one_group_under_one_type_line_across_routes() {
+        let metrics = Metrics::new(vec!["a".into(), "b".into()]);
+        for route in [1, 0, 1] {
+            metrics.event(route, Event::PatchApplied);
+            metrics.event(route, Event::ConflictRetry);
+        }
+        let text = metrics.render(&CacheStats::default());
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("patches_total") || l.contains("conflict_retries_total"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "# TYPE patchgate_conflict_retries_total counter",
+                "patchgate_conflict_retries_total{route=\"a\"} 1",
+                "patchgate_conflict_retries_total{route=\"b\"} 2",
+                "# TYPE patchgate_patches_total counter",
+                "patchgate_patches_total{route=\"a\",reason=\"applied\"} 1",
+                "patchgate_patches_total{route=\"b\",reason=\"applied\"} 2",
+            ]
+        );
+    }
 
     /// The event series as dashboards and the README know them: these names must not change.
     #[test]
