@@ -1,16 +1,19 @@
 //! `PatchLayer` / `PatchService`: the proxy as a tower middleware over any upstream
 //! HTTP service.
 //!
-//! The walk of one request:
-//! server → [`PatchService::call`] → route ([`crate::route`]; 404 / 400 on unsafe paths)
-//! → by method:
-//!   - GET/HEAD: the read path ([`crate::read`]): cache ↔ upstream, ETag, 304;
-//!   - PATCH/PUT/DELETE: the write path ([`crate::write`]): lock → current representation
-//!     → preconditions → patch → upstream write → cache update;
-//!   - anything else: streamed pass-through ([`forward`]);
+//! The walk of one request (ARCHITECTURE.md has it in full):
+//! server → [`PatchService::call`] → [`Ctx::handle`] → dispatch: host checks, the
+//! requester fingerprint ([`crate::requester`]), route ([`crate::route`]; 404 / 400 on
+//! unsafe paths) → by method:
+//!   - GET/HEAD: the read path ([`crate::read`]): cache ↔ upstream, with reads coalesced
+//!     per resource ([`crate::resource`]), ETag, 304;
+//!   - PATCH/PUT/DELETE: the write path ([`crate::write`]): intent → the resource's write
+//!     queue → current representation → preconditions → apply → upstream write on its
+//!     own task → settle;
+//!   - anything else: streamed pass-through ([`Ctx::forward`]);
 //!
 //! → response (problem+json for patchgate's own refusals) → one log line and metrics.
-//! Per-request data lives in [`Exchange`]; shared state in one `Arc<Shared>`.
+//! Per-request log facts live in [`Exchange`]; shared state in one `Arc<Shared>`.
 
 use std::{
     convert::Infallible,
