@@ -26,7 +26,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 
@@ -39,6 +39,10 @@ use crate::problem::Error;
 use crate::requester::{self, Requester};
 use crate::route::{self, CompiledRoute, RouteTable};
 use crate::upstream;
+
+// The read and write paths import these from here.
+pub(crate) use crate::body::{collect, status_only};
+pub(crate) use crate::headers::{content_length, finish_response};
 
 /// The upstream as the layer sees it, whatever service the user supplied.
 pub(crate) type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
@@ -424,14 +428,6 @@ impl Ctx {
     }
 }
 
-/// Collects a body behind a `dyn Future + Send`, which spares the compiler proving
-/// `Send` for every lifetime of the boxed error type.
-pub(crate) fn collect(
-    body: Limited<Body>,
-) -> Pin<Box<dyn Future<Output = Result<http_body_util::Collected<Bytes>, BoxError>> + Send>> {
-    Box::pin(body.collect())
-}
-
 /// The methods a route allows, for `Allow`.
 pub(crate) fn allow(route: &CompiledRoute) -> HeaderValue {
     if route.accept_patch.is_some() {
@@ -448,26 +444,4 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Strips hop-by-hop headers from an upstream response and adds `Via`.
-pub(crate) fn finish_response(mut response: Response<Body>) -> Response<Body> {
-    let headers = response.headers_mut();
-    crate::headers::strip_hop_by_hop(headers);
-    headers.append(header::VIA, HeaderValue::from_static("1.1 patchgate"));
-    response
-}
-
-pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A response with the given status and no body.
-pub(crate) fn status_only(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    response
 }

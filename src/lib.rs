@@ -10,12 +10,12 @@
 
 pub mod admin; // health and Prometheus metrics listener
 mod batch; // group commit of PATCHes queued for one resource
-pub mod body; // the one boxed body type
+pub mod body; // the one boxed body type, bounded and prefixed bodies (leaf)
 pub mod cache; // bounded LRU body cache with coalescing
 pub mod config; // proxy.toml: raw TOML → validated Config
 pub mod demo; // embedded legacy API for `patchgate demo`
 pub mod etag; // entity tags (RFC 9110 §8.8.3)
-pub mod headers; // header names, hop-by-hop stripping
+pub mod headers; // header names, hop-by-hop stripping, Content-Length, Via (leaf)
 mod landing; // sent writes run to their end; resources whose state is unknown
 pub mod layer; // PatchLayer / PatchService: the request walk
 pub mod lock; // per-resource write locks
