@@ -5,9 +5,8 @@
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -20,9 +19,46 @@ use tower::Service;
 use crate::admin;
 use crate::config::Config;
 use crate::layer::{PatchLayer, PatchService};
-use crate::upstream::{self, ConnInfo};
+use crate::upstream::{self, ClientError, ConnInfo};
 
-pub use tls::{ListenerTls, server_config};
+pub use tls::{ListenerTls, TlsError, server_config};
+
+/// Why the proxy could not start; the text names the key in proxy.toml and the file or
+/// address.
+#[derive(Debug)]
+pub enum StartError {
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    Tls(TlsError),
+    Upstream(ClientError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { key, addr, error } => write!(f, "{key}: cannot bind {addr}: {error}"),
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Upstream(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<TlsError> for StartError {
+    fn from(e: TlsError) -> StartError {
+        StartError::Tls(e)
+    }
+}
+
+impl From<ClientError> for StartError {
+    fn from(e: ClientError) -> StartError {
+        StartError::Upstream(e)
+    }
+}
 
 /// A bound, ready-to-run proxy: listeners are open (so port 0 has become a real port)
 /// before [`Proxy::run`] is called.
@@ -44,16 +80,10 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 impl Proxy {
     /// Binds `server.listen` and `admin.listen` from the config.
-    pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
+    pub async fn bind(config: &Config) -> Result<Proxy, StartError> {
+        let listener = bind("server.listen", config.server.listen).await?;
         let admin = match &config.admin {
-            Some(admin) => Some(
-                TcpListener::bind(admin.listen)
-                    .await
-                    .with_context(|| format!("admin.listen: cannot bind {}", admin.listen))?,
-            ),
+            Some(admin) => Some(bind("admin.listen", admin.listen).await?),
             None => None,
         };
         Proxy::with_listeners(config, listener, admin)
@@ -64,7 +94,7 @@ impl Proxy {
         config: &Config,
         listener: TcpListener,
         admin: Option<TcpListener>,
-    ) -> anyhow::Result<Proxy> {
+    ) -> Result<Proxy, StartError> {
         let tls = match &config.server.tls {
             Some(files) => Some(Arc::new(ListenerTls::load(files)?)),
             None => None,
@@ -100,7 +130,7 @@ impl Proxy {
 
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight
     /// requests `shutdown_grace` to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Proxy {
             listener,
             admin,
@@ -200,8 +230,13 @@ impl Proxy {
         if let Some(task) = admin_task {
             let _ = task.await;
         }
-        Ok(())
     }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind { key, addr, error })
 }
 
 struct Connection {
@@ -292,7 +327,7 @@ pub fn reload_on_sighup(tls: Option<Arc<ListenerTls>>) -> io::Result<impl Future
                         "TLS certificate reloaded"
                     ),
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the certificate in use")
+                        tracing::error!(error = %e, "TLS reload failed; keeping the certificate in use")
                     }
                 },
             }

@@ -11,7 +11,7 @@ mod forwarding;
 mod retry;
 mod tracked;
 
-pub use client::{Client, client};
+pub use client::{CaProblem, Client, ClientError, client};
 pub(crate) use exchange::{Upstream, read_body, read_or_stream};
 pub use forwarding::{ConnInfo, own_request, prepare};
 pub use retry::{ReplayBody, set_body};

@@ -4,7 +4,8 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    path::PathBuf,
+    fmt, io,
+    path::{Path, PathBuf},
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
@@ -88,9 +89,57 @@ impl tower::Service<http::Request<Body>> for Client {
     }
 }
 
+/// Why the client could not be built; the text names the route key and the file.
+#[derive(Debug)]
+pub enum ClientError {
+    CaFile {
+        route: usize,
+        path: PathBuf,
+        problem: CaProblem,
+    },
+    /// rustls refused the client configuration.
+    Tls(rustls::Error),
+}
+
+/// What is wrong with a `ca_file`.
+#[derive(Debug)]
+pub enum CaProblem {
+    Unreadable(io::Error),
+    NotPem(rustls::pki_types::pem::Error),
+    NoCertificate,
+    Unusable(rustls::Error),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::CaFile { route, path, problem } => {
+                write!(f, "route[{route}].ca_file: {}: ", path.display())?;
+                match problem {
+                    CaProblem::Unreadable(e) => write!(f, "cannot read: {e}"),
+                    CaProblem::NotPem(e) => write!(f, "not valid PEM: {e}"),
+                    CaProblem::NoCertificate => {
+                        f.write_str("no PEM certificate (-----BEGIN CERTIFICATE-----) found")
+                    }
+                    CaProblem::Unusable(e) => write!(f, "not a usable CA certificate: {e}"),
+                }
+            }
+            ClientError::Tls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<rustls::Error> for ClientError {
+    fn from(e: rustls::Error) -> ClientError {
+        ClientError::Tls(e)
+    }
+}
+
 /// Builds the client: webpki roots, plus each https origin's `ca_file`s for that origin.
 /// Errors name the route key and the file.
-pub fn client(config: &Config) -> anyhow::Result<Client> {
+pub fn client(config: &Config) -> Result<Client, ClientError> {
     let mut trust: HashMap<String, BTreeSet<PathBuf>> = HashMap::new();
     let mut loaded: HashMap<PathBuf, Vec<CertificateDer<'static>>> = HashMap::new();
     for (i, route) in config.routes.iter().enumerate() {
@@ -106,7 +155,11 @@ pub fn client(config: &Config) -> anyhow::Result<Client> {
         if !loaded.contains_key(path) {
             loaded.insert(
                 path.clone(),
-                load_ca_file(path).map_err(|e| anyhow::anyhow!("route[{i}].ca_file: {e}"))?,
+                load_ca_file(path).map_err(|problem| ClientError::CaFile {
+                    route: i,
+                    path: path.clone(),
+                    problem,
+                })?,
             );
         }
         trust.entry(key).or_default().insert(path.clone());
@@ -146,30 +199,25 @@ fn origin_key(scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> Op
     Some(format!("https://{host}:{}", port.unwrap_or(443)))
 }
 
-fn load_ca_file(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaProblem> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<_, _>>())
         .map_err(|e| match e {
-            rustls::pki_types::pem::Error::Io(io) => anyhow::anyhow!("{}: cannot read: {io}", path.display()),
-            e => anyhow::anyhow!("{}: not valid PEM: {e}", path.display()),
+            rustls::pki_types::pem::Error::Io(io) => CaProblem::Unreadable(io),
+            e => CaProblem::NotPem(e),
         })?;
     if certs.is_empty() {
-        anyhow::bail!(
-            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
-            path.display()
-        );
+        return Err(CaProblem::NoCertificate);
     }
     // Parse each one now, so a bad file fails at start-up rather than on first use.
     let mut probe = rustls::RootCertStore::empty();
     for cert in &certs {
-        probe
-            .add(cert.clone())
-            .map_err(|e| anyhow::anyhow!("{}: not a usable CA certificate: {e}", path.display()))?;
+        probe.add(cert.clone()).map_err(CaProblem::Unusable)?;
     }
     Ok(certs)
 }
 
-fn tls_config(extra_roots: &[CertificateDer<'static>]) -> anyhow::Result<rustls::ClientConfig> {
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_roots {
@@ -222,5 +270,21 @@ mod tests {
         );
         assert_eq!(origin_key(Some("http"), Some("h"), Some(80)), None);
         assert_eq!(origin_key(None, Some("h"), None), None);
+    }
+
+    #[test]
+    fn a_ca_file_error_names_the_route_key_and_the_file() {
+        let path = Path::new("/nonexistent/patchgate/ca.pem");
+        let problem = load_ca_file(path).unwrap_err();
+        let text = ClientError::CaFile {
+            route: 2,
+            path: path.to_owned(),
+            problem,
+        }
+        .to_string();
+        assert!(
+            text.starts_with("route[2].ca_file: /nonexistent/patchgate/ca.pem: cannot read: "),
+            "{text}"
+        );
     }
 }
