@@ -28,7 +28,7 @@ mod read; // the read path: cache, ETags, 304
 pub mod requester; // who is asking: one fingerprint decides every sharing
 mod rounds; // shared revalidations of concurrent identical reads
 pub mod route; // templates, prefix stripping, path safety
-pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
+pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown; serves any Service
 pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, timed exchanges and body reads, typed errors
 mod write; // the write path: lock, preconditions, patch, write, cache update
 
