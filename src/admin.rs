@@ -1,4 +1,5 @@
-//! The admin listener: `GET /healthz` and `GET /metrics` (Prometheus text).
+//! The admin listener: `GET /healthz` and `GET /metrics` (Prometheus text, when the
+//! server runs a [`PatchLayer`]).
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -9,7 +10,7 @@ use crate::body::{self, Body};
 use crate::layer::PatchLayer;
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, layer: PatchLayer, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -21,7 +22,7 @@ pub async fn serve(listener: TcpListener, layer: PatchLayer, mut stop: watch::Re
         let layer = layer.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = respond(&layer, req.method(), req.uri().path());
+                let response = respond(layer.as_ref(), req.method(), req.uri().path());
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -30,10 +31,10 @@ pub async fn serve(listener: TcpListener, layer: PatchLayer, mut stop: watch::Re
     }
 }
 
-fn respond(layer: &PatchLayer, method: &Method, path: &str) -> Response<Body> {
-    let (status, content_type, text) = match (method, path) {
-        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        (&Method::GET | &Method::HEAD, "/metrics") => (
+fn respond(layer: Option<&PatchLayer>, method: &Method, path: &str) -> Response<Body> {
+    let (status, content_type, text) = match (method, path, layer) {
+        (&Method::GET | &Method::HEAD, "/healthz", _) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        (&Method::GET | &Method::HEAD, "/metrics", Some(layer)) => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
             layer.render_metrics(),

@@ -3,15 +3,19 @@
 //! Boxed so that streamed pass-through bodies, cached `Bytes` and problem documents
 //! share one type across the tower stack.
 //!
-//! Invariant: a client's request body is read within `server.body_read_timeout` of its
-//! first poll, or it ends with [`ReadTimeout`] (mapped once to 408).
+//! Invariants: a client's request body is read within `server.body_read_timeout` of its
+//! first poll, or it ends with [`ReadTimeout`] (mapped once to 408). A leaf module: it
+//! uses nothing from the crate.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use http::{Response, StatusCode};
+use http_body_util::{
+    BodyExt, Collected, Empty, Full, LengthLimitError, Limited, combinators::UnsyncBoxBody,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,6 +40,49 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// A response with the given status and no body.
+pub fn status_only(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// Collects a body behind a `dyn Future + Send`, which spares the compiler proving
+/// `Send` for every lifetime of the boxed error type.
+pub fn collect(
+    body: Limited<Body>,
+) -> Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BoxError>> + Send>> {
+    Box::pin(body.collect())
+}
+
+/// Bounds a body to `max` bytes; a longer one ends with [`TooLarge`], which carries the
+/// bound so that whoever sees the error (hyper's client, wrapping it) can answer 413 with it.
+pub fn limited(body: Body, max: u64) -> Body {
+    Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .map_err(move |e| {
+            if e.is::<LengthLimitError>() {
+                Box::new(TooLarge { max })
+            } else {
+                e
+            }
+        })
+        .boxed_unsync()
+}
+
+/// The error a [`limited`] body yields past its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    pub max: u64,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the body exceeds {} bytes", self.max)
+    }
+}
+
+impl std::error::Error for TooLarge {}
 
 /// A body that yields bytes already read, then the rest of another body: lets the read
 /// path look at the start of a response and still stream it when it is too large to keep.
@@ -198,5 +245,13 @@ mod tests {
         let done = Deadline::bound(full("{}"), limit).collect().await.unwrap();
         assert_eq!(done.to_bytes(), "{}");
         assert!(http_body::Body::is_end_stream(&Deadline::bound(empty(), limit)));
+    }
+
+    #[tokio::test]
+    async fn a_limited_body_past_its_bound_ends_with_too_large_naming_it() {
+        let err = limited(full("12345"), 4).collect().await.expect_err("too large");
+        assert_eq!(err.downcast_ref::<TooLarge>(), Some(&TooLarge { max: 4 }));
+        let done = limited(full("1234"), 4).collect().await.unwrap();
+        assert_eq!(done.to_bytes(), "1234");
     }
 }

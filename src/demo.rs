@@ -182,7 +182,7 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Runs the demo until SIGINT/SIGTERM.
-pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let legacy = TcpListener::bind("127.0.0.1:0").await?;
     let upstream = format!("http://{}", legacy.local_addr()?);
     tokio::spawn(LegacyApi::seeded().serve(legacy));
@@ -193,7 +193,8 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let proxy = Proxy::bind(&config).await?;
     let addr = proxy.local_addr()?;
     println!("{}", instructions(addr, &upstream, proxy.admin_addr()));
-    proxy.run(crate::server::shutdown_signal()).await
+    proxy.run(crate::server::shutdown_signal()).await;
+    Ok(())
 }
 
 fn instructions(addr: SocketAddr, upstream: &str, admin: Option<SocketAddr>) -> String {

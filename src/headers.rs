@@ -1,8 +1,10 @@
-//! Header names patchgate uses that `http` does not define, and hop-by-hop handling
-//! (RFC 9110 §7.6.1).
+//! Header names patchgate uses that `http` does not define, hop-by-hop handling
+//! (RFC 9110 §7.6.1), and the header helpers the layer, the cache and the upstream share.
+//!
+//! Invariant: a leaf module; it uses nothing from the crate.
 
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, Uri, Version, header};
 
 pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
@@ -80,6 +82,22 @@ pub fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// Strips hop-by-hop headers from an upstream response and adds `Via` (RFC 9110 §7.6.3).
+pub fn finish_response<B>(mut response: Response<B>) -> Response<B> {
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.append(header::VIA, VIA_PATCHGATE);
+    response
+}
+
+/// The `Content-Length` a message announces, when it is one valid number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Whether a request names its host acceptably:
@@ -169,7 +187,6 @@ pub fn detached(value: &http::HeaderValue) -> http::HeaderValue {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn is_hop_by_hop_names_exactly_what_strip_removes() {

@@ -28,9 +28,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Limited};
-use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use tower::{Layer, Service};
 
 use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
@@ -39,10 +38,11 @@ use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
 use crate::route::{self, CompiledRoute, RouteTable};
-use crate::upstream;
+use crate::upstream::{self, Upstream};
 
-/// The upstream as the layer sees it, whatever service the user supplied.
-pub(crate) type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+// The read and write paths import these from here.
+pub(crate) use crate::body::{collect, status_only};
+pub(crate) use crate::headers::{content_length, finish_response};
 
 /// State shared by every request.
 pub(crate) struct Shared {
@@ -146,14 +146,9 @@ where
     type Service = PatchService;
 
     fn layer(&self, inner: S) -> PatchService {
-        // Boxed once here so that requests answered from the cache never touch it.
-        let upstream: Upstream = BoxCloneSyncService::new(
-            inner
-                .map_response(|r: Response<ResBody>| r.map(body::boxed))
-                .map_err(Into::into),
-        );
         PatchService {
-            upstream: Arc::new(upstream),
+            // Boxed once here so that requests answered from the cache never touch it.
+            upstream: Arc::new(Upstream::new(inner)),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -310,22 +305,14 @@ impl Ctx {
         let (mut parts, body) = req.into_parts();
         let uri = self.upstream_uri(route, &parts.uri)?;
         upstream::prepare(&mut parts, uri, &route.host);
-        let body = body::boxed(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)));
-        let response = self.send(route, Request::from_parts(parts, body)).await?;
+        let req = Request::from_parts(parts, body::limited(body, max));
+        let response = self.send(route, req).await?;
         Ok(finish_response(response))
     }
 
     /// The absolute upstream URI for a client request URI on this route.
     pub fn upstream_uri(&self, route: &CompiledRoute, uri: &Uri) -> Result<Uri, Error> {
-        let path = route.upstream_path(uri.path());
-        let mut target = String::with_capacity(route.origin.len() + path.len() + 32);
-        target.push_str(&route.origin);
-        target.push_str(&path);
-        if let Some(query) = uri.query() {
-            target.push('?');
-            target.push_str(query);
-        }
-        Uri::try_from(target).map_err(|_| Error::UnsafePath)
+        route.upstream_uri(uri).ok_or(Error::UnsafePath)
     }
 
     /// One upstream exchange, bounded by `request_timeout` up to the response head.
@@ -333,7 +320,7 @@ impl Ctx {
         self.send_within(route, req, self.shared.request_timeout).await
     }
 
-    /// [`Self::send`] bounded by `within`.
+    /// [`Self::send`] bounded by `within`; the latency goes to the route's metrics.
     pub async fn send_within(
         &self,
         route: &CompiledRoute,
@@ -341,81 +328,31 @@ impl Ctx {
         within: Duration,
     ) -> Result<Response<Body>, Error> {
         let started = Instant::now();
-        // Boxed as a `dyn Future + Send` so the compiler does not have to prove `Send`
-        // for every lifetime of the boxed error type (a known inference limitation).
-        let call: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> =
-            Box::pin(Upstream::clone(&self.upstream).oneshot(req));
-        let result = tokio::time::timeout(within, call).await;
+        let result = self.upstream.send(req, within).await;
         self.shared
             .metrics
             .record_upstream_latency(route.id, started.elapsed());
-        match result {
-            Err(_) => Err(Error::UpstreamTimeout),
-            Ok(Err(e)) if body::is_read_timeout(e.as_ref()) => Err(Error::BodyReadTimeout),
-            Ok(Err(e)) => Err(match upstream::classify_boxed(&e) {
-                Error::BodyTooLarge { .. } => Error::BodyTooLarge {
-                    max: self.shared.max_body_bytes,
-                },
-                other => other,
-            }),
-            Ok(Ok(response)) => Ok(response),
-        }
+        result.map_err(Error::from)
     }
 
-    /// Reads an upstream body up to `limit` bytes, into a buffer with `room` bytes to
-    /// spare after it. A longer one comes back as a body that streams what was read and
-    /// the rest.
+    /// [`upstream::read_or_stream`] within `request_timeout`.
     pub async fn read_or_stream(
         &self,
-        mut body: Body,
+        body: Body,
         limit: u64,
         room: usize,
     ) -> Result<Result<bytes::BytesMut, Body>, Error> {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        // One allocation of the announced length instead of a doubling series: the
-        // discarded halves would fragment the heap between long-lived cached bodies.
-        let announced = hyper::body::Body::size_hint(&body)
-            .exact()
-            .and_then(|n| usize::try_from(n).ok());
-        let capacity = announced.unwrap_or(0).min(limit.saturating_add(1));
-        let mut buf = bytes::BytesMut::with_capacity(capacity.saturating_add(room));
-        let deadline = tokio::time::Instant::now() + self.shared.request_timeout;
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(Error::UpstreamTimeout),
-                Ok(None) => return Ok(Ok(buf)),
-                Ok(Some(Err(e))) => return Err(upstream::classify(e.as_ref())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                if buf.len() > limit {
-                    return Ok(Err(body::boxed(body::Prefixed::new(buf.freeze(), body))));
-                }
-            }
-        }
+        upstream::read_or_stream(body, limit, room, self.shared.request_timeout)
+            .await
+            .map_err(Error::from)
     }
 
     /// Reads a whole upstream body, bounded in size and by `within`.
     pub async fn read_body(&self, body: Body, limit: u64, within: Duration) -> Result<Bytes, Error> {
-        let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        match tokio::time::timeout(within, collect(limited)).await {
-            Err(_) => Err(Error::UpstreamTimeout),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::UpstreamInvalid {
-                detail: format!("body larger than {limit} bytes"),
-            }),
-            Ok(Err(e)) => Err(upstream::classify(e.as_ref())),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        }
+        upstream::read_body(body, limit, within)
+            .await
+            .map_err(Error::from)
     }
-}
-
-/// Collects a body behind a `dyn Future + Send`, which spares the compiler proving
-/// `Send` for every lifetime of the boxed error type.
-pub(crate) fn collect(
-    body: Limited<Body>,
-) -> Pin<Box<dyn Future<Output = Result<http_body_util::Collected<Bytes>, BoxError>> + Send>> {
-    Box::pin(body.collect())
 }
 
 /// The methods a route allows, for `Allow`.
@@ -434,26 +371,4 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Strips hop-by-hop headers from an upstream response and adds `Via`.
-pub(crate) fn finish_response(mut response: Response<Body>) -> Response<Body> {
-    let headers = response.headers_mut();
-    crate::headers::strip_hop_by_hop(headers);
-    headers.append(header::VIA, crate::headers::VIA_PATCHGATE);
-    response
-}
-
-pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A response with the given status and no body.
-pub(crate) fn status_only(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    response
 }

@@ -9,12 +9,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin; // health and Prometheus metrics listener
-pub mod body; // the one boxed body type
+pub mod body; // the one boxed body type, bounded and prefixed bodies (leaf)
 pub mod cache; // bounded LRU body cache with coalescing
 pub mod config; // proxy.toml: raw TOML → validated Config
 pub mod demo; // embedded legacy API for `patchgate demo`
 pub mod etag; // entity tags (RFC 9110 §8.8.3)
-pub mod headers; // header names, hop-by-hop stripping
+pub mod headers; // header names, hop-by-hop stripping, Content-Length, Via (leaf)
 mod landing; // sent writes run to their end; resources whose state is unknown
 pub mod layer; // PatchLayer / PatchService: the request walk
 pub mod metrics; // counters and histograms
@@ -25,8 +25,8 @@ mod read; // the read path: cache, ETags, 304
 pub mod requester; // who is asking: one fingerprint decides every sharing
 mod resource; // one home per resource: write queue, read coalescer, kept document, uncertainty
 pub mod route; // templates, prefix stripping, path safety
-pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown
-pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, errors
+pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown; serves any Service
+pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, timed exchanges and body reads, typed errors
 mod write; // the write path: lock, preconditions, patch, write, cache update
 
 pub use config::Config;

@@ -75,7 +75,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Some(Command::Check) => check(&cli.config),
-        Some(Command::Demo { listen }) => runtime.block_on(patchgate::demo::run(listen)),
+        Some(Command::Demo { listen }) => runtime
+            .block_on(patchgate::demo::run(listen))
+            .map_err(|e| anyhow::anyhow!(e)),
         None => {
             let config = Config::load(&cli.config)?;
             runtime.block_on(async {
@@ -86,7 +88,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?,
                 );
                 log_start(&proxy);
-                proxy.run(patchgate::server::shutdown_signal()).await
+                proxy.run(patchgate::server::shutdown_signal()).await;
+                Ok(())
             })
         }
     }

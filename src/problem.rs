@@ -51,15 +51,11 @@ pub enum Error {
     ConflictRetriesExhausted {
         etag: Option<HeaderValue>,
     },
-    UpstreamUnreachable {
-        detail: String,
-    },
-    UpstreamTls {
-        detail: String,
-    },
-    UpstreamInvalid {
-        detail: String,
-    },
+    // The upstream failures carry no text: the upstream's own words are logged where they
+    // are classified (`upstream::UpstreamError`), never sent to clients.
+    UpstreamUnreachable,
+    UpstreamTls,
+    UpstreamInvalid,
     UpstreamTimeout,
     /// The route already handles `max_in_flight` requests.
     Overloaded,
@@ -97,7 +93,7 @@ impl Error {
             Error::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::PreconditionFailedMissing => StatusCode::PRECONDITION_FAILED,
             Error::ConflictRetriesExhausted { .. } => StatusCode::CONFLICT,
-            Error::UpstreamUnreachable { .. } | Error::UpstreamTls { .. } | Error::UpstreamInvalid { .. } => {
+            Error::UpstreamUnreachable | Error::UpstreamTls | Error::UpstreamInvalid => {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -133,9 +129,9 @@ impl Error {
             Error::PreconditionRequired => "precondition-required",
             Error::PreconditionFailedMissing => "precondition-failed",
             Error::ConflictRetriesExhausted { .. } => "conflict",
-            Error::UpstreamUnreachable { .. } => "upstream-unreachable",
-            Error::UpstreamTls { .. } => "upstream-tls",
-            Error::UpstreamInvalid { .. } => "upstream-invalid-response",
+            Error::UpstreamUnreachable => "upstream-unreachable",
+            Error::UpstreamTls => "upstream-tls",
+            Error::UpstreamInvalid => "upstream-invalid-response",
             Error::UpstreamTimeout => "upstream-timeout",
             Error::Overloaded => "overloaded",
             Error::BatchWriteFailed { .. } => "write-outcome-unknown",
@@ -183,11 +179,9 @@ impl Error {
             Error::ConflictRetriesExhausted { .. } => {
                 "the resource kept changing upstream; read it again and retry".into()
             }
-            Error::UpstreamUnreachable { detail } => format!("upstream unreachable: {detail}"),
-            Error::UpstreamTls { detail } => {
-                format!("TLS verification of the upstream failed: {detail}")
-            }
-            Error::UpstreamInvalid { detail } => format!("invalid upstream response: {detail}"),
+            Error::UpstreamUnreachable => "the upstream could not be reached".into(),
+            Error::UpstreamTls => "TLS verification of the upstream failed".into(),
+            Error::UpstreamInvalid => "the upstream sent an invalid or oversized response".into(),
             Error::UpstreamTimeout => "the upstream did not answer within server.request_timeout".into(),
             Error::Overloaded => "this route is handling route.max_in_flight requests; retry shortly".into(),
             Error::BatchWriteFailed { status } => format!(

@@ -87,6 +87,20 @@ impl CompiledRoute {
         out.push_str(rest);
         out
     }
+
+    /// The absolute upstream URI for a client request URI: the route's origin, the
+    /// upstream path and the client's query. `None` when that is no valid URI.
+    pub fn upstream_uri(&self, uri: &http::Uri) -> Option<http::Uri> {
+        let path = self.upstream_path(uri.path());
+        let mut target = String::with_capacity(self.origin.len() + path.len() + 32);
+        target.push_str(&self.origin);
+        target.push_str(&path);
+        if let Some(query) = uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        http::Uri::try_from(target).ok()
+    }
 }
 
 fn accept_patch(formats: &[crate::patch::Format]) -> Option<http::HeaderValue> {

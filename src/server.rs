@@ -1,36 +1,76 @@
 //! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1, reloaded on SIGHUP: see
 //! [`ListenerTls`]), HTTP/1.1 and h2/h2c through hyper-util's auto builder, a header-read
-//! timeout, graceful shutdown.
+//! timeout, graceful shutdown. It serves any `Service` that answers every request
+//! (`Error = Infallible`); the binary's is [`PatchLayer`] over the pooled client.
 
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::net::{TcpListener, TcpStream};
-use tower::Service;
+use tower::{Service, ServiceExt};
 
 use crate::admin;
+use crate::body::BoxError;
 use crate::config::Config;
 use crate::layer::{PatchLayer, PatchService};
-use crate::upstream::{self, ConnInfo};
+use crate::upstream::{self, ClientError, ConnInfo};
 
-pub use tls::{ListenerTls, server_config};
+pub use tls::{ListenerTls, TlsError, server_config};
 
-/// A bound, ready-to-run proxy: listeners are open (so port 0 has become a real port)
-/// before [`Proxy::run`] is called.
-pub struct Proxy {
+/// Why the proxy could not start; the text names the key in proxy.toml and the file or
+/// address.
+#[derive(Debug)]
+pub enum StartError {
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        error: io::Error,
+    },
+    Tls(TlsError),
+    Upstream(ClientError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { key, addr, error } => write!(f, "{key}: cannot bind {addr}: {error}"),
+            StartError::Tls(e) => write!(f, "{e}"),
+            StartError::Upstream(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<TlsError> for StartError {
+    fn from(e: TlsError) -> StartError {
+        StartError::Tls(e)
+    }
+}
+
+impl From<ClientError> for StartError {
+    fn from(e: ClientError) -> StartError {
+        StartError::Upstream(e)
+    }
+}
+
+/// A bound, ready-to-run proxy serving `S`: listeners are open (so port 0 has become a
+/// real port) before [`Proxy::run`] is called.
+pub struct Proxy<S = PatchService> {
     listener: TcpListener,
     admin: Option<TcpListener>,
-    layer: PatchLayer,
-    service: PatchService,
+    /// The layer inside `service`, when there is one: metrics for the admin listener,
+    /// and the upstream writes shutdown waits for.
+    layer: Option<PatchLayer>,
+    service: S,
     tls: Option<Arc<ListenerTls>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
@@ -44,35 +84,74 @@ const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 impl Proxy {
     /// Binds `server.listen` and `admin.listen` from the config.
-    pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
+    pub async fn bind(config: &Config) -> Result<Proxy, StartError> {
+        let listener = bind("server.listen", config.server.listen).await?;
         let admin = match &config.admin {
-            Some(admin) => Some(
-                TcpListener::bind(admin.listen)
-                    .await
-                    .with_context(|| format!("admin.listen: cannot bind {}", admin.listen))?,
-            ),
+            Some(admin) => Some(bind("admin.listen", admin.listen).await?),
             None => None,
         };
         Proxy::with_listeners(config, listener, admin)
     }
 
-    /// Uses listeners the caller already bound (tests bind port 0).
+    /// Uses listeners the caller already bound (tests bind port 0), with [`PatchLayer`]
+    /// over the pooled client.
     pub fn with_listeners(
         config: &Config,
         listener: TcpListener,
         admin: Option<TcpListener>,
-    ) -> anyhow::Result<Proxy> {
-        let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(ListenerTls::load(files)?)),
-            None => None,
-        };
+    ) -> Result<Proxy, StartError> {
+        let tls = load_tls(config)?;
         let client = upstream::client(config)?;
         let layer = PatchLayer::new(config);
         let service = tower::Layer::layer(&layer, client);
-        Ok(Proxy {
+        Ok(Proxy::assemble(
+            config,
+            listener,
+            admin,
+            tls,
+            service,
+            Some(layer),
+        ))
+    }
+}
+
+fn load_tls(config: &Config) -> Result<Option<Arc<ListenerTls>>, TlsError> {
+    match &config.server.tls {
+        Some(files) => Ok(Some(Arc::new(ListenerTls::load(files)?))),
+        None => Ok(None),
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind { key, addr, error })
+}
+
+impl<S> Proxy<S> {
+    /// Serves `service` on listeners the caller bound, with `[server]` settings from the
+    /// config. `layer` is the [`PatchLayer`] inside `service`, if any: without it the
+    /// admin listener has no `/metrics` and shutdown does not wait for upstream writes.
+    pub fn with_service(
+        config: &Config,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        service: S,
+        layer: Option<PatchLayer>,
+    ) -> Result<Proxy<S>, StartError> {
+        let tls = load_tls(config)?;
+        Ok(Proxy::assemble(config, listener, admin, tls, service, layer))
+    }
+
+    fn assemble(
+        config: &Config,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        tls: Option<Arc<ListenerTls>>,
+        service: S,
+        layer: Option<PatchLayer>,
+    ) -> Proxy<S> {
+        Proxy {
             listener,
             admin,
             layer,
@@ -82,7 +161,7 @@ impl Proxy {
             max_connections: config.server.max_connections,
             shutdown_grace: config.server.shutdown_grace,
             write_timeout: config.server.write_timeout,
-        })
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -97,10 +176,19 @@ impl Proxy {
     pub fn tls(&self) -> Option<Arc<ListenerTls>> {
         self.tls.clone()
     }
+}
 
+impl<S, B> Proxy<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     /// Serves until `shutdown` resolves, then stops accepting and gives in-flight
     /// requests `shutdown_grace` to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Proxy {
             listener,
             admin,
@@ -177,8 +265,8 @@ impl Proxy {
         }
         // A sent write is never cut short, even past the grace or with its client gone:
         // its upstream may apply it anyway, and its answer decides the cache.
-        let writes = layer.writes_in_flight();
-        if writes > 0 {
+        let writes = layer.as_ref().map_or(0, PatchLayer::writes_in_flight);
+        if let Some(layer) = layer.filter(|_| writes > 0) {
             tracing::warn!(
                 writes,
                 bound = ?write_timeout,
@@ -200,19 +288,25 @@ impl Proxy {
         if let Some(task) = admin_task {
             let _ = task.await;
         }
-        Ok(())
     }
 }
 
-struct Connection {
+struct Connection<S> {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    service: PatchService,
+    service: S,
     watcher: hyper_util::server::graceful::Watcher,
     tls: Option<Arc<ListenerTls>>,
     handshake_timeout: Duration,
 }
 
-impl Connection {
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     async fn serve(self, stream: TcpStream, peer: SocketAddr) {
         let Connection {
             builder,
@@ -232,7 +326,8 @@ impl Connection {
         let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             seen.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(info);
-            service.clone().call(req)
+            // `oneshot` waits for `poll_ready`, which a caller's service may need.
+            service.clone().oneshot(req)
         });
         let deadline = async {
             tokio::time::sleep(handshake_timeout).await;
@@ -292,7 +387,7 @@ pub fn reload_on_sighup(tls: Option<Arc<ListenerTls>>) -> io::Result<impl Future
                         "TLS certificate reloaded"
                     ),
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the certificate in use")
+                        tracing::error!(error = %e, "TLS reload failed; keeping the certificate in use")
                     }
                 },
             }

@@ -5,15 +5,90 @@
 //! was accepted with, so a reload never disturbs an open connection.
 
 use std::{
-    path::Path,
+    fmt,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem, pem::PemObject};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Tls;
+
+/// Why `[server.tls]` could not be used; the text names the key and the file.
+#[derive(Debug)]
+pub enum TlsError {
+    /// `server.tls.cert` could not be read or parsed.
+    Cert {
+        path: PathBuf,
+        error: pem::Error,
+    },
+    NoCertificate {
+        path: PathBuf,
+    },
+    /// `server.tls.key` could not be read or parsed.
+    Key {
+        path: PathBuf,
+        error: pem::Error,
+    },
+    NoKey {
+        path: PathBuf,
+    },
+    /// The key is not the first certificate's.
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        error: rustls::Error,
+    },
+    /// rustls refused the server configuration.
+    Rustls(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Cert { path, error } => {
+                write!(f, "server.tls.cert: {}: {}", path.display(), PemProblem(error))
+            }
+            TlsError::NoCertificate { path } => write!(
+                f,
+                "server.tls.cert: {}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+                path.display()
+            ),
+            TlsError::Key { path, error } => {
+                write!(f, "server.tls.key: {}: {}", path.display(), PemProblem(error))
+            }
+            TlsError::NoKey { path } => write!(
+                f,
+                "server.tls.key: {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
+                path.display()
+            ),
+            TlsError::Mismatch { cert, key, error } => write!(
+                f,
+                "server.tls: {} and {} do not form a usable pair ({error}); the key must be the \
+                 private key of the first certificate in the cert file",
+                cert.display(),
+                key.display()
+            ),
+            TlsError::Rustls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// A PEM file's problem in the words of the message: unreadable or not PEM.
+struct PemProblem<'a>(&'a pem::Error);
+
+impl fmt::Display for PemProblem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            pem::Error::Io(io) => write!(f, "cannot read: {io}"),
+            other => write!(f, "not valid PEM: {other}"),
+        }
+    }
+}
 
 /// The listener's TLS config, swappable while connections are served.
 pub struct ListenerTls {
@@ -24,7 +99,7 @@ pub struct ListenerTls {
 
 impl ListenerTls {
     /// Loads `cert` and `key`; errors name the file and the key in proxy.toml.
-    pub fn load(files: &Tls) -> anyhow::Result<ListenerTls> {
+    pub fn load(files: &Tls) -> Result<ListenerTls, TlsError> {
         Ok(ListenerTls {
             current: RwLock::new(server_config(files)?),
             files: files.clone(),
@@ -38,7 +113,7 @@ impl ListenerTls {
     }
 
     /// Re-reads both files; on error the pair in use stays and the error says why.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    pub fn reload(&self) -> Result<(), TlsError> {
         let fresh = server_config(&self.files)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
@@ -50,54 +125,49 @@ impl ListenerTls {
 }
 
 /// Builds the rustls server config from the PEM files named in `[server.tls]`.
-pub fn server_config(files: &Tls) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(files: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Rustls)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "server.tls: {} and {} do not form a usable pair ({e}); the key must be the \
-                 private key of the first certificate in the cert file",
-                files.cert.display(),
-                files.key.display()
-            )
+        .map_err(|error| TlsError::Mismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            error,
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<_, _>>())
-        .map_err(|e| anyhow::anyhow!("server.tls.cert: {}: {}", path.display(), pem_error(&e)))?;
+        .map_err(|error| TlsError::Cert {
+            path: path.to_owned(),
+            error,
+        })?;
     if certs.is_empty() {
-        anyhow::bail!(
-            "server.tls.cert: {}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
-            path.display()
-        );
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
-fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => anyhow::anyhow!(
-            "server.tls.key: {}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
-            path.display()
-        ),
-        e => anyhow::anyhow!("server.tls.key: {}: {}", path.display(), pem_error(&e)),
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|error| match error {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_owned(),
+        },
+        error => TlsError::Key {
+            path: path.to_owned(),
+            error,
+        },
     })
-}
-
-fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
-    match e {
-        rustls::pki_types::pem::Error::Io(io) => format!("cannot read: {io}"),
-        other => format!("not valid PEM: {other}"),
-    }
 }
 
 #[cfg(test)]
@@ -116,7 +186,7 @@ mod tests {
     fn a_missing_cert_file_is_an_error_naming_it() {
         let err = server_config(&files("/nonexistent/patchgate/c.pem", "/nonexistent/k.pem"))
             .err()
-            .map(|e| format!("{e:#}"))
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             err.starts_with("server.tls.cert: /nonexistent/patchgate/c.pem: cannot read"),

@@ -124,7 +124,7 @@ fn failure_of(err: &legacy::Error) -> Failure {
 
 /// The connection ended under the request: end of stream, reset, broken pipe.
 fn is_closed(err: &(dyn std::error::Error + 'static)) -> bool {
-    super::chain(err).any(|e| {
+    super::error::chain(err).any(|e| {
         if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
             return hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed();
         }

@@ -20,7 +20,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TestProxy {
@@ -57,7 +57,7 @@ impl TestProxy {
         }
         match self.task.take() {
             Some(task) => match task.await {
-                Ok(result) => result,
+                Ok(()) => Ok(()),
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => Err(e.into()),
             },
@@ -74,7 +74,7 @@ impl TestProxy {
 
     pub async fn join(mut self) -> anyhow::Result<()> {
         match self.task.take() {
-            Some(task) => task.await?,
+            Some(task) => Ok(task.await?),
             None => Ok(()),
         }
     }

@@ -196,7 +196,7 @@ pub struct TlsProxy {
     pub addr: SocketAddr,
     pub tls: Arc<ListenerTls>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl TlsProxy {
@@ -224,7 +224,7 @@ impl TlsProxy {
             let _ = tx.send(());
         }
         match (&mut self.task).await {
-            Ok(result) => result.unwrap(),
+            Ok(()) => {}
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("proxy task: {e}"),
         }
