@@ -34,6 +34,7 @@ use tower::{Layer, Service};
 use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::headers::{content_length, finish_response};
 use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
@@ -41,8 +42,6 @@ use crate::route::{self, CompiledRoute, RouteTable};
 use crate::upstream::{self, Upstream};
 
 // The read and write paths import these from here.
-pub(crate) use crate::body::{collect, status_only};
-pub(crate) use crate::headers::{content_length, finish_response};
 
 /// State shared by every request.
 pub(crate) struct Shared {

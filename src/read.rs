@@ -13,8 +13,9 @@ use crate::body::{self, Body};
 use crate::cache::{Cache, Entry, Generation, Key};
 use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
+use crate::headers::finish_response;
 use crate::headers::{ACCEPT_PATCH, CONDITIONALS, VIA_PATCHGATE};
-use crate::layer::{Ctx, Exchange, finish_response};
+use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
@@ -315,7 +316,7 @@ impl Ctx {
         response: Response<Body>,
         limit: u64,
     ) -> Result<Lookup, Error> {
-        if crate::layer::content_length(response.headers()).is_some_and(|len| len > limit) {
+        if crate::headers::content_length(response.headers()).is_some_and(|len| len > limit) {
             return Ok(Lookup::Other(too_large(route, response)));
         }
         let (parts, body) = response.into_parts();

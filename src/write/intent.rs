@@ -8,8 +8,10 @@ use http::{Method, Request, header, request};
 use http_body_util::Limited;
 
 use super::{Intent, Walk};
+use crate::body::collect;
 use crate::body::{self, Body};
-use crate::layer::{Ctx, Exchange, allow, collect, content_length};
+use crate::headers::content_length;
+use crate::layer::{Ctx, Exchange, allow};
 use crate::metrics::Event;
 use crate::patch::{Format, Patch};
 use crate::precondition::Conditions;

@@ -192,7 +192,7 @@ impl Ctx {
         let lookup = if blind {
             match self.shared.cache.get(&walk.key, &walk.parts.headers) {
                 Some(entry) => Lookup::Found(entry),
-                None => Lookup::Other(crate::layer::status_only(StatusCode::NOT_FOUND)),
+                None => Lookup::Other(crate::body::status_only(StatusCode::NOT_FOUND)),
             }
         } else {
             self.current(walk.route, &walk.key, &walk.parts, force_upstream, exchange)
@@ -276,7 +276,7 @@ impl Ctx {
             }
             // The current phase answers a PATCH of a missing resource: never here.
             (Intent::Patch(_), None) => {
-                return Err(answer(crate::layer::status_only(StatusCode::NOT_FOUND)));
+                return Err(answer(crate::body::status_only(StatusCode::NOT_FOUND)));
             }
             (Intent::Put(bytes), _) => Some(bytes.clone()),
             (Intent::Delete, _) => None,

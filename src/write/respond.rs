@@ -53,7 +53,7 @@ impl Ctx {
         let mut response = self.forward(route, req).await?;
         let status = response.status();
         if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_IMPLEMENTED {
-            response = crate::layer::status_only(StatusCode::NO_CONTENT);
+            response = crate::body::status_only(StatusCode::NO_CONTENT);
             response.headers_mut().insert(header::ALLOW, allow(route));
         } else if route.accept_patch.is_some() {
             let merged = response
@@ -91,7 +91,7 @@ pub(super) fn patched(entry: &Arc<Entry>, route: &CompiledRoute, parts: &request
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("return=minimal"));
     if minimal {
-        let mut response = crate::layer::status_only(StatusCode::NO_CONTENT);
+        let mut response = crate::body::status_only(StatusCode::NO_CONTENT);
         let headers = response.headers_mut();
         headers.insert(header::ETAG, entry.etag().into_header_value());
         headers.insert(PREFERENCE_APPLIED, HeaderValue::from_static("return=minimal"));
