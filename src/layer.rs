@@ -28,13 +28,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use tower::{Layer, Service};
 
 use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::headers::{content_length, finish_response};
+use crate::headers::{ACCEPT_PATCH, content_length, finish_response};
 use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
@@ -351,6 +351,43 @@ impl Ctx {
         upstream::read_body(body, limit, within)
             .await
             .map_err(Error::from)
+    }
+
+    /// OPTIONS: forwarded; `Allow` gains PATCH. A legacy upstream that refuses OPTIONS is
+    /// answered by patchgate.
+    pub(crate) async fn options(
+        &self,
+        route: &CompiledRoute,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        let mut response = self.forward(route, req).await?;
+        let status = response.status();
+        if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_IMPLEMENTED {
+            response = crate::body::status_only(StatusCode::NO_CONTENT);
+            response.headers_mut().insert(header::ALLOW, allow(route));
+        } else if route.accept_patch.is_some() {
+            let merged = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .map(|allow| {
+                    if allow.split(',').any(|m| m.trim().eq_ignore_ascii_case("PATCH")) {
+                        allow.to_owned()
+                    } else if allow.trim().is_empty() {
+                        "PATCH".to_owned()
+                    } else {
+                        format!("{allow}, PATCH")
+                    }
+                });
+            let value = merged
+                .and_then(|m| HeaderValue::from_str(&m).ok())
+                .unwrap_or_else(|| allow(route));
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        if let Some(accept) = &route.accept_patch {
+            response.headers_mut().insert(ACCEPT_PATCH, accept.clone());
+        }
+        Ok(response)
     }
 }
 

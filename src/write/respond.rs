@@ -1,5 +1,5 @@
 //! What a write answers besides the new document: the enriched 412, `Prefer:
-//! return=minimal`, OPTIONS, and the cached copies a write makes stale.
+//! return=minimal`, and the cached copies a write makes stale.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header, request};
 use crate::body::Body;
 use crate::cache::Entry;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
-use crate::layer::{Ctx, allow};
+use crate::layer::Ctx;
 use crate::metrics::Event;
 use crate::problem::Error;
 use crate::read::represent;
@@ -41,43 +41,6 @@ impl Ctx {
         if let Some(parent) = parent_path(path) {
             self.shared.cache.invalidate(route.id, parent);
         }
-    }
-
-    /// OPTIONS: forwarded; `Allow` gains PATCH. A legacy upstream that refuses OPTIONS is
-    /// answered by patchgate.
-    pub(crate) async fn options(
-        &self,
-        route: &CompiledRoute,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, Error> {
-        let mut response = self.forward(route, req).await?;
-        let status = response.status();
-        if status == StatusCode::METHOD_NOT_ALLOWED || status == StatusCode::NOT_IMPLEMENTED {
-            response = crate::body::status_only(StatusCode::NO_CONTENT);
-            response.headers_mut().insert(header::ALLOW, allow(route));
-        } else if route.accept_patch.is_some() {
-            let merged = response
-                .headers()
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .map(|allow| {
-                    if allow.split(',').any(|m| m.trim().eq_ignore_ascii_case("PATCH")) {
-                        allow.to_owned()
-                    } else if allow.trim().is_empty() {
-                        "PATCH".to_owned()
-                    } else {
-                        format!("{allow}, PATCH")
-                    }
-                });
-            let value = merged
-                .and_then(|m| HeaderValue::from_str(&m).ok())
-                .unwrap_or_else(|| allow(route));
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-        if let Some(accept) = &route.accept_patch {
-            response.headers_mut().insert(ACCEPT_PATCH, accept.clone());
-        }
-        Ok(response)
     }
 }
 
