@@ -14,7 +14,7 @@ use http_body_util::Limited;
 
 use crate::batch::{Claimed, Verdict};
 use crate::body::{self, Body};
-use crate::cache::{Cache, Entry, Key};
+use crate::cache::{Cache, Entry, Key, make_entry, tag_room};
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
 use crate::headers::{ACCEPT_PATCH, PREFER, PREFERENCE_APPLIED};
@@ -23,7 +23,7 @@ use crate::lock::WriteGuard;
 use crate::patch::{Document, Format, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
-use crate::read::{Lookup, make_entry, represent, tag_room};
+use crate::read::{Lookup, represent};
 use crate::rounds::Signature;
 use crate::route::CompiledRoute;
 use crate::upstream;
