@@ -1,8 +1,8 @@
 //! A cached representation, and how one is made from an upstream response.
 //!
 //! With small documents every byte an entry holds shows in resident memory, so a stored
-//! variant is one allocation besides its body's buffer: the entry with its place in the
-//! cache, a path of up to 24 bytes included. The buffer holds the body and then its tag,
+//! variant is one allocation besides its body's buffer and its path: the entry with its
+//! place in the cache. The buffer holds the body and then its tag,
 //! and response bodies borrow it through the entry, so it needs no reference count of its
 //! own. What most entries lack (upstream validators, a query, key values, `Vary`) is
 //! boxed. Entries are not copied: the cache gives back one it does not store, and an

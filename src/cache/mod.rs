@@ -36,7 +36,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use compact_str::CompactString;
 use dashmap::{DashMap, Entry as MapEntry};
 use http::{HeaderMap, HeaderName};
 
@@ -253,7 +252,7 @@ impl Cache {
         entry.headers = self.header_sets.share(Arc::clone(&entry.headers));
         entry.place = Some(Place {
             route,
-            path: CompactString::from(&*path),
+            path,
             selector,
             variant: Variant::boxed(query, requester, vary),
             charge,

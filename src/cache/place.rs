@@ -6,7 +6,6 @@
 
 use std::sync::atomic::AtomicBool;
 
-use compact_str::CompactString;
 use http::HeaderMap;
 
 use super::policy::Selectors;
@@ -18,7 +17,7 @@ use crate::requester::Requester;
 #[derive(Debug)]
 pub(super) struct Place {
     pub(super) route: u32,
-    pub(super) path: CompactString,
+    pub(super) path: Box<str>,
     /// A hash of query and key values, which narrows a lookup before they decide.
     pub(super) selector: u64,
     /// `None`: no query, no key values and no `Vary`.
@@ -87,7 +86,7 @@ impl Entry {
         self.place.as_ref().is_some_and(|place| {
             place.selector == selector
                 && place.route == key.route
-                && place.path == *key.path
+                && place.path == key.path
                 && place.selects(&key.query, &key.requester, request)
         })
     }
@@ -108,7 +107,7 @@ impl Entry {
     pub(super) fn is_at(&self, route: u32, path: &str) -> bool {
         self.place
             .as_ref()
-            .is_some_and(|place| place.route == route && place.path == path)
+            .is_some_and(|place| place.route == route && *place.path == *path)
     }
 
     /// Its share of `max_bytes`; none while it is not stored.
