@@ -6,15 +6,12 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
 
 use crate::body::{self, Body};
-use crate::cache::{Cache, Entry, Generation, Key};
+use crate::cache::{Entry, Generation, Key, make_entry, replayed, tag_room};
 use crate::config::{EtagMode, Freshness};
-use crate::etag::EntityTag;
-use crate::headers::finish_response;
-use crate::headers::{ACCEPT_PATCH, CONDITIONALS, VIA_PATCHGATE};
+use crate::headers::{ACCEPT_PATCH, CONDITIONALS, VIA_PATCHGATE, finish_response};
 use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
@@ -403,79 +400,6 @@ fn too_large(route: &CompiledRoute, response: Response<Body>) -> Response<Body> 
     }
     response
 }
-
-/// What [`make_entry`] appends to a body: the longest tag it makes, a weak hash or
-/// the upstream's. A body read with this much spare capacity is stored in place.
-pub(crate) fn tag_room(upstream_headers: &HeaderMap) -> usize {
-    // `W/"` + 32 hex digits + `"`.
-    const WEAK_HASH: usize = 36;
-    WEAK_HASH.max(upstream_headers.get(header::ETAG).map_or(0, HeaderValue::len))
-}
-
-/// Builds the entry for an upstream 200, with the route's ETag mode (SPEC "Validators").
-/// With `etag = "upstream"` and no upstream tag, a weak tag of the body's hash lets
-/// 304s work but can never satisfy `If-Match`. The header set comes from `cache`'s
-/// kept ones.
-pub(crate) fn make_entry(
-    mode: EtagMode,
-    upstream_headers: &HeaderMap,
-    body: BytesMut,
-    cache: &Cache,
-) -> Entry {
-    let upstream_etag = upstream_headers.get(header::ETAG);
-    let upstream_tag = upstream_etag.and_then(|v| EntityTag::rendered_in(v.as_bytes()));
-    let hash;
-    let (weak_prefix, tag): (&[u8], &[u8]) = match (mode, upstream_tag) {
-        (EtagMode::Auto, Some((false, rendered))) | (EtagMode::Upstream, Some((_, rendered))) => {
-            (b"", rendered)
-        }
-        (EtagMode::Upstream, None) => {
-            hash = EntityTag::render_hash(&body);
-            (b"W/", &hash)
-        }
-        (EtagMode::Hash | EtagMode::Auto, _) => {
-            hash = EntityTag::render_hash(&body);
-            (b"", &hash)
-        }
-    };
-    // The body and its tag in one buffer. A buffer with more spare capacity than that
-    // (grown by doubling) is copied to fit.
-    let room = weak_prefix.len() + tag.len();
-    let spare = body.capacity() - body.len();
-    let mut buf = if (room..=room + 64).contains(&spare) {
-        body
-    } else {
-        let mut exact = BytesMut::with_capacity(body.len() + room);
-        exact.extend_from_slice(&body);
-        exact
-    };
-    buf.extend_from_slice(weak_prefix);
-    buf.extend_from_slice(tag);
-    let buf = Vec::from(buf).into_boxed_slice();
-    let upstream_etag = upstream_etag.map(crate::headers::detached);
-    let last_modified = upstream_headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let headers = cache.header_set(upstream_headers, |name| replayed(name, upstream_headers));
-    Entry::held(buf, room, headers).with_validators(upstream_etag, last_modified)
-}
-
-/// Whether an entry replays the upstream's field `name` (from a 200, or a 304 that
-/// updates it): not hop-by-hop, and not one patchgate sets itself.
-fn replayed(name: &HeaderName, upstream_headers: &HeaderMap) -> bool {
-    !REPLACED.contains(name) && !crate::headers::is_hop_by_hop(name, upstream_headers)
-}
-
-/// Upstream response headers an entry does not replay: patchgate sets them itself.
-const REPLACED: [HeaderName; 6] = [
-    header::ETAG,
-    header::CONTENT_LENGTH,
-    header::DATE,
-    header::AGE,
-    header::SET_COOKIE,
-    header::VIA,
-];
 
 /// A full response for `entry` (no body for HEAD).
 pub(crate) fn represent(

@@ -5,50 +5,53 @@
 //! stored only under a requester's key values). All variants of one
 //! resource (route, upstream path) live in one map entry, so a write drops them at once.
 //!
-//! Invariant: [`Stats::bytes`] never exceeds `max_bytes`, not even transiently, and it is
-//! never less than the charge of the entries in the map: room is reserved before an entry
-//! becomes visible and released only after it is gone.
+//! Invariants:
+//! - [`Stats::bytes`] never exceeds `max_bytes`, not even transiently, and it is never
+//!   less than the charge of the entries in the map: room is reserved before an entry
+//!   becomes visible and released only after it is gone (`budget`).
+//! - A write's invalidation wins over a read that raced with it: a read's store is
+//!   refused, or removed, when the resource was invalidated since the read began; the
+//!   generations are checked under the resource's shard lock (`invalidation`).
 //!
-//! Eviction is CLOCK (second chance): a hit sets the entry's bit, the hand clears set
-//! bits and evicts the first entry whose bit is clear. A hit therefore takes only its
-//! resource's shard read lock; the ring's mutex is taken by inserts and evictions.
+//! This file is the store: lookups, storing and replacing variants. `entry` builds entries
+//! from upstream responses, `place` says which requests a stored one serves, `budget`
+//! charges and evicts (CLOCK, in `clock`), `invalidation` drops resources, `header_sets`
+//! shares header maps between entries, `resource` is the map's value, `policy` the
+//! storing rules. Which reads share an upstream exchange is not the cache's business:
+//! see `crate::resource::reads`.
 
+mod budget;
 mod clock;
 mod entry;
-mod flight;
+mod header_sets;
+mod invalidation;
+mod place;
 mod policy;
 mod resource;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use compact_str::CompactString;
 use dashmap::{DashMap, Entry as MapEntry};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
+use budget::Budget;
+pub use budget::ENTRY_OVERHEAD;
 use clock::Ring;
 pub use entry::Entry;
-use entry::{Place, Variant};
-pub use flight::{Flight, FlightGuard, Follower};
+pub(crate) use entry::{make_entry, replayed, tag_room};
+use header_sets::HeaderSets;
+pub use invalidation::Generation;
+use invalidation::Generations;
+use place::{Place, Variant};
 use policy::Selectors;
-
-use crate::requester::Requester;
 use resource::{Prehashed, Variants};
 
-/// Charged per entry on top of its bytes: the entry, its map bucket and ring link, its
-/// tag, and the allocator's share. `benches/memory.rs` measures about 420 bytes per
-/// 1 KiB entry beyond its body, fragmentation included (more with credentials in the
-/// key); the charge keeps a margin so that `max_bytes` bounds resident memory, not just
-/// bodies, also while entries are evicted and replaced.
-pub const ENTRY_OVERHEAD: u64 = 1024;
-
-/// Distinct header sets kept for entries to share: the documents of one API mostly carry
-/// the same few, and a `HeaderMap` of its own costs an entry hundreds of bytes.
-const HEADER_SETS: usize = 64;
-
-/// Invalidation generations are striped by resource; a collision only refuses a store.
-const STRIPES: usize = 256;
+use crate::requester::Requester;
 
 /// Identifies one request's view of a resource. Built by the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,26 +85,16 @@ pub struct Stats {
     pub entries: u64,
 }
 
-/// The state of a resource's invalidations at one moment; see [`Cache::insert_since`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Generation {
-    stripe: usize,
-    value: u64,
-}
-
 pub struct Cache {
     /// By [`Cache::resource`], the keyed hash of (route, path).
     resources: DashMap<u64, Variants, Prehashed>,
+    budget: Budget,
     /// Eviction order; its lock is never taken together with a map lock.
     ring: Ring,
-    flights: Arc<flight::Table>,
-    generations: Box<[AtomicU64]>,
-    header_sets: std::sync::Mutex<(Vec<Arc<HeaderMap>>, usize)>,
+    generations: Generations,
+    header_sets: HeaderSets,
     hasher: RandomState,
-    max_bytes: u64,
     max_entry_bytes: u64,
-    bytes: AtomicU64,
-    entries: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -113,15 +106,12 @@ impl Cache {
     pub fn new(max_bytes: u64, max_entry_bytes: u64) -> Cache {
         Cache {
             resources: DashMap::default(),
+            budget: Budget::new(max_bytes),
             ring: Ring::default(),
-            flights: Arc::default(),
-            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            header_sets: std::sync::Mutex::default(),
+            generations: Generations::default(),
+            header_sets: HeaderSets::default(),
             hasher: RandomState::new(),
-            max_bytes,
             max_entry_bytes,
-            bytes: AtomicU64::new(0),
-            entries: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
@@ -171,13 +161,6 @@ impl Cache {
     /// still referenced by callers through the returned `Arc`s are not counted.
     pub fn insert(&self, key: Key, request: &HeaderMap, entry: Entry) -> Result<Arc<Entry>, Entry> {
         self.store(key, request, entry, None, None)
-    }
-
-    /// The current [`Generation`] of a resource: take it before reading the upstream.
-    pub fn generation(&self, route: u32, path: &str) -> Generation {
-        let stripe = self.stripe(self.resource(route, path));
-        let value = self.generations.get(stripe).map_or(0, |cell| cell.load(Acquire));
-        Generation { stripe, value }
     }
 
     /// [`Cache::insert`], unless the resource was invalidated since `since`: a read that
@@ -250,8 +233,8 @@ impl Cache {
             return Err(entry);
         };
         let vary = Selectors::capture(names, request);
-        let charge = charge(&key, &vary, &entry);
-        if charge > self.max_bytes {
+        let charge = budget::charge(&key, &vary, &entry);
+        if charge > self.budget.max_bytes() {
             return Err(entry);
         }
         let selector = self.selector(&key);
@@ -263,10 +246,10 @@ impl Cache {
         } = key;
         let resource = self.resource(route, &path);
         let mut entry = entry;
-        entry.headers = self.shared_headers(Arc::clone(&entry.headers));
+        entry.headers = self.header_sets.share(Arc::clone(&entry.headers));
         entry.place = Some(Place {
             route,
-            path: CompactString::from(&*path),
+            path,
             selector,
             variant: Variant::boxed(query, requester, vary),
             charge,
@@ -275,7 +258,7 @@ impl Cache {
         });
         let entry = Arc::new(entry);
         let replaces = |old: &Arc<Entry>| old.serves_as(&entry, request);
-        if !self.try_reserve(charge) {
+        if !self.budget.try_reserve(charge) {
             // Full: drop what this response replaces before evicting anything else
             // (but the entry it must replace in place goes only as it is replaced).
             self.remove_where(resource, |held| replaces(held) && !is_old(held));
@@ -283,7 +266,6 @@ impl Cache {
                 return Err(unstored(entry));
             }
         }
-        self.entries.fetch_add(1, Relaxed);
         let mut replaced = Vec::new();
         let mut keep = |old: &Arc<Entry>| {
             let keep = !replaces(old) && !is_old(old);
@@ -312,13 +294,13 @@ impl Cache {
                 true
             }
         };
-        self.forget(&replaced);
+        self.budget.forget(&replaced);
         if !stored {
-            self.release(charge, 1);
+            self.budget.release(charge, 1);
             return Err(unstored(entry));
         }
         self.inserts.fetch_add(1, Relaxed);
-        self.ring.push(&entry, self.entries.load(Relaxed));
+        self.ring.push(&entry, self.budget.entries());
         Ok(entry)
     }
 
@@ -326,52 +308,7 @@ impl Cache {
     /// order), else a new one of detached copies of them, kept for the next entries: an
     /// entry's headers are then built only the first time.
     pub fn header_set(&self, headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> Arc<HeaderMap> {
-        let fields = || headers.iter().filter(|(name, _)| keep(name));
-        let held = self.header_sets.lock().ok().and_then(|guard| {
-            let sets = &guard.0;
-            sets.iter().find(|set| same_fields(set, fields())).cloned()
-        });
-        if let Some(set) = held {
-            return set;
-        }
-        let mut kept = HeaderMap::with_capacity(fields().count());
-        for (name, value) in fields() {
-            kept.append(name.clone(), crate::headers::detached(value));
-        }
-        self.shared_headers(Arc::new(kept))
-    }
-
-    /// An equal header set already held, or this one, kept for the next entries (the
-    /// oldest kept set makes room when all places are taken).
-    fn shared_headers(&self, headers: Arc<HeaderMap>) -> Arc<HeaderMap> {
-        let Ok(mut guard) = self.header_sets.lock() else {
-            return headers;
-        };
-        let (sets, next) = &mut *guard;
-        if let Some(set) = sets
-            .iter()
-            .find(|set| Arc::ptr_eq(set, &headers) || ***set == *headers)
-        {
-            return Arc::clone(set);
-        }
-        if sets.len() < HEADER_SETS {
-            sets.push(Arc::clone(&headers));
-        } else if let Some(place) = sets.get_mut(*next % HEADER_SETS) {
-            *place = Arc::clone(&headers);
-            *next = next.wrapping_add(1);
-        }
-        headers
-    }
-
-    /// Drops every variant of (route, path): all queries, key values and `Vary` variants.
-    pub fn invalidate(&self, route: u32, path: &str) {
-        let resource = self.resource(route, path);
-        if let Some(cell) = self.generations.get(self.stripe(resource)) {
-            cell.fetch_add(1, AcqRel);
-        }
-        if self.remove_where(resource, |entry| entry.is_at(route, path)) > 0 {
-            self.invalidations.fetch_add(1, Relaxed);
-        }
+        self.header_sets.pick(headers, keep)
     }
 
     pub fn stats(&self) -> Stats {
@@ -381,20 +318,9 @@ impl Cache {
             inserts: self.inserts.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
-            bytes: self.bytes.load(Relaxed),
-            entries: self.entries.load(Relaxed),
+            bytes: self.budget.bytes(),
+            entries: self.budget.entries(),
         }
-    }
-
-    /// Request coalescing: the first caller for `key` leads, the others follow until the
-    /// leader's guard drops, then call [`Cache::get`] again and fetch themselves on a miss.
-    pub fn join(&self, key: &Key) -> Flight {
-        flight::join(&self.flights, key)
-    }
-
-    /// Keys with a leader fetching right now.
-    pub fn in_flight(&self) -> usize {
-        self.flights.len()
     }
 
     fn selector(&self, key: &Key) -> u64 {
@@ -405,41 +331,6 @@ impl Cache {
     /// collisions.
     fn resource(&self, route: u32, path: &str) -> u64 {
         self.hasher.hash_one((route, path))
-    }
-
-    fn stripe(&self, resource: u64) -> usize {
-        (resource % STRIPES as u64) as usize
-    }
-
-    /// Whether (route, path) may have been invalidated since `since` was taken.
-    pub fn changed_since(&self, since: Generation) -> bool {
-        self.generations
-            .get(since.stripe)
-            .is_none_or(|cell| cell.load(Acquire) != since.value)
-    }
-
-    fn try_reserve(&self, charge: u64) -> bool {
-        self.bytes
-            .fetch_update(AcqRel, Acquire, |bytes| {
-                bytes.checked_add(charge).filter(|&total| total <= self.max_bytes)
-            })
-            .is_ok()
-    }
-
-    /// Reserves `charge`, evicting from the CLOCK ring until it fits.
-    fn reserve_evicting(&self, charge: u64) -> bool {
-        loop {
-            if self.try_reserve(charge) {
-                return true;
-            }
-            let Some(victim) = self.ring.victim() else {
-                return false;
-            };
-            let Some(place) = &victim.place else { continue };
-            let resource = self.resource(place.route, &place.path);
-            let evicted = self.remove_where(resource, |entry| Arc::ptr_eq(entry, &victim));
-            self.evictions.fetch_add(evicted, Relaxed);
-        }
     }
 
     /// Removes the variants under `resource` that `doomed` picks; returns how many. The
@@ -456,26 +347,15 @@ impl Cache {
             });
             variants.is_empty()
         });
-        self.forget(&removed);
+        self.budget.forget(&removed);
         removed.len() as u64
-    }
-
-    /// Releases the accounting of entries already out of the map.
-    fn forget(&self, entries: &[Arc<Entry>]) {
-        let bytes = entries.iter().map(|entry| entry.charge()).sum();
-        self.release(bytes, entries.len() as u64);
-    }
-
-    fn release(&self, bytes: u64, entries: u64) {
-        self.bytes.fetch_sub(bytes, AcqRel);
-        self.entries.fetch_sub(entries, Relaxed);
     }
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("max_bytes", &self.max_bytes)
+            .field("max_bytes", &self.budget.max_bytes())
             .field("max_entry_bytes", &self.max_entry_bytes)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -490,699 +370,5 @@ fn unstored(entry: Arc<Entry>) -> Entry {
             entry
         }
         Err(shared) => shared.duplicate(),
-    }
-}
-
-/// Whether `set` holds exactly `fields`, in this order.
-fn same_fields<'a>(
-    set: &HeaderMap,
-    mut fields: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-) -> bool {
-    let mut held = set.iter();
-    loop {
-        match (held.next(), fields.next()) {
-            (None, None) => return true,
-            (Some((a, x)), Some((b, y))) if a == b && x == y => {}
-            _ => return false,
-        }
-    }
-}
-
-fn charge(key: &Key, vary: &Selectors, entry: &Entry) -> u64 {
-    let headers: usize = entry
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    let key_bytes = key.path.len() + key.query.as_ref().map_or(0, |query| query.len()) + key.requester.len();
-    // The client's tag is usually the upstream's, else a fixed-size hash (in the overhead).
-    let tags = 2 * entry.upstream_etag().map_or(0, HeaderValue::len);
-    let bytes = entry.body_len() + headers + key_bytes + vary.bytes() + tags;
-    ENTRY_OVERHEAD.saturating_add(bytes as u64)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::etag::EntityTag;
-    use bytes::Bytes;
-    use http::HeaderName;
-    use std::sync::Mutex;
-    use std::sync::atomic::AtomicUsize;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
-
-    fn entry(body: &str, response: &[(&str, &str)]) -> Entry {
-        Entry::new(
-            body.as_bytes(),
-            &EntityTag::from_body(body.as_bytes()),
-            Arc::new(headers(response)),
-        )
-    }
-
-    fn key(route: u32, path: &str, query: Option<&str>, values: &[Option<&str>]) -> Key {
-        Key {
-            route,
-            path: path.into(),
-            query: query.map(Into::into),
-            requester: requester(values),
-        }
-    }
-
-    /// The fingerprint of an `authorization` and a `cookie` line, each present or not.
-    fn requester(values: &[Option<&str>]) -> Requester {
-        let names = [http::header::AUTHORIZATION, http::header::COOKIE];
-        let mut request = HeaderMap::new();
-        for (name, value) in names.iter().zip(values) {
-            if let Some(value) = value {
-                request.insert(name, HeaderValue::from_str(value).unwrap());
-            }
-        }
-        Requester::of(&names, &request)
-    }
-
-    fn body_of(cache: &Cache, key: &Key, request: &HeaderMap) -> Option<Bytes> {
-        cache.get(key, request).map(|entry| entry.body())
-    }
-
-    /// What the map holds, summed independently of the counters.
-    fn resident(cache: &Cache) -> (u64, u64) {
-        let entries: Vec<Arc<Entry>> = cache
-            .resources
-            .iter()
-            .flat_map(|variants| variants.as_slice().to_vec())
-            .collect();
-        (
-            entries.iter().map(|entry| entry.charge()).sum(),
-            entries.len() as u64,
-        )
-    }
-
-    #[test]
-    fn cache_and_flights_can_be_shared_across_tasks() {
-        fn shared<T: Send + Sync + 'static>() {}
-        shared::<Cache>();
-        shared::<FlightGuard>();
-        shared::<Follower>();
-    }
-
-    #[test]
-    fn get_after_insert_returns_the_same_body_and_counts() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/people/1", None, &[]);
-        assert!(cache.get(&k, &HeaderMap::new()).is_none());
-        let stored = cache.insert(
-            k.clone(),
-            &HeaderMap::new(),
-            entry("{\"a\":1}", &[("content-type", "application/json")]),
-        );
-        let got = cache.get(&k, &HeaderMap::new()).unwrap();
-        assert!(Arc::ptr_eq(&stored.unwrap(), &got));
-        assert_eq!(got.body(), Bytes::from_static(b"{\"a\":1}"));
-        let stats = cache.stats();
-        assert_eq!(
-            (stats.hits, stats.misses, stats.inserts, stats.entries),
-            (1, 1, 1, 1)
-        );
-    }
-
-    #[test]
-    fn charge_counts_body_headers_keys_vary_tags_and_overhead() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", Some("x=1"), &[Some("Bearer t"), None]);
-        let e = entry("body", &[("vary", "accept"), ("content-type", "a/b")]);
-        let e = e.with_validators(Some(HeaderValue::from_static("\"up\"")), None);
-        cache.insert(k, &headers(&[("accept", "j")]), e).unwrap();
-        // The requester: a count and a length before `Bearer t`, a count of no cookies.
-        let requester = (4 + 4 + 8) + 4;
-        let expected = ENTRY_OVERHEAD + 4 + (4 + 6) + (12 + 3) + 2 + 3 + requester + (6 + 1) + 2 * 4;
-        assert_eq!(cache.stats().bytes, expected);
-        assert_eq!(resident(&cache), (expected, 1));
-    }
-
-    #[test]
-    fn an_entry_not_stored_comes_back_whole_and_a_stored_one_is_contained() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        let refused = cache
-            .insert(
-                k.clone(),
-                &HeaderMap::new(),
-                entry("body", &[("cache-control", "no-store")]),
-            )
-            .unwrap_err();
-        assert_eq!(refused.body_bytes(), b"body");
-        assert_eq!(refused.etag(), EntityTag::from_body(b"body"));
-        assert!(refused.place.is_none());
-        let stored = cache
-            .insert(k.clone(), &HeaderMap::new(), entry("body", &[]))
-            .unwrap();
-        assert!(cache.contains(&stored));
-        cache.invalidate(1, "/p");
-        assert!(!cache.contains(&stored));
-    }
-
-    #[test]
-    fn no_store_response_is_not_stored() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        assert!(
-            cache
-                .insert(
-                    k.clone(),
-                    &HeaderMap::new(),
-                    entry("x", &[("cache-control", "max-age=5, no-store")])
-                )
-                .is_err()
-        );
-        assert!(cache.get(&k, &HeaderMap::new()).is_none());
-        assert_eq!(
-            cache.stats(),
-            Stats {
-                misses: 1,
-                ..Stats::default()
-            }
-        );
-    }
-
-    #[test]
-    fn private_response_is_stored_only_under_a_requesters_key_values() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let private = [("cache-control", "max-age=60, private")];
-        let alice = key(1, "/p", None, &[Some("Bearer a"), None]);
-        assert!(alice.has_requester());
-        assert!(
-            cache
-                .insert(alice.clone(), &HeaderMap::new(), entry("x", &private))
-                .is_ok()
-        );
-        for anonymous in [key(1, "/p", None, &[]), key(1, "/p", None, &[None, None])] {
-            assert!(!anonymous.has_requester());
-            assert!(
-                cache
-                    .insert(anonymous.clone(), &HeaderMap::new(), entry("y", &private))
-                    .is_err()
-            );
-            assert!(cache.get(&anonymous, &HeaderMap::new()).is_none());
-        }
-        assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "x");
-        assert_eq!(cache.stats().entries, 1);
-    }
-
-    #[test]
-    fn no_cache_is_read_from_the_stored_headers() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let unstored = entry("x", &[("cache-control", "no-cache")]);
-        assert!(unstored.no_cache());
-        let stored = cache
-            .insert(key(1, "/a", None, &[]), &HeaderMap::new(), unstored)
-            .unwrap();
-        let plain = cache
-            .insert(key(1, "/b", None, &[]), &HeaderMap::new(), entry("y", &[]))
-            .unwrap();
-        assert!(stored.no_cache() && !plain.no_cache());
-    }
-
-    #[test]
-    fn replace_takes_the_place_of_a_stored_entry_only() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        let none = HeaderMap::new();
-        let old = cache
-            .insert(k.clone(), &none, entry("v1", &[("x", "a")]))
-            .unwrap();
-        let since = cache.generation(1, "/p");
-        let new = cache
-            .replace(since, &old, k.clone(), &none, entry("v1", &[("x", "b")]))
-            .unwrap();
-        assert!(!cache.contains(&old) && cache.contains(&new));
-        assert_eq!((cache.stats().entries, resident(&cache).1), (1, 1));
-        // `old` is gone: a second replacement of it would overwrite `new`.
-        assert!(
-            cache
-                .replace(since, &old, k.clone(), &none, entry("v0", &[]))
-                .is_err()
-        );
-        assert!(Arc::ptr_eq(&cache.get(&k, &none).unwrap(), &new));
-        // A replacement that cannot be stored drops what it replaces.
-        let refused = cache.replace(
-            since,
-            &new,
-            k.clone(),
-            &none,
-            entry("v1", &[("cache-control", "no-store")]),
-        );
-        assert!(refused.is_err() && cache.get(&k, &none).is_none());
-        // An invalidation since `since` wins.
-        let old = cache.insert(k.clone(), &none, entry("v1", &[])).unwrap();
-        cache.invalidate(1, "/p");
-        assert!(cache.replace(since, &old, k, &none, entry("v1", &[])).is_err());
-        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
-    }
-
-    #[test]
-    fn vary_star_is_not_stored() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        assert!(
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry("x", &[("vary", "*")]))
-                .is_err()
-        );
-        assert!(cache.get(&k, &HeaderMap::new()).is_none());
-        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
-    }
-
-    #[test]
-    fn entries_with_equal_headers_share_one_header_set() {
-        let cache = Cache::new(1 << 20, 1 << 20);
-        let json = [("content-type", "application/json")];
-        let none = HeaderMap::new();
-        let a = cache
-            .insert(key(1, "/a", None, &[]), &none, entry("1", &json))
-            .unwrap();
-        let b = cache
-            .insert(key(1, "/b", None, &[]), &none, entry("2", &json))
-            .unwrap();
-        let c = cache
-            .insert(
-                key(1, "/c", None, &[]),
-                &none,
-                entry("3", &[("content-type", "text/plain")]),
-            )
-            .unwrap();
-        assert!(Arc::ptr_eq(&a.headers, &b.headers));
-        assert!(!Arc::ptr_eq(&a.headers, &c.headers));
-        assert_eq!(c.headers.get("content-type").unwrap(), "text/plain");
-    }
-
-    #[test]
-    fn vary_variants_are_kept_apart() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        let en = headers(&[("accept-language", "en")]);
-        let fr = headers(&[("accept-language", "fr")]);
-        let vary = [("vary", "Accept-Language")];
-        cache.insert(k.clone(), &en, entry("hello", &vary)).unwrap();
-        cache.insert(k.clone(), &fr, entry("bonjour", &vary)).unwrap();
-        assert_eq!(body_of(&cache, &k, &en).unwrap(), "hello");
-        assert_eq!(body_of(&cache, &k, &fr).unwrap(), "bonjour");
-        assert!(cache.get(&k, &HeaderMap::new()).is_none());
-        assert!(cache.get(&k, &headers(&[("accept-language", "de")])).is_none());
-        assert_eq!(cache.stats().entries, 2);
-    }
-
-    #[test]
-    fn different_key_values_are_kept_apart() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let alice = key(1, "/p", None, &[Some("Bearer alice"), None]);
-        let bob = key(1, "/p", None, &[Some("Bearer bob"), None]);
-        let anonymous = key(1, "/p", None, &[None, None]);
-        cache
-            .insert(alice.clone(), &HeaderMap::new(), entry("alice's", &[]))
-            .unwrap();
-        assert!(cache.get(&bob, &HeaderMap::new()).is_none());
-        assert!(cache.get(&anonymous, &HeaderMap::new()).is_none());
-        cache
-            .insert(bob.clone(), &HeaderMap::new(), entry("bob's", &[]))
-            .unwrap();
-        assert_eq!(body_of(&cache, &alice, &HeaderMap::new()).unwrap(), "alice's");
-        assert_eq!(body_of(&cache, &bob, &HeaderMap::new()).unwrap(), "bob's");
-    }
-
-    #[test]
-    fn stored_request_values_do_not_pin_the_request_head() {
-        // Parsed header values are slices of the connection's read buffer.
-        let head = Bytes::from(vec![b'x'; 8192]);
-        let slice =
-            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(head.slice(range)).unwrap();
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let mut k = key(1, "/p", None, &[]);
-        let mut request = HeaderMap::new();
-        request.insert("authorization", slice(0..16));
-        k.requester = Requester::of(&[http::header::AUTHORIZATION], &request);
-        request.insert("accept-language", slice(16..32));
-        cache
-            .insert(k, &request, entry("body", &[("vary", "accept-language")]))
-            .unwrap();
-        drop(request);
-        assert!(
-            head.try_into_mut().is_ok(),
-            "the cache holds no view of the request's buffer"
-        );
-    }
-
-    #[test]
-    fn insert_replaces_the_variant_with_the_same_identity() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", Some("a=1"), &[]);
-        let en = headers(&[("accept-language", "en")]);
-        cache
-            .insert(k.clone(), &en, entry("old", &[("vary", "accept-language")]))
-            .unwrap();
-        let first = cache.stats().bytes;
-        cache
-            .insert(k.clone(), &en, entry("new", &[("vary", "accept-language")]))
-            .unwrap();
-        assert_eq!(body_of(&cache, &k, &en).unwrap(), "new");
-        assert_eq!((cache.stats().bytes, cache.stats().entries), (first, 1));
-        assert_eq!(resident(&cache), (first, 1));
-    }
-
-    #[test]
-    fn invalidate_drops_all_queries_and_variants_of_that_path_only() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let en = headers(&[("accept-language", "en")]);
-        let vary = [("vary", "accept-language")];
-        let doomed = [
-            key(1, "/people", None, &[]),
-            key(1, "/people", Some("page=2"), &[]),
-            key(1, "/people", None, &[Some("Bearer a")]),
-        ];
-        let kept = [
-            key(1, "/people/1", None, &[]),
-            key(2, "/people", None, &[]),
-            key(1, "/peoples", None, &[]),
-        ];
-        for k in doomed.iter().chain(&kept) {
-            cache.insert(k.clone(), &en, entry("x", &vary)).unwrap();
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry("y", &vary))
-                .unwrap();
-        }
-        cache.invalidate(1, "/people");
-        for k in &doomed {
-            assert!(cache.get(k, &en).is_none());
-            assert!(cache.get(k, &HeaderMap::new()).is_none());
-        }
-        for k in &kept {
-            assert_eq!(body_of(&cache, k, &en).unwrap(), "x");
-            assert_eq!(body_of(&cache, k, &HeaderMap::new()).unwrap(), "y");
-        }
-        cache.invalidate(1, "/nothing");
-        let stats = cache.stats();
-        assert_eq!((stats.invalidations, stats.entries), (1, 6));
-        assert_eq!(resident(&cache), (stats.bytes, 6));
-    }
-
-    #[test]
-    fn oversize_entries_are_not_stored() {
-        let cache = Cache::new(4000, 10);
-        let k = key(1, "/p", None, &[]);
-        assert!(
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry("01234567890", &[]))
-                .is_err()
-        );
-        assert!(
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry("0123456789", &[]))
-                .is_ok()
-        );
-        // Within max_entry_bytes but a charge over max_bytes.
-        let tiny = Cache::new(ENTRY_OVERHEAD, 1 << 16);
-        assert!(tiny.insert(k, &HeaderMap::new(), entry("x", &[])).is_err());
-        assert_eq!(tiny.stats().bytes, 0);
-    }
-
-    #[test]
-    fn eviction_skips_recently_read_entries() {
-        let one = charge(
-            &key(1, "/0", None, &[]),
-            &Selectors::capture(vec![], &HeaderMap::new()),
-            &entry("x", &[]),
-        );
-        let cache = Cache::new(3 * one, 1 << 16);
-        let keys: Vec<Key> = (0..4).map(|i| key(1, &format!("/{i}"), None, &[])).collect();
-        for k in &keys[..3] {
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry("x", &[]))
-                .unwrap();
-        }
-        assert!(cache.get(&keys[0], &HeaderMap::new()).is_some());
-        cache
-            .insert(keys[3].clone(), &HeaderMap::new(), entry("x", &[]))
-            .unwrap();
-        let present: Vec<bool> = keys
-            .iter()
-            .map(|k| cache.get(k, &HeaderMap::new()).is_some())
-            .collect();
-        assert_eq!(present, [true, false, true, true]);
-        assert_eq!((cache.stats().evictions, cache.stats().bytes), (1, 3 * one));
-    }
-
-    #[test]
-    fn insert_since_refuses_a_read_that_raced_with_an_invalidation() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        let before = cache.generation(1, "/p");
-        cache.invalidate(1, "/p");
-        assert!(
-            cache
-                .insert_since(before, k.clone(), &HeaderMap::new(), entry("stale", &[]))
-                .is_err()
-        );
-        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
-        assert!(cache.resources.is_empty());
-        let now = cache.generation(1, "/p");
-        assert!(
-            cache
-                .insert_since(now, k.clone(), &HeaderMap::new(), entry("fresh", &[]))
-                .is_ok()
-        );
-        assert_eq!(body_of(&cache, &k, &HeaderMap::new()).unwrap(), "fresh");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-    async fn bound_holds_under_concurrent_inserts_and_hot_keys_survive() {
-        const TASKS: usize = 8;
-        const PER_TASK: usize = 1250;
-        let max = 500 * 400;
-        let cache = Arc::new(Cache::new(max, 1 << 16));
-        let body = "b".repeat(100);
-        let hot: Vec<Key> = (0..16).map(|i| key(1, &format!("/hot/{i}"), None, &[])).collect();
-        for k in &hot {
-            cache
-                .insert(k.clone(), &HeaderMap::new(), entry(&body, &[]))
-                .unwrap();
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = {
-            let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
-            tokio::spawn(async move {
-                while !stop.load(Relaxed) {
-                    assert!(cache.stats().bytes <= max);
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
-        let stored = Arc::new(AtomicUsize::new(0));
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| {
-                let (cache, hot, body, stored) =
-                    (Arc::clone(&cache), hot.clone(), body.clone(), Arc::clone(&stored));
-                let order = Arc::clone(&order);
-                tokio::spawn(async move {
-                    for i in 0..PER_TASK {
-                        let k = key(1, &format!("/cold/{t}/{i}"), None, &[]);
-                        // Recorded before the insert: a task preempted between the two
-                        // can then only make its key look older than it is.
-                        order.lock().unwrap().push(k.clone());
-                        if cache.insert(k, &HeaderMap::new(), entry(&body, &[])).is_ok() {
-                            stored.fetch_add(1, Relaxed);
-                        }
-                        assert!(cache.stats().bytes <= max);
-                        assert!(cache.get(&hot[i % hot.len()], &HeaderMap::new()).is_some());
-                        if i % 64 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        stop.store(true, Relaxed);
-        watcher.await.unwrap();
-
-        let stats = cache.stats();
-        assert!(stats.bytes <= max);
-        assert_eq!(resident(&cache), (stats.bytes, stats.entries));
-        assert_eq!(stored.load(Relaxed), TASKS * PER_TASK);
-        assert_eq!(stats.inserts, (TASKS * PER_TASK + hot.len()) as u64);
-        assert_eq!(stats.inserts - stats.evictions, stats.entries);
-        // Full, but not emptied: each insert evicts about what it needs.
-        assert!(stats.bytes > max - TASKS as u64 * 400, "{stats:?}");
-        for k in &hot {
-            assert!(cache.get(k, &HeaderMap::new()).is_some(), "hot key {k:?} evicted");
-        }
-        for t in 0..TASKS {
-            for i in 0..100 {
-                assert!(
-                    cache
-                        .get(&key(1, &format!("/cold/{t}/{i}"), None, &[]), &HeaderMap::new())
-                        .is_none()
-                );
-            }
-        }
-        // The latest inserts across tasks are still there.
-        let order = order.lock().unwrap();
-        for k in &order[order.len() - 100..] {
-            assert!(
-                cache.get(k, &HeaderMap::new()).is_some(),
-                "recent key {k:?} evicted"
-            );
-        }
-        assert!(cache.ring.len() <= 2 * stats.entries as usize + 1024);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-    async fn accounting_stays_exact_under_mixed_inserts_invalidations_and_replacements() {
-        let max = 40 * 400;
-        let cache = Arc::new(Cache::new(max, 1 << 16));
-        let tasks: Vec<_> = (0..8u32)
-            .map(|t| {
-                let cache = Arc::clone(&cache);
-                tokio::spawn(async move {
-                    for i in 0..2000u32 {
-                        let path = format!("/r/{}", (i * 7 + t) % 60);
-                        let lang = if i % 2 == 0 { "en" } else { "fr" };
-                        let request = headers(&[("accept-language", lang)]);
-                        let k = key(1, &path, Some(&format!("q={}", i % 3)), &[]);
-                        match (i + t) % 5 {
-                            0 => cache.invalidate(1, &path),
-                            1 => {
-                                let since = cache.generation(1, &path);
-                                let _ = cache.insert_since(
-                                    since,
-                                    k,
-                                    &request,
-                                    entry("v", &[("vary", "accept-language")]),
-                                );
-                            }
-                            _ => {
-                                let _ = cache.insert(
-                                    k.clone(),
-                                    &request,
-                                    entry("b", &[("vary", "accept-language")]),
-                                );
-                                cache.get(&k, &request);
-                            }
-                        }
-                        assert!(cache.stats().bytes <= max);
-                        if i % 32 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let stats = cache.stats();
-        assert!(stats.bytes <= max);
-        assert_eq!(resident(&cache), (stats.bytes, stats.entries));
-        for path in 0..60 {
-            cache.invalidate(1, &format!("/r/{path}"));
-        }
-        assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
-        assert!(cache.resources.is_empty());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn fifty_concurrent_joins_make_one_leader_and_free_followers_on_drop() {
-        let cache = Arc::new(Cache::new(1 << 20, 1 << 16));
-        let k = key(1, "/p", None, &[]);
-        let flights: Vec<Flight> = (0..50).map(|_| cache.join(&k)).collect();
-        let mut leaders = Vec::new();
-        let mut followers = Vec::new();
-        for flight in flights {
-            match flight {
-                Flight::Leader(guard) => leaders.push(guard),
-                Flight::Follower(follower) => followers.push(tokio::spawn(follower.wait())),
-            }
-        }
-        assert_eq!((leaders.len(), followers.len()), (1, 49));
-        assert_eq!(cache.in_flight(), 1);
-        tokio::task::yield_now().await;
-        assert!(followers.iter().all(|f| !f.is_finished()));
-        drop(leaders);
-        for follower in followers {
-            follower.await.unwrap();
-        }
-        assert_eq!(cache.in_flight(), 0);
-        // The flight is over: the next miss leads again.
-        assert!(matches!(cache.join(&k), Flight::Leader(_)));
-        assert_eq!(cache.in_flight(), 0);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
-    async fn concurrent_joins_from_tasks_fetch_once_and_followers_hit() {
-        let cache = Arc::new(Cache::new(1 << 20, 1 << 16));
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let barrier = Arc::new(tokio::sync::Barrier::new(50));
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let (cache, fetches, barrier) =
-                    (Arc::clone(&cache), Arc::clone(&fetches), Arc::clone(&barrier));
-                tokio::spawn(async move {
-                    let k = key(1, "/p", None, &[]);
-                    barrier.wait().await;
-                    loop {
-                        if let Some(hit) = cache.get(&k, &HeaderMap::new()) {
-                            return hit.body();
-                        }
-                        match cache.join(&k) {
-                            Flight::Follower(follower) => follower.wait().await,
-                            Flight::Leader(_guard) => {
-                                // A task preempted between its miss and its join may
-                                // lead after the first flight ended: look again.
-                                if let Some(hit) = cache.get(&k, &HeaderMap::new()) {
-                                    return hit.body();
-                                }
-                                fetches.fetch_add(1, Relaxed);
-                                tokio::task::yield_now().await;
-                                return cache
-                                    .insert(k, &HeaderMap::new(), entry("once", &[]))
-                                    .unwrap()
-                                    .body();
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap(), "once");
-        }
-        assert_eq!(fetches.load(Relaxed), 1);
-        assert_eq!(cache.in_flight(), 0);
-    }
-
-    #[tokio::test]
-    async fn follower_of_a_failed_leader_can_lead_the_retry() {
-        let cache = Cache::new(1 << 20, 1 << 16);
-        let k = key(1, "/p", None, &[]);
-        let leader = cache.join(&k);
-        let Flight::Follower(follower) = cache.join(&k) else {
-            panic!("second join led")
-        };
-        drop(leader);
-        follower.wait().await;
-        assert!(cache.get(&k, &HeaderMap::new()).is_none());
-        assert!(matches!(cache.join(&k), Flight::Leader(_)));
     }
 }

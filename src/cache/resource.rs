@@ -3,7 +3,8 @@
 //!
 //! Keying by the hash keeps a map bucket at 24 bytes and the path in one place, the
 //! entry; two resources whose hashes collide share a bucket, and every lookup compares
-//! the path itself ([`super::Entry::serves`]).
+//! the path itself ([`super::Entry::serves`]). A map keyed by (route, path) holds a
+//! second copy of every path: about 3 % more resident memory with 1 KiB documents.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;

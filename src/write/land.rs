@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 
 use super::{Sending, Write, clone_parts, patched};
 use crate::body::{self, Body};
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, make_entry, tag_room};
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
 use crate::headers::finish_response;
@@ -22,7 +22,7 @@ use crate::headers::{CONDITIONALS, PREFER};
 use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
 use crate::problem::Error;
-use crate::read::{Lookup, make_entry, tag_room};
+use crate::read::Lookup;
 use crate::resource::{Verdict, WriteGuard};
 use crate::route::CompiledRoute;
 use crate::upstream;
