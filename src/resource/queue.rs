@@ -113,6 +113,15 @@ impl Queue {
 }
 
 impl Handle {
+    /// The resource's lock if nobody holds it.
+    pub(crate) fn try_lock(&self) -> Option<WriteGuard> {
+        let guard = Arc::clone(&self.queue.lock).try_lock_owned().ok()?;
+        Some(WriteGuard {
+            _lock: guard,
+            resource: self.clone(),
+        })
+    }
+
     /// Waits for the resource's lock. Cancel-safe.
     pub(crate) async fn lock(&self) -> WriteGuard {
         WriteGuard {
@@ -188,6 +197,15 @@ impl WriteGuard {
             .partition(|j| j.signature == *signature);
         *mailbox = other;
         same
+    }
+
+    /// Whether PATCHes wait to be carried.
+    pub(crate) fn has_waiting(&self) -> bool {
+        self.resource
+            .queue
+            .mailbox
+            .lock()
+            .is_ok_and(|mailbox| !mailbox.is_empty())
     }
 
     /// The resource this guard holds the lock of.

@@ -60,19 +60,18 @@ impl Ctx {
         };
         let key = self.cache_key(route, &parts, exchange);
         // Only a write that sends the very same request may carry another's PATCH.
-        let signature = match intent {
-            Intent::Patch(_) if route.config.batch_patches => Some(self.write_signature(route, &parts)?),
-            _ => None,
-        };
+        let batchable = matches!(intent, Intent::Patch(_)) && route.config.batch_patches;
         let resource = self.shared.resources.get(route.id, &key.path);
         Ok(Walk {
             route,
-            alone: signature.is_none(),
+            alone: !batchable,
+            carried: false,
+            batchable,
             parts,
             key,
             conditions,
             intent,
-            signature,
+            signature: None,
             resource,
             retries: 0,
         })

@@ -51,13 +51,17 @@ struct Walk<'r> {
     key: Key,
     conditions: Conditions,
     intent: Intent,
-    /// For a PATCH that may share an upstream write: the request that write sends.
+    /// For a PATCH that may share an upstream write (`batch_patches`): the request that
+    /// write sends, computed when first needed.
     signature: Option<Signature>,
+    batchable: bool,
     resource: Handle,
     /// Re-applications after the upstream refused patchgate's conditional write.
     retries: u32,
     /// Set once a combined write was refused: from then on written on its own.
     alone: bool,
+    /// The last write sent carried other PATCHes.
+    carried: bool,
 }
 
 /// What the client asked to write.
@@ -118,7 +122,7 @@ impl Ctx {
         exchange: &mut Exchange,
     ) -> Result<Response<Body>, Error> {
         let mut walk = self.intent(route, req, exchange).await?;
-        let mut lock = match self.queue(&walk, exchange).await? {
+        let mut lock = match self.queue(&mut walk, exchange).await? {
             Queued::Turn(lock) => lock,
             Queued::Carried(response) => return Ok(response),
         };
@@ -142,10 +146,15 @@ impl Ctx {
 
     /// Phase **queue**: this write's turn at the resource, or the answer of the write
     /// that carried it.
-    async fn queue(&self, walk: &Walk<'_>, exchange: &mut Exchange) -> Result<Queued, Error> {
-        let carry = match (&walk.intent, &walk.signature) {
-            (Intent::Patch(patch), Some(signature)) if walk.conditions.is_empty() => {
-                Some((Arc::clone(patch), signature.clone()))
+    async fn queue(&self, walk: &mut Walk<'_>, exchange: &mut Exchange) -> Result<Queued, Error> {
+        let carry = match &walk.intent {
+            Intent::Patch(patch) if walk.batchable && walk.conditions.is_empty() => {
+                // Free now: nothing to wait for, nobody to be carried by.
+                if let Some(guard) = walk.resource.try_lock() {
+                    return Ok(Queued::Turn(guard));
+                }
+                let patch = Arc::clone(patch);
+                Some((patch, self.signature(walk)?.clone()))
             }
             _ => None,
         };
@@ -257,7 +266,8 @@ impl Ctx {
                     self.shared.metrics.event(walk.route.id, Event::PatchUnchanged);
                     return Err(answer(patched(entry, walk.route, &walk.parts)));
                 }
-                if let (false, Some(signature)) = (walk.alone, &walk.signature) {
+                if walk.batchable && !walk.alone && lock.has_waiting() {
+                    let signature = self.signature(walk)?;
                     self.carry(lock, signature, &mut doc, &mut batch);
                 }
                 match doc.serialize(self.max_body()) {
@@ -281,7 +291,8 @@ impl Ctx {
             (Intent::Put(bytes), _) => Some(bytes.clone()),
             (Intent::Delete, _) => None,
         };
-        if !batch.is_empty() {
+        walk.carried = !batch.is_empty();
+        if walk.carried {
             batch.mark_sent();
             self.shared.metrics.event(walk.route.id, Event::BatchedWrite);
         }
@@ -324,7 +335,7 @@ impl Ctx {
         match result {
             Err(error) => Next::Done(Err(error)),
             // Refused, so nothing was written: one of the carried PATCHes may be the cause.
-            Ok(Attempt::Done(response, None)) if !walk.alone && response.status().is_client_error() => {
+            Ok(Attempt::Done(response, None)) if walk.carried && response.status().is_client_error() => {
                 walk.alone = true;
                 Next::Again
             }
@@ -406,13 +417,18 @@ impl Ctx {
 
     /// The upstream request head a PATCH's write sends, apart from its body and the
     /// upstream's own `If-Match`: what another write must send too to carry it.
-    fn write_signature(&self, route: &CompiledRoute, parts: &request::Parts) -> Result<Signature, Error> {
-        let method = route.config.write_method.clone();
-        let (head, _) = self.write_request(route, parts, method, None, None)?.into_parts();
-        Ok(Signature {
-            uri: head.uri,
-            headers: head.headers,
-        })
+    fn signature<'w>(&self, walk: &'w mut Walk<'_>) -> Result<&'w Signature, Error> {
+        if walk.signature.is_none() {
+            let method = walk.route.config.write_method.clone();
+            let (head, _) = self
+                .write_request(walk.route, &walk.parts, method, None, None)?
+                .into_parts();
+            walk.signature = Some(Signature {
+                uri: head.uri,
+                headers: head.headers,
+            });
+        }
+        walk.signature.as_ref().ok_or(Error::NoRoute)
     }
 
     fn write_method(&self, walk: &Walk<'_>) -> Method {

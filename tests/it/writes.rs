@@ -853,3 +853,13 @@ async fn an_empty_or_test_only_json_patch_is_answered_without_a_write() {
         "no write for a patch that changes nothing"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_4xx_to_a_write_that_carried_nobody_is_the_answer_and_not_retried() {
+    let (upstream, proxy) = setup(r#"{"a":1}"#, "").await;
+    upstream.fail_writes(1, Fault::Status(400));
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[MERGE_PATCH], r#"{"a":2}"#).await;
+    assert_eq!(got.status, 400, "{}", got.text());
+    assert_eq!(upstream.writes().len(), 1, "written once");
+    assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"a":1}"#);
+}
