@@ -13,5 +13,5 @@ mod tracked;
 
 pub use client::{CaProblem, Client, ClientError, client};
 pub(crate) use exchange::{Upstream, read_body, read_or_stream};
-pub use forwarding::{ConnInfo, own_request, prepare};
+pub use forwarding::{ConnInfo, Identity, identity, own_request, prepare};
 pub use retry::{ReplayBody, set_body};

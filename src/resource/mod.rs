@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use dashmap::DashMap;
 
 pub(crate) use kept::Kept;
-pub(crate) use queue::{Claimed, Turn, Verdict, WriteGuard};
+pub(crate) use queue::{Claimed, Turn, Verdict, WriteGuard, WriteSignature};
 pub(crate) use reads::{Join, Role, Signature};
 
 type Id = (u32, Box<str>);

@@ -18,9 +18,18 @@ use http::StatusCode;
 use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::Handle;
-use super::Signature;
 use crate::cache::Entry;
 use crate::patch::Patch;
+use crate::upstream::Identity;
+
+/// What a PATCH's upstream write sends apart from its body: the client's target and
+/// everything of its request that goes into the head ([`crate::upstream::own_request`]).
+/// Two PATCHes with equal signatures would send the very same request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WriteSignature {
+    pub target: http::Uri,
+    pub identity: Identity,
+}
 
 #[derive(Default)]
 pub(super) struct Queue {
@@ -63,7 +72,7 @@ pub(crate) struct Joiner {
     pub patch: Arc<Patch>,
     /// The upstream write this PATCH would send, apart from its body: only a write that
     /// sends the very same request may carry it.
-    signature: Signature,
+    signature: WriteSignature,
     tx: oneshot::Sender<Verdict>,
 }
 
@@ -82,7 +91,7 @@ impl Queue {
         self.mailbox.lock().map(|m| m.is_empty()).unwrap_or(true)
     }
 
-    fn join(&self, patch: Arc<Patch>, signature: Signature) -> (u64, oneshot::Receiver<Verdict>) {
+    fn join(&self, patch: Arc<Patch>, signature: WriteSignature) -> (u64, oneshot::Receiver<Verdict>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut mailbox) = self.mailbox.lock() {
@@ -133,7 +142,7 @@ impl Handle {
     /// Waits for this write's turn: the lock, or, for a PATCH that may be carried
     /// (`carry`: the patch and the upstream request it would send), a writer that carried
     /// it. Cancel-safe: a dropped waiter leaves the mailbox.
-    pub(crate) async fn turn(&self, carry: Option<(Arc<Patch>, Signature)>) -> Turn {
+    pub(crate) async fn turn(&self, carry: Option<(Arc<Patch>, WriteSignature)>) -> Turn {
         let Some((patch, signature)) = carry else {
             return Turn::Lock(self.lock().await);
         };
@@ -188,7 +197,7 @@ impl Drop for Ticket<'_> {
 impl WriteGuard {
     /// Every waiting PATCH whose upstream write is `signature`, oldest first. The others
     /// stay for a writer that sends what they would send.
-    pub(crate) fn take_carried(&self, signature: &Signature) -> Vec<Joiner> {
+    pub(crate) fn take_carried(&self, signature: &WriteSignature) -> Vec<Joiner> {
         let Ok(mut mailbox) = self.resource.queue.mailbox.lock() else {
             return Vec::new();
         };
@@ -271,16 +280,20 @@ mod tests {
         Arc::new(Patch::parse(Format::MergePatch, br#"{"a":1}"#, 10).unwrap())
     }
 
-    fn signature(user: &str) -> Signature {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, user.parse().unwrap());
-        Signature {
-            uri: "http://up/a".parse().unwrap(),
-            headers,
+    fn signature(user: &str) -> WriteSignature {
+        let request = http::Request::builder()
+            .uri("/a")
+            .header(http::header::AUTHORIZATION, user)
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        WriteSignature {
+            target: parts.uri.clone(),
+            identity: crate::upstream::identity(&parts),
         }
     }
 
-    fn carry(user: &str) -> Option<(Arc<Patch>, Signature)> {
+    fn carry(user: &str) -> Option<(Arc<Patch>, WriteSignature)> {
         Some((patch(), signature(user)))
     }
 

@@ -2,9 +2,9 @@
 //! hop-by-hop headers removed, forwarding headers (RFC 7239 `Forwarded`, `X-Forwarded-*`)
 //! and `Via` added.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderMap, HeaderValue, Method, Uri, header, request};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header, request};
 
 use crate::body::Body;
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
@@ -24,8 +24,11 @@ pub fn prepare(parts: &mut request::Parts, uri: Uri, upstream_host: &HeaderValue
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers);
-    let info = parts.extensions.get::<ConnInfo>().copied();
-    add_forwarding(&mut parts.headers, info, original_host);
+    let peer = parts
+        .extensions
+        .get::<ConnInfo>()
+        .map(|info| (info.peer.ip(), info.tls));
+    add_forwarding(&mut parts.headers, peer, original_host);
     parts.headers.insert(header::HOST, upstream_host.clone());
 }
 
@@ -39,14 +42,13 @@ fn client_authority(target: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-fn add_forwarding(headers: &mut HeaderMap, info: Option<ConnInfo>, host: Option<HeaderValue>) {
-    let proto = if info.is_some_and(|i| i.tls) {
+fn add_forwarding(headers: &mut HeaderMap, peer: Option<(IpAddr, bool)>, host: Option<HeaderValue>) {
+    let proto = if peer.is_some_and(|(_, tls)| tls) {
         "https"
     } else {
         "http"
     };
-    if let Some(info) = info {
-        let ip = info.peer.ip();
+    if let Some((ip, _)) = peer {
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {ip}"),
             None => ip.to_string(),
@@ -76,8 +78,38 @@ fn add_forwarding(headers: &mut HeaderMap, info: Option<ConnInfo>, host: Option<
     headers.append(header::VIA, crate::headers::VIA_PATCHGATE);
 }
 
+/// Everything of a client's request that goes into the head of a request patchgate
+/// makes on its behalf ([`own_request`]): two clients with equal identities get equal
+/// heads for the same target, which is what lets one write carry another's PATCH.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The credential and context lines, in order.
+    context: Vec<(HeaderName, HeaderValue)>,
+    /// The client's address and whether it came over TLS.
+    peer: Option<(IpAddr, bool)>,
+    authority: Option<HeaderValue>,
+}
+
+/// The [`Identity`] of `client`.
+pub fn identity(client: &request::Parts) -> Identity {
+    Identity {
+        context: client
+            .headers
+            .iter()
+            .filter(|(name, _)| is_credential_or_context(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        peer: client
+            .extensions
+            .get::<ConnInfo>()
+            .map(|info| (info.peer.ip(), info.tls)),
+        authority: client_authority(&client.uri, &client.headers),
+    }
+}
+
 /// A request patchgate makes on its own behalf (reads for the write path, patched
-/// writes), carrying the client's credentials and forwarding headers.
+/// writes), carrying the client's credentials and forwarding headers: made of the
+/// client's [`Identity`] alone.
 pub fn own_request(
     method: Method,
     uri: Uri,
@@ -85,18 +117,19 @@ pub fn own_request(
     upstream_host: &HeaderValue,
     body: Body,
 ) -> http::Request<Body> {
+    let Identity {
+        context,
+        peer,
+        authority,
+    } = identity(client);
     let mut req = http::Request::new(body);
     *req.method_mut() = method;
-    let parts_headers = req.headers_mut();
-    for (name, value) in &client.headers {
-        if is_credential_or_context(name) {
-            parts_headers.append(name, value.clone());
-        }
+    let headers = req.headers_mut();
+    for (name, value) in context {
+        headers.append(name, value);
     }
-    let info = client.extensions.get::<ConnInfo>().copied();
-    let host = client_authority(&client.uri, &client.headers);
-    add_forwarding(req.headers_mut(), info, host);
-    req.headers_mut().insert(header::HOST, upstream_host.clone());
+    add_forwarding(headers, peer, authority);
+    headers.insert(header::HOST, upstream_host.clone());
     *req.uri_mut() = uri;
     req
 }
@@ -108,4 +141,60 @@ fn is_credential_or_context(name: &http::HeaderName) -> bool {
         name.as_str(),
         "authorization" | "cookie" | "accept-language" | "user-agent" | "x-request-id"
     ) || name.as_str().starts_with("x-api-")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn client(headers: &[(&str, &str)], peer: &str) -> request::Parts {
+        let mut request = http::Request::builder().uri("/d?x=1");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnInfo {
+            peer: peer.parse().unwrap(),
+            tls: false,
+        });
+        parts
+    }
+
+    fn head(client: &request::Parts) -> (Uri, HeaderMap) {
+        let host = HeaderValue::from_static("up");
+        let uri: Uri = "http://up/d?x=1".parse().unwrap();
+        let (parts, _) = own_request(Method::PUT, uri, client, &host, crate::body::empty()).into_parts();
+        (parts.uri, parts.headers)
+    }
+
+    #[test]
+    fn equal_identities_make_equal_heads_and_every_input_tells_them_apart() {
+        let alice = client(
+            &[("authorization", "a"), ("host", "h"), ("accept", "x")],
+            "10.0.0.1:1",
+        );
+        let same = client(
+            &[("authorization", "a"), ("host", "h"), ("accept", "y")],
+            "10.0.0.1:2",
+        );
+        assert_eq!(
+            identity(&alice),
+            identity(&same),
+            "neither Accept nor the port goes upstream"
+        );
+        assert_eq!(head(&alice), head(&same));
+        for other in [
+            client(&[("authorization", "b"), ("host", "h")], "10.0.0.1:1"),
+            client(&[("authorization", "a"), ("host", "other")], "10.0.0.1:1"),
+            client(&[("authorization", "a"), ("host", "h")], "10.0.0.2:1"),
+            client(
+                &[("authorization", "a"), ("host", "h"), ("cookie", "c")],
+                "10.0.0.1:1",
+            ),
+        ] {
+            assert_ne!(identity(&alice), identity(&other));
+            assert_ne!(head(&alice), head(&other));
+        }
+    }
 }

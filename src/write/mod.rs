@@ -37,8 +37,7 @@ use crate::patch::{Document, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
 use crate::read::Lookup;
-use crate::resource::Signature;
-use crate::resource::{Claimed, Handle, Turn, Verdict, WriteGuard};
+use crate::resource::{Claimed, Handle, Turn, Verdict, WriteGuard, WriteSignature};
 use crate::route::CompiledRoute;
 
 use land::Attempt;
@@ -53,7 +52,7 @@ struct Walk<'r> {
     intent: Intent,
     /// For a PATCH that may share an upstream write (`batch_patches`): the request that
     /// write sends, computed when first needed.
-    signature: Option<Signature>,
+    signature: Option<WriteSignature>,
     batchable: bool,
     resource: Handle,
     /// Re-applications after the upstream refused patchgate's conditional write.
@@ -154,7 +153,7 @@ impl Ctx {
                     return Ok(Queued::Turn(guard));
                 }
                 let patch = Arc::clone(patch);
-                Some((patch, self.signature(walk)?.clone()))
+                Some((patch, self.signature(walk).clone()))
             }
             _ => None,
         };
@@ -267,7 +266,7 @@ impl Ctx {
                     return Err(answer(patched(entry, walk.route, &walk.parts)));
                 }
                 if walk.batchable && !walk.alone && lock.has_waiting() {
-                    let signature = self.signature(walk)?;
+                    let signature = self.signature(walk);
                     self.carry(lock, signature, &mut doc, &mut batch);
                 }
                 match doc.serialize(self.max_body()) {
@@ -392,7 +391,7 @@ impl Ctx {
 
     /// Takes the waiting PATCHes that would send this write's request and applies each
     /// that applies to `doc`, in arrival order; the others are sent back to write alone.
-    fn carry(&self, lock: &WriteGuard, signature: &Signature, doc: &mut Document, batch: &mut Claimed) {
+    fn carry(&self, lock: &WriteGuard, signature: &WriteSignature, doc: &mut Document, batch: &mut Claimed) {
         for joiner in lock.take_carried(signature) {
             match joiner.patch.apply_in_place(doc, self.max_body()) {
                 Ok(()) => batch.push(joiner),
@@ -415,20 +414,13 @@ impl Ctx {
         Error::Patch(PatchError::TooLarge { max: self.max_body() })
     }
 
-    /// The upstream request head a PATCH's write sends, apart from its body and the
-    /// upstream's own `If-Match`: what another write must send too to carry it.
-    fn signature<'w>(&self, walk: &'w mut Walk<'_>) -> Result<&'w Signature, Error> {
-        if walk.signature.is_none() {
-            let method = walk.route.config.write_method.clone();
-            let (head, _) = self
-                .write_request(walk.route, &walk.parts, method, None, None)?
-                .into_parts();
-            walk.signature = Some(Signature {
-                uri: head.uri,
-                headers: head.headers,
-            });
-        }
-        walk.signature.as_ref().ok_or(Error::NoRoute)
+    /// What a PATCH's upstream write sends apart from its body and the upstream's own
+    /// `If-Match`: what another write must send too to carry it.
+    fn signature<'w>(&self, walk: &'w mut Walk<'_>) -> &'w WriteSignature {
+        walk.signature.get_or_insert_with(|| WriteSignature {
+            target: walk.parts.uri.clone(),
+            identity: crate::upstream::identity(&walk.parts),
+        })
     }
 
     fn write_method(&self, walk: &Walk<'_>) -> Method {
