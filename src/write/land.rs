@@ -7,7 +7,10 @@
 //! Invariant: the cache holds the written body only once the upstream confirmed it; a
 //! write that failed, or ended without an answer, drops the resource's entry.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
@@ -27,6 +30,41 @@ use crate::resource::{Verdict, WriteGuard};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
+/// A future that is never cancelled: dropped before it is done, it goes on as a task of
+/// its own. Awaiting it in place spares a task and a wake-up of another worker per write.
+pub(super) struct Detached<T: Send + 'static> {
+    future: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Detached<T> {
+    fn new(future: impl Future<Output = T> + Send + 'static) -> Detached<T> {
+        Detached {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let (Some(future), Ok(runtime)) = (self.future.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(future);
+        }
+    }
+}
+
 /// The outcome of one upstream write.
 pub(super) enum Attempt {
     /// With the new representation when the write was confirmed and it is known.
@@ -44,19 +82,15 @@ pub(super) struct Landed {
 }
 
 impl Ctx {
-    /// Sends `write` on a task of its own that runs to the upstream's answer (or
-    /// `write_timeout`) holding `lock`, whatever becomes of this request, and settles
-    /// there what the answer decides. `None` if that task failed.
-    pub(super) fn launch(
-        &self,
-        route: &CompiledRoute,
-        write: Write,
-        lock: WriteGuard,
-    ) -> impl std::future::Future<Output = Option<Landed>> + use<> {
+    /// The sent write, run to the upstream's answer (or `write_timeout`) holding `lock`,
+    /// settling there what the answer decides: awaited in the request's own task while
+    /// the client waits, and moved to a task of its own if the request is dropped first
+    /// (its client left, or its `request_timeout` passed).
+    pub(super) fn launch(&self, route: &CompiledRoute, write: Write, lock: WriteGuard) -> Detached<Landed> {
         let ctx = self.clone();
         let route_id = route.id;
         let flying = self.shared.landings.fly();
-        let task = tokio::spawn(async move {
+        Detached::new(async move {
             let _flying = flying;
             let Some(route) = ctx.shared.routes.get(route_id) else {
                 return Landed {
@@ -67,8 +101,7 @@ impl Ctx {
             };
             let (result, cache) = ctx.land(route, write, &lock).await;
             Landed { result, lock, cache }
-        });
-        async move { task.await.ok() }
+        })
     }
 
     /// The upstream write and everything its answer decides: the cache, the carried
@@ -290,5 +323,32 @@ impl Drop for Invalidate<'_> {
         if self.armed {
             self.cache.invalidate(self.route, self.path);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[tokio::test]
+    async fn a_detached_future_dropped_half_way_runs_to_its_end() {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let mut detached = Box::pin(Detached::new(async move {
+            let _ = go_rx.await;
+            let _ = done_tx.send("landed");
+        }));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(detached.as_mut().poll(cx).is_pending())).await;
+        assert!(polled, "waits for its answer");
+        drop(detached);
+        go_tx.send(()).unwrap();
+        assert_eq!(done_rx.await.unwrap(), "landed");
+    }
+
+    #[tokio::test]
+    async fn a_detached_future_awaited_in_place_gives_its_output() {
+        assert_eq!(Detached::new(async { 7 }).await, 7);
     }
 }

@@ -317,10 +317,9 @@ impl Ctx {
         lock: WriteGuard,
     ) -> Result<land::Landed, Error> {
         let landing = self.launch(walk.route, write, lock);
-        match tokio::time::timeout(self.shared.request_timeout, landing).await {
-            Ok(Some(landed)) => Ok(landed),
-            Ok(None) | Err(_) => Err(Error::WriteStillRunning),
-        }
+        tokio::time::timeout(self.shared.request_timeout, landing)
+            .await
+            .map_err(|_| Error::WriteStillRunning)
     }
 
     /// Phase **settle**: the client's answer, or once more after a refusal.
