@@ -260,7 +260,8 @@ impl Ctx {
         };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(route, req, exchange).await,
-            Method::PATCH | Method::PUT | Method::DELETE => self.write(route, req, exchange).await,
+            // Boxed: the write walk is large, and most requests are reads.
+            Method::PATCH | Method::PUT | Method::DELETE => Box::pin(self.write(route, req, exchange)).await,
             Method::OPTIONS => self.options(route, req).await,
             Method::CONNECT => Err(Error::MethodNotAllowed { allow: allow(route) }),
             // Methods are case-sensitive (RFC 9110 §9.1), but an upstream that
