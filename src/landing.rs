@@ -1,10 +1,10 @@
 //! Writes that were sent run to their end.
 //!
 //! Once patchgate has sent a write upstream, the upstream may apply it whatever happens
-//! to the client that asked for it: so the write runs on a task of its own, holding the
-//! resource's write lock, until the upstream answers or `server.write_timeout` passes,
-//! and its real answer decides the cache. [`Landings`] counts those tasks, so that
-//! shutdown can wait for them. (A write that ends without an answer marks its resource
+//! to the client that asked for it: so the write is never cancelled (it moves to a task
+//! of its own if its request goes away) and holds the resource's write lock until the
+//! upstream answers or `server.write_timeout` passes; its real answer decides the cache.
+//! [`Landings`] counts the writes in flight, so that shutdown can wait for them. (A write that ends without an answer marks its resource
 //! uncertain: see [`crate::resource`].)
 
 use std::sync::Arc;

@@ -8,8 +8,8 @@
 //!   - GET/HEAD: the read path ([`crate::read`]): cache ↔ upstream, with reads coalesced
 //!     per resource ([`crate::resource`]), ETag, 304;
 //!   - PATCH/PUT/DELETE: the write path ([`crate::write`]): intent → the resource's write
-//!     queue → current representation → preconditions → apply → upstream write on its
-//!     own task → settle;
+//!     queue → current representation → preconditions → apply → upstream write (never
+//!     cancelled) → settle;
 //!   - anything else: streamed pass-through ([`Ctx::forward`]);
 //!
 //! → response (problem+json for patchgate's own refusals) → one log line and metrics.

@@ -1,4 +1,4 @@
-//! A write that was sent: it runs to its end on a task of its own, holding the resource's
+//! A write that was sent: it runs to its end, never cancelled, holding the resource's
 //! write lock, until the upstream answers or `server.write_timeout` passes, whatever
 //! becomes of the request that sent it; its answer decides the cache, the verdicts of
 //! the PATCHes it carries, the kept parsed document and whether the resource is

@@ -9,7 +9,7 @@
 //!   allows, from the upstream after a conflict or while the resource is uncertain;
 //! - **preconditions**: RFC 9110 §13.2.2, against it (412 with the current body);
 //! - **apply**: the patch, then the waiting PATCHes this write may carry;
-//! - **write**: sent upstream on a task of its own that runs to its end ([`land`]);
+//! - **write**: sent upstream as a future no cancellation stops ([`land`]);
 //! - **settle**: the answer, or once more from **current** after a refused combined
 //!   write or an upstream 412 when the client stated no precondition (another writer
 //!   bypassed patchgate: up to `conflict_retries`).
@@ -308,7 +308,7 @@ impl Ctx {
         })
     }
 
-    /// Phase **write**: sends it on its own task and waits for its answer up to
+    /// Phase **write**: sends it, never to be cancelled, and waits for its answer up to
     /// `request_timeout`; the write itself goes on, holding the lock, until it lands.
     async fn send_write(
         &self,
