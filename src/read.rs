@@ -20,6 +20,15 @@ use crate::resource::{Join, Role, Signature};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
+/// One routed request as the read path (and the write path's reads) sees it: where it
+/// goes, what the client sent, and its cache key (with the requester fingerprint).
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub route: &'a CompiledRoute,
+    pub key: &'a Key,
+    pub parts: &'a request::Parts,
+}
+
 /// The current representation, or what the upstream said instead of 200.
 pub(crate) enum Lookup {
     Found(Arc<Entry>),
@@ -38,7 +47,12 @@ impl Ctx {
         let (parts, _body) = req.into_parts();
         let key = self.cache_key(route, &parts, exchange);
         let head = parts.method == Method::HEAD;
-        match self.read_current(route, &key, &parts, exchange).await? {
+        let at = Target {
+            route,
+            key: &key,
+            parts: &parts,
+        };
+        match self.read_current(at, exchange).await? {
             Lookup::Found(entry) => {
                 let conditions = Conditions::from_headers(&parts.headers);
                 let etag = entry.etag();
@@ -84,17 +98,12 @@ impl Ctx {
     /// [`Self::current`] for a read. On a revalidate route, concurrent reads that would
     /// send the same upstream request share one exchange that started after they arrived
     /// (see [`crate::resource::reads`]).
-    async fn read_current(
-        &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
-        exchange: &mut Exchange,
-    ) -> Result<Lookup, Error> {
+    async fn read_current(&self, at: Target<'_>, exchange: &mut Exchange) -> Result<Lookup, Error> {
+        let route = at.route;
         if route.config.freshness != Freshness::Revalidate || !route.config.batch_reads {
-            return self.current(route, key, parts, false, exchange).await;
+            return self.current(at, false, exchange).await;
         }
-        self.shared_read(route, key, parts, Join::Next, exchange).await
+        self.shared_read(at, Join::Next, exchange).await
     }
 
     /// The current representation. `force_upstream` skips a fresh cache hit (a retry
@@ -102,12 +111,11 @@ impl Ctx {
     /// on a route that may serve from the cache share the running exchange.
     pub(crate) async fn current(
         &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
+        at: Target<'_>,
         force_upstream: bool,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
+        let Target { route, key, parts } = at;
         let cached = self.shared.cache.get(key, &parts.headers);
         if let Some(entry) = &cached {
             let fresh = match route.config.freshness {
@@ -123,21 +131,20 @@ impl Ctx {
         // A write reads on its own, under its lock: never an exchange older than that.
         let is_read = parts.method == Method::GET || parts.method == Method::HEAD;
         if cached.is_none() && is_read && route.config.freshness != Freshness::Revalidate {
-            return self.shared_read(route, key, parts, Join::Running, exchange).await;
+            return self.shared_read(at, Join::Running, exchange).await;
         }
-        self.fetch(route, key, parts, cached, exchange).await
+        self.fetch(at, cached, exchange).await
     }
 
     /// An upstream read shared, as `join` allows, with concurrent reads that would send
     /// the same request.
     async fn shared_read(
         &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
+        at: Target<'_>,
         join: Join,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
+        let Target { route, key, parts } = at;
         let cache = &self.shared.cache;
         let read = self.upstream_read(route, parts)?;
         let resource = self.shared.resources.get(route.id, &key.path);
@@ -150,11 +157,11 @@ impl Ctx {
                     return Ok(Lookup::Found(entry));
                 }
                 let cached = cache.get(key, &parts.headers);
-                return self.fetch(route, key, parts, cached, exchange).await;
+                return self.fetch(at, cached, exchange).await;
             }
             Role::Alone(read) => {
                 let cached = cache.get(key, &parts.headers);
-                return self.fetch_as(route, key, parts, read, cached, exchange).await;
+                return self.fetch_as(at, read, cached, exchange).await;
             }
         };
         round.start().await;
@@ -162,7 +169,7 @@ impl Ctx {
         let cached = cache.get(key, &parts.headers);
         let since = cache.generation(route.id, &key.path);
         let read = round.signature().clone();
-        let lookup = self.fetch_as(route, key, parts, read, cached, exchange).await?;
+        let lookup = self.fetch_as(at, read, cached, exchange).await?;
         // Shared only if no write invalidated the resource meanwhile: a read that waited
         // must never get a body older than a write acknowledged before it arrived.
         if let Lookup::Found(entry) = &lookup
@@ -204,26 +211,23 @@ impl Ctx {
     /// One upstream GET, conditional when `cached` has upstream validators.
     async fn fetch(
         &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
+        at: Target<'_>,
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
-        let read = self.upstream_read(route, parts)?;
-        self.fetch_as(route, key, parts, read, cached, exchange).await
+        let read = self.upstream_read(at.route, at.parts)?;
+        self.fetch_as(at, read, cached, exchange).await
     }
 
     /// [`Self::fetch`] with the upstream request already built.
     async fn fetch_as(
         &self,
-        route: &CompiledRoute,
-        key: &Key,
-        parts: &request::Parts,
+        at: Target<'_>,
         read: Signature,
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
+        let Target { route, key, parts } = at;
         // A write that lands while this read is in flight must win: stores below are
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
@@ -253,14 +257,7 @@ impl Ctx {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
                 exchange.cache = "revalidated";
                 let not_modified = response.headers();
-                Ok(Lookup::Found(self.refresh(
-                    since,
-                    route,
-                    key,
-                    &parts.headers,
-                    &entry,
-                    not_modified,
-                )))
+                Ok(Lookup::Found(self.refresh(since, at, &entry, not_modified)))
             }
             (StatusCode::OK, _) => {
                 exchange.cache = "miss";
@@ -270,8 +267,7 @@ impl Ctx {
                 } else {
                     self.shared.max_entry_bytes.max(self.shared.max_body_bytes)
                 };
-                self.store(since, route, key, &parts.headers, response, limit)
-                    .await
+                self.store(since, at, response, limit).await
             }
             (status, _) => {
                 exchange.cache = "pass";
@@ -307,12 +303,12 @@ impl Ctx {
     async fn store(
         &self,
         since: Generation,
-        route: &CompiledRoute,
-        key: &Key,
-        request: &HeaderMap,
+        at: Target<'_>,
         response: Response<Body>,
         limit: u64,
     ) -> Result<Lookup, Error> {
+        let Target { route, key, parts } = at;
+        let request = &parts.headers;
         if crate::headers::content_length(response.headers()).is_some_and(|len| len > limit) {
             return Ok(Lookup::Other(too_large(route, response)));
         }
@@ -363,12 +359,12 @@ impl Ctx {
     fn refresh(
         &self,
         since: Generation,
-        route: &CompiledRoute,
-        key: &Key,
-        request: &HeaderMap,
+        at: Target<'_>,
         entry: &Arc<Entry>,
         not_modified: &HeaderMap,
     ) -> Arc<Entry> {
+        let Target { route, key, parts } = at;
+        let request = &parts.headers;
         let cache = &self.shared.cache;
         let Some(headers) = entry.updated_headers(not_modified, |name| replayed(name, not_modified)) else {
             // Only a duration freshness reads the storage time: elsewhere the entry the

@@ -25,7 +25,7 @@ use crate::headers::{CONDITIONALS, PREFER};
 use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
 use crate::problem::Error;
-use crate::read::Lookup;
+use crate::read::{Lookup, Target};
 use crate::resource::{Verdict, WriteGuard};
 use crate::route::CompiledRoute;
 use crate::upstream;
@@ -212,7 +212,7 @@ impl Ctx {
             && current.is_some_and(|e| e.upstream_etag().is_some())
             && !resp_parts.headers.contains_key(header::ETAG);
         let entry = if route.config.refresh_after_write || tag_unknown {
-            match self.current(route, key, parts, true, exchange).await? {
+            match self.current(Target { route, key, parts }, true, exchange).await? {
                 Lookup::Found(entry) => entry,
                 Lookup::Other(response) => return Ok(Attempt::Done(response, None)),
             }

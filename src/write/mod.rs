@@ -36,7 +36,7 @@ use crate::metrics::Event;
 use crate::patch::{Document, Patch, PatchError};
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
-use crate::read::Lookup;
+use crate::read::{Lookup, Target};
 use crate::resource::{Claimed, Handle, Turn, Verdict, WriteGuard, WriteSignature};
 use crate::route::CompiledRoute;
 
@@ -61,6 +61,16 @@ struct Walk<'r> {
     alone: bool,
     /// The last write sent carried other PATCHes.
     carried: bool,
+}
+
+impl Walk<'_> {
+    fn target(&self) -> Target<'_> {
+        Target {
+            route: self.route,
+            key: &self.key,
+            parts: &self.parts,
+        }
+    }
 }
 
 /// What the client asked to write.
@@ -203,8 +213,7 @@ impl Ctx {
                 None => Lookup::Other(crate::body::status_only(StatusCode::NOT_FOUND)),
             }
         } else {
-            self.current(walk.route, &walk.key, &walk.parts, force_upstream, exchange)
-                .await?
+            self.current(walk.target(), force_upstream, exchange).await?
         };
         match lookup {
             Lookup::Found(entry) => Ok(Some(entry)),
@@ -344,7 +353,7 @@ impl Ctx {
                     self.shared.metrics.event(route.id, Event::ConflictRetry);
                     return Next::Again;
                 }
-                let etag = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
+                let etag = match self.current(walk.target(), true, exchange).await {
                     Ok(Lookup::Found(entry)) => Some(entry.etag().into_header_value()),
                     Ok(Lookup::Other(_)) => None,
                     Err(error) => return Next::Done(Err(error)),
@@ -356,7 +365,7 @@ impl Ctx {
                 self.shared
                     .metrics
                     .event(route.id, Event::UpstreamPreconditionFailed);
-                let current = match self.current(route, &walk.key, &walk.parts, true, exchange).await {
+                let current = match self.current(walk.target(), true, exchange).await {
                     Ok(Lookup::Found(entry)) => Some(entry),
                     Ok(Lookup::Other(_)) => None,
                     Err(error) => return Next::Done(Err(error)),
