@@ -397,6 +397,7 @@ batch_reads = true               # false => every revalidate read is its own ups
             assert_eq!(c.server.shutdown_grace, Duration::from_secs(10));
             assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
             assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+            assert_eq!(c.server.write_timeout, Duration::from_secs(60));
             assert!(c.server.tls.is_none() && c.admin.is_none());
             assert_eq!((c.cache.max_bytes, c.cache.max_entry_bytes), (256 << 20, 8 << 20));
             assert_eq!(names(&c.cache.key_headers), ["authorization", "cookie"]);
@@ -413,6 +414,12 @@ batch_reads = true               # false => every revalidate read is its own ups
     }
 
     #[test]
+    fn write_timeout_is_never_shorter_than_request_timeout_by_default() {
+        let c = parse(&format!("[server]\nrequest_timeout = \"90s\"\n{MINIMAL}"));
+        assert_eq!(c.server.write_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
     fn every_option_is_read() {
         let src = r#"
 [server]
@@ -422,6 +429,7 @@ request_timeout = "250ms"
 shutdown_grace = "0s"
 header_read_timeout = "5m"
 body_read_timeout = "1500ms"
+write_timeout = "2s"
 tls = { cert = "certs/server.pem", key = "/etc/key.pem" }
 
 [cache]
@@ -459,6 +467,7 @@ patch = ["merge-patch"]
         assert_eq!(c.server.shutdown_grace, Duration::ZERO);
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(300));
         assert_eq!(c.server.body_read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.server.write_timeout, Duration::from_secs(2));
         let tls = c.server.tls.unwrap();
         assert_eq!(
             (tls.cert, tls.key),

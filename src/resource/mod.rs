@@ -94,7 +94,12 @@ impl Resources {
     /// Whether the upstream state of (route, path) is unknown: its next read and write
     /// must ask the upstream.
     pub(crate) fn is_uncertain(&self, route: u32, path: &str) -> bool {
-        self.uncertain.load(Ordering::Acquire) > 0 && self.find(route, path).is_some_and(|r| r.is_uncertain())
+        // A look, not a handle: reads ask this often, and a handle's drop may lock a shard.
+        self.uncertain.load(Ordering::Acquire) > 0
+            && self
+                .table
+                .get(&(route, Box::<str>::from(path)))
+                .is_some_and(|r| r.is_uncertain())
     }
 
     /// An upstream answer showed (route, path) as it is.

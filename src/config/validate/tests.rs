@@ -354,6 +354,20 @@ fn bad_sizes_and_durations_are_rejected() {
             "greater than zero",
         ),
         (
+            "[server]\nrequest_timeout = \"10s\"\nwrite_timeout = \"5s\"\n",
+            "server.write_timeout",
+            3,
+            17,
+            "shorter than server.request_timeout",
+        ),
+        (
+            "[server]\nwrite_timeout = \"soon\"\n",
+            "server.write_timeout",
+            2,
+            17,
+            "duration",
+        ),
+        (
             "[server]\nbody_read_timeout = 30\n",
             "server.body_read_timeout",
             2,
