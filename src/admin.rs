@@ -33,7 +33,16 @@ pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: w
 
 fn respond(layer: Option<&PatchLayer>, method: &Method, path: &str) -> Response<Body> {
     let (status, content_type, text) = match (method, path, layer) {
-        (&Method::GET | &Method::HEAD, "/healthz", _) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        // Degraded: writes are refused (reads still work), so a balancer should prefer
+        // another instance.
+        (&Method::GET | &Method::HEAD, "/healthz", _) => match layer.and_then(PatchLayer::degraded) {
+            Some(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("degraded: {cause}; writes are refused, reads go to the upstream\n"),
+            ),
+            None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        },
         (&Method::GET | &Method::HEAD, "/metrics", Some(layer)) => (
             StatusCode::OK,
             "text/plain; version=0.0.4",

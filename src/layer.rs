@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// Requests in flight per route (indexed by route id), for `max_in_flight`.
     pub in_flight: Vec<AtomicUsize>,
+    /// `[cluster]`: leases and coherence through Redis; `None`: this process alone.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// A spelling of a standard method in the wrong case, such as `put` or `Patch`.
@@ -81,7 +83,7 @@ impl PatchLayer {
     pub fn new(config: &Config) -> PatchLayer {
         let routes = RouteTable::new(&config.routes);
         let names = routes.iter().map(|r| r.config.name.clone()).collect();
-        PatchLayer {
+        let layer = PatchLayer {
             shared: Arc::new(Shared {
                 routes,
                 max_body_bytes: config.server.max_body_bytes,
@@ -95,8 +97,28 @@ impl PatchLayer {
                 landings: Arc::default(),
                 metrics: Arc::new(Metrics::new(names)),
                 in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
+                cluster: config
+                    .cluster
+                    .as_ref()
+                    .map(|cluster| crate::cluster::Cluster::new(cluster, &config.routes)),
             }),
+        };
+        layer.start_cluster();
+        layer
+    }
+
+    /// Connects `[cluster]` once a runtime is there (also called by every request).
+    fn start_cluster(&self) {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.start(&self.shared);
         }
+    }
+
+    /// `None` when healthy; else why not (Redis unreachable with `[cluster]`).
+    pub fn degraded(&self) -> Option<String> {
+        self.start_cluster();
+        let cluster = self.shared.cluster.as_ref()?;
+        (!cluster.is_up()).then(|| format!("redis unreachable: {}", cluster.cause()))
     }
 
     /// The metrics this layer records, for an admin endpoint.
@@ -130,6 +152,9 @@ impl PatchLayer {
             landings.in_flight(),
             self.shared.resources.uncertain()
         );
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.render(&mut out);
+        }
         out
     }
 }
@@ -177,6 +202,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.start(&self.shared);
+        }
         let ctx = Ctx {
             shared: Arc::clone(&self.shared),
             upstream: Arc::clone(&self.upstream),

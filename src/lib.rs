@@ -11,6 +11,7 @@
 pub mod admin; // health and Prometheus metrics listener
 pub mod body; // the one boxed body type, bounded and prefixed bodies (leaf)
 pub mod cache; // bounded LRU body cache with coalescing
+pub mod cluster; // several instances through Redis: write leases, cache coherence
 pub mod config; // proxy.toml: raw TOML → validated Config
 pub mod demo; // embedded legacy API for `patchgate demo`
 pub mod etag; // entity tags (RFC 9110 §8.8.3)

@@ -105,6 +105,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     for route in &config.routes {
         println!("  {}", route.describe());
     }
+    if let Some(cluster) = &config.cluster {
+        patchgate::cluster::client(cluster)?;
+        println!(
+            "  cluster: {} key_prefix={:?} lease={}",
+            cluster.redacted(),
+            cluster.key_prefix,
+            patchgate::config::format_duration(cluster.lease)
+        );
+    }
     Ok(())
 }
 

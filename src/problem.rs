@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::{self, Body};
+use crate::cluster::Refusal;
 use crate::patch::PatchError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -67,6 +68,9 @@ pub enum Error {
     /// The upstream write was sent and has not answered within `request_timeout`; it
     /// still runs, and its answer will decide the resource.
     WriteStillRunning,
+    /// `[cluster]`: the write could not be coordinated with the other instances, so it
+    /// was not sent.
+    Coordination(crate::cluster::Refusal),
 }
 
 impl Error {
@@ -100,6 +104,7 @@ impl Error {
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::BatchWriteFailed { status } => *status,
             Error::WriteStillRunning => StatusCode::GATEWAY_TIMEOUT,
+            Error::Coordination(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -136,6 +141,9 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::BatchWriteFailed { .. } => "write-outcome-unknown",
             Error::WriteStillRunning => "write-still-running",
+            Error::Coordination(Refusal::Unreachable) => "coordination-unavailable",
+            Error::Coordination(Refusal::LeaseBusy) => "lease-busy",
+            Error::Coordination(Refusal::LeaseLost) => "lease-lost",
         }
     }
 
@@ -192,6 +200,16 @@ impl Error {
                  server.request_timeout; it keeps running (up to server.write_timeout) and its \
                  outcome will be known later: read the resource before retrying"
                 .into(),
+            Error::Coordination(Refusal::Unreachable) => "writes are coordinated across instances \
+                 through Redis, which cannot be reached; nothing was written (reads still work): \
+                 retry later"
+                .into(),
+            Error::Coordination(Refusal::LeaseBusy) => "another instance held this resource's \
+                 write lease for all of server.request_timeout; nothing was written: retry"
+                .into(),
+            Error::Coordination(Refusal::LeaseLost) => "this instance's write lease on the \
+                 resource expired before the write could be sent; nothing was written: retry"
+                .into(),
         }
     }
 
@@ -227,7 +245,7 @@ impl Error {
             Error::UnsupportedPatchFormat { accept_patch } => {
                 headers.insert(crate::headers::ACCEPT_PATCH, accept_patch);
             }
-            Error::Overloaded => {
+            Error::Overloaded | Error::Coordination(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Error::UnsupportedContentEncoding => {

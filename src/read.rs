@@ -116,6 +116,16 @@ impl Ctx {
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
+        // Another instance's acknowledged write must be applied here before the cache or
+        // a running exchange answers: without that certainty, ask the upstream.
+        if let Some(cluster) = &self.shared.cluster
+            && route.config.freshness != Freshness::Revalidate
+            && !force_upstream
+            && !cluster.barrier().await
+        {
+            let cached = self.shared.cache.get(key, &parts.headers);
+            return self.fetch(at, cached, exchange).await;
+        }
         let cached = self.shared.cache.get(key, &parts.headers);
         if let Some(entry) = &cached {
             let fresh = match route.config.freshness {

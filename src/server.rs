@@ -36,6 +36,7 @@ pub enum StartError {
     },
     Tls(TlsError),
     Upstream(ClientError),
+    Cluster(crate::cluster::ClusterError),
 }
 
 impl fmt::Display for StartError {
@@ -44,6 +45,7 @@ impl fmt::Display for StartError {
             StartError::Bind { key, addr, error } => write!(f, "{key}: cannot bind {addr}: {error}"),
             StartError::Tls(e) => write!(f, "{e}"),
             StartError::Upstream(e) => write!(f, "{e}"),
+            StartError::Cluster(e) => write!(f, "{e}"),
         }
     }
 }
@@ -102,6 +104,9 @@ impl Proxy {
     ) -> Result<Proxy, StartError> {
         let tls = load_tls(config)?;
         let client = upstream::client(config)?;
+        if let Some(cluster) = &config.cluster {
+            crate::cluster::client(cluster).map_err(StartError::Cluster)?;
+        }
         let layer = PatchLayer::new(config);
         let service = tower::Layer::layer(&layer, client);
         Ok(Proxy::assemble(

@@ -65,6 +65,20 @@ impl Cache {
         self.generations.changed_since(since)
     }
 
+    /// Drops every entry: what the cache holds can no longer be trusted (cluster
+    /// notices may have been missed). Reads in flight are refused their stores.
+    pub fn invalidate_all(&self) {
+        for cell in self.generations.0.iter() {
+            cell.fetch_add(1, AcqRel);
+        }
+        let resources: Vec<u64> = self.resources.iter().map(|r| *r.key()).collect();
+        for resource in resources {
+            if self.remove_where(resource, |_| true) > 0 {
+                self.invalidations.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Drops every variant of (route, path): all queries, key values and `Vary` variants.
     pub fn invalidate(&self, route: u32, path: &str) {
         let resource = self.resource(route, path);

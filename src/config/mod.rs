@@ -30,6 +30,55 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub cache: Cache,
     pub routes: Vec<Route>,
+    /// Several instances coordinating through Redis; `None`: this process alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: writes serialized and caches kept coherent across instances by Redis.
+#[derive(Clone)]
+pub struct Cluster {
+    /// `redis://`, `rediss://`, `valkey://` or `valkeys://`, as written; it may hold a
+    /// password, so it is never printed (see [`Cluster::redacted`]).
+    pub redis: String,
+    /// An environment variable holding the password, read at start.
+    pub password_env: Option<String>,
+    /// PEM roots for a `rediss://` server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    pub key_prefix: String,
+    /// A write's lease lifetime; always longer than `server.write_timeout`, so that a
+    /// lease proven before its write was sent outlives the write.
+    pub lease: Duration,
+    /// One Redis command or connection attempt; always > 0.
+    pub timeout: Duration,
+    /// How often a waiting writer retries when no release notice comes; always > 0.
+    pub lease_poll: Duration,
+}
+
+impl Cluster {
+    /// The Redis URL without its userinfo, for messages.
+    pub fn redacted(&self) -> String {
+        match self.redis.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{host}")
+            }
+            None => "(invalid)".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &self.redacted())
+            .field("password_env", &self.password_env)
+            .field("ca_file", &self.ca_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("lease", &self.lease)
+            .field("timeout", &self.timeout)
+            .field("lease_poll", &self.lease_poll)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +253,9 @@ impl Config {
             if let Some(ca) = &mut route.ca_file {
                 resolve(ca);
             }
+        }
+        if let Some(ca) = config.cluster.as_mut().and_then(|c| c.ca_file.as_mut()) {
+            resolve(ca);
         }
         Ok(config)
     }

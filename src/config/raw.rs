@@ -17,6 +17,19 @@ pub(super) struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub cache: Option<RawCache>,
     pub route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub redis: Text,
+    pub key_prefix: Text,
+    pub password_env: Text,
+    pub ca_file: Text,
+    pub lease: Option<Spanned<RawDuration>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub lease_poll: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Deserialize)]

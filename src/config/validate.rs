@@ -5,12 +5,12 @@ use http::uri::Scheme;
 use http::{HeaderName, Method};
 use toml::Spanned;
 
-use super::raw::{RawAdmin, RawCache, RawConfig, RawRoute, RawServer, RawTls};
+use super::raw::{RawAdmin, RawCache, RawCluster, RawConfig, RawRoute, RawServer, RawTls};
 use super::values::{
     etag, file_path, freshness, listen, nonzero_duration, nonzero_size, path_template, size, strip_prefix,
     upstream, write_method,
 };
-use super::{Admin, Cache, Config, ConfigError, EtagMode, Freshness, Route, Server, Tls};
+use super::{Admin, Cache, Cluster, Config, ConfigError, EtagMode, Freshness, Route, Server, Tls};
 use super::{format_size, parse_duration};
 use crate::patch::Format;
 
@@ -22,11 +22,16 @@ pub(super) fn validate(raw: RawConfig, src: &str, file: &str) -> Result<Config> 
     let admin = raw.admin.map(|admin| c.admin(admin, &server)).transpose()?;
     let cache = c.cache(raw.cache)?;
     let routes = c.routes(raw.route)?;
+    let cluster = raw
+        .cluster
+        .map(|cluster| c.cluster(cluster, &server))
+        .transpose()?;
     Ok(Config {
         server,
         admin,
         cache,
         routes,
+        cluster,
     })
 }
 
@@ -150,6 +155,75 @@ impl Checker<'_> {
             Ok(addr)
         })?;
         Ok(Admin { listen })
+    }
+
+    fn cluster(&self, raw: Spanned<RawCluster>, server: &Server) -> Result<Cluster> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let hint = "add redis = \"redis://127.0.0.1:6379/0\", or remove [cluster] to run one instance alone";
+        let redis = self.required(raw.redis, at, "cluster.redis", hint, |s| {
+            // The URL may hold a password: messages never repeat it.
+            redis::Client::open(s.as_str()).map(|_| s.clone()).map_err(|_| {
+                "not a Redis URL; write redis://host:port/db or rediss://host:port/db \
+                     (valkey:// and valkeys:// too)"
+                    .to_owned()
+            })
+        })?;
+        let write_timeout = server.write_timeout;
+        let lease = self.optional(
+            raw.lease,
+            "cluster.lease",
+            write_timeout + std::time::Duration::from_secs(5),
+            |s| {
+                let lease = parse_duration(&s.0)?;
+                if lease <= write_timeout {
+                    return Err(format!(
+                        "{lease:?} is not longer than server.write_timeout ({write_timeout:?}); a \
+                         lease must outlive the write it was proven for"
+                    ));
+                }
+                Ok(lease)
+            },
+        )?;
+        let ca_file = match raw.ca_file {
+            Some(value) if !redis.starts_with("rediss://") && !redis.starts_with("valkeys://") => {
+                return Err(self.error(
+                    value.span().start,
+                    "cluster.ca_file",
+                    "only a TLS URL (rediss:// or valkeys://) uses a CA file",
+                ));
+            }
+            raw => self.optional(raw, "cluster.ca_file", None, |s| file_path(s).map(Some))?,
+        };
+        Ok(Cluster {
+            redis,
+            password_env: self.optional(raw.password_env, "cluster.password_env", None, |s| {
+                if s.is_empty() || s.contains('=') || s.contains('\0') {
+                    return Err(format!("{s:?} is not an environment variable name"));
+                }
+                Ok(Some(s.clone()))
+            })?,
+            ca_file,
+            key_prefix: self.optional(
+                raw.key_prefix,
+                "cluster.key_prefix",
+                "patchgate:".to_owned(),
+                |s| Ok(s.clone()),
+            )?,
+            lease,
+            timeout: self.optional(
+                raw.timeout,
+                "cluster.timeout",
+                std::time::Duration::from_secs(1),
+                nonzero_duration,
+            )?,
+            lease_poll: self.optional(
+                raw.lease_poll,
+                "cluster.lease_poll",
+                std::time::Duration::from_millis(250),
+                nonzero_duration,
+            )?,
+        })
     }
 
     fn cache(&self, raw: Option<RawCache>) -> Result<Cache> {

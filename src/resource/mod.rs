@@ -50,6 +50,8 @@ pub(crate) struct Resource {
     reads: reads::Reads,
     kept: std::sync::Mutex<Option<Kept>>,
     uncertain: AtomicBool,
+    /// Woken when another instance releases this resource's lease (`[cluster]`).
+    lease_released: tokio::sync::Notify,
 }
 
 /// A counted reference to a resource in the registry; see the removal rule.
@@ -112,6 +114,13 @@ impl Resources {
         }
     }
 
+    /// Wakes this instance's writer waiting for the lease of (route, path), if any.
+    pub(crate) fn lease_released(&self, route: u32, path: &str) {
+        if let Some(resource) = self.table.get(&(route, Box::<str>::from(path))) {
+            resource.lease_released.notify_waiters();
+        }
+    }
+
     /// Resources whose state is unknown right now.
     pub(crate) fn uncertain(&self) -> usize {
         self.uncertain.load(Ordering::Acquire)
@@ -138,6 +147,12 @@ impl Resource {
 }
 
 impl Handle {
+    /// Resolves at the next release notice of this resource's lease; `enable` it before
+    /// asking Redis, so that a notice in between is not missed.
+    pub(crate) fn lease_released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.resource.lease_released.notified()
+    }
+
     /// A write sent without an answer: the upstream may or may not hold it.
     pub(crate) fn mark_uncertain(&self, resources: &Resources) {
         if !self.resource.uncertain.swap(true, Ordering::AcqRel) {

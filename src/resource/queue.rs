@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::Handle;
 use crate::cache::Entry;
+use crate::cluster::Lease;
 use crate::patch::Patch;
 use crate::upstream::Identity;
 
@@ -64,6 +65,8 @@ pub(crate) enum Turn {
 pub(crate) struct WriteGuard {
     _lock: OwnedMutexGuard<()>,
     resource: Handle,
+    /// With `[cluster]`: the resource's lease across instances, taken after the lock.
+    lease: Option<Lease>,
 }
 
 #[derive(Debug)]
@@ -128,6 +131,7 @@ impl Handle {
         Some(WriteGuard {
             _lock: guard,
             resource: self.clone(),
+            lease: None,
         })
     }
 
@@ -136,6 +140,7 @@ impl Handle {
         WriteGuard {
             _lock: Arc::clone(&self.queue.lock).lock_owned().await,
             resource: self.clone(),
+            lease: None,
         }
     }
 
@@ -215,6 +220,19 @@ impl WriteGuard {
             .mailbox
             .lock()
             .is_ok_and(|mailbox| !mailbox.is_empty())
+    }
+
+    pub(crate) fn has_lease(&self) -> bool {
+        self.lease.is_some()
+    }
+
+    pub(crate) fn hold_lease(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// The lease, for the write that will release it.
+    pub(crate) fn take_lease(&mut self) -> Option<Lease> {
+        self.lease.take()
     }
 
     /// The resource this guard holds the lock of.

@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use super::{Sending, Write, clone_parts, patched};
 use crate::body::{self, Body};
 use crate::cache::{Cache, Entry, make_entry, tag_room};
+use crate::cluster::Lease;
 use crate::config::EtagMode;
 use crate::etag::EntityTag;
 use crate::headers::finish_response;
@@ -86,8 +87,14 @@ impl Ctx {
     /// settling there what the answer decides: awaited in the request's own task while
     /// the client waits, and moved to a task of its own if the request is dropped first
     /// (its client left, or its `request_timeout` passed).
-    pub(super) fn launch(&self, route: &CompiledRoute, write: Write, lock: WriteGuard) -> Detached<Landed> {
+    pub(super) fn launch(
+        &self,
+        route: &CompiledRoute,
+        write: Write,
+        mut lock: WriteGuard,
+    ) -> Detached<Landed> {
         let ctx = self.clone();
+        let lease = lock.take_lease();
         let route_id = route.id;
         let flying = self.shared.landings.fly();
         Detached::new(async move {
@@ -99,30 +106,42 @@ impl Ctx {
                     cache: "-",
                 };
             };
-            let (result, cache) = ctx.land(route, write, &lock).await;
+            let (result, cache) = ctx.land(route, write, &lock, lease).await;
             Landed { result, lock, cache }
         })
     }
 
     /// The upstream write and everything its answer decides: the cache, the carried
     /// PATCHes' verdicts, the kept parsed document, whether the resource is uncertain.
+    /// With `[cluster]`, the lease is proven before sending (else nothing is sent) and
+    /// released, publishing the write to the other instances, before anyone is answered.
     async fn land(
         &self,
         route: &CompiledRoute,
         write: Write,
         lock: &WriteGuard,
+        lease: Option<Lease>,
     ) -> (Result<Attempt, Error>, &'static str) {
         let Write {
             sending,
             mut batch,
             written,
         } = write;
+        if let Some(lease) = &lease
+            && let Err(refusal) = lease.prove().await
+        {
+            batch.settle(|| Verdict::Alone);
+            return (Err(Error::Coordination(refusal)), "-");
+        }
         let mut exchange = Exchange {
             route: Some(route.id),
             cache: "-",
             requester: sending.key.requester.clone(),
         };
         let result = self.attempt(route, &sending, &mut exchange).await;
+        if let Some(lease) = lease {
+            lease.release(true).await;
+        }
         let (resources, resource) = (&self.shared.resources, lock.resource());
         match &result {
             Ok(Attempt::Done(_, Some(entry))) => {

@@ -136,6 +136,7 @@ impl Ctx {
             Queued::Carried(response) => return Ok(response),
         };
         loop {
+            self.lease(&walk, &mut lock).await?;
             let next = match self.prepare(&mut walk, &lock, exchange).await {
                 Ok(write) => {
                     let landed = self.send_write(&walk, write, lock).await?;
@@ -180,6 +181,29 @@ impl Ctx {
                 status: StatusCode::BAD_GATEWAY,
             }),
         }
+    }
+
+    /// With `[cluster]`, the resource's lease across instances, held with the lock until
+    /// the write lands (or, unsent, until the lock goes).
+    async fn lease(&self, walk: &Walk<'_>, lock: &mut WriteGuard) -> Result<(), Error> {
+        let Some(cluster) = &self.shared.cluster else {
+            return Ok(());
+        };
+        if lock.has_lease() {
+            return Ok(());
+        }
+        let lease = cluster
+            .lease(
+                &self.shared,
+                lock.resource(),
+                &walk.route.config.name,
+                &walk.key.path,
+                self.shared.request_timeout,
+            )
+            .await
+            .map_err(Error::Coordination)?;
+        lock.hold_lease(lease);
+        Ok(())
     }
 
     /// Phases **current**, **preconditions** and **apply**: the write to send.

@@ -1,0 +1,261 @@
+//! A resource's lease in Redis: who may write it, across instances.
+//!
+//! `SET key token NX PX lease` takes it; a script that compares the token extends it
+//! (renewal while held, and the proof just before the upstream write is sent); a script
+//! that compares the token deletes it and publishes the notice other instances act on.
+//! Only the holder of the token can extend or delete it.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::Script;
+use tokio::time::Instant;
+
+use super::{Cluster, Notice, Refusal, random_token};
+use crate::layer::Shared;
+use crate::resource::Handle;
+
+/// Takes the lease when free, or when this token already holds it (the answer to an
+/// earlier attempt was lost): 1, else 0.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local holder = redis.call('GET', KEYS[1]) \
+         if holder == ARGV[1] then \
+           redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+           return 1 \
+         end \
+         if holder then return 0 end \
+         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+         return 1",
+    )
+});
+
+/// Extends the lease when the token still holds it: 1, else 0.
+static PROVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+         end \
+         return 0",
+    )
+});
+
+/// Deletes the lease when the token still holds it, and publishes the notice (a write
+/// is published even by a holder that lost its lease: other caches must drop it).
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local held = redis.call('GET', KEYS[1]) == ARGV[1] \
+         if held then redis.call('DEL', KEYS[1]) end \
+         redis.call('PUBLISH', ARGV[2], ARGV[3]) \
+         if held then return 1 end \
+         return 0",
+    )
+});
+
+/// A held lease. Released by [`Lease::release`]; dropped unreleased (a write refused
+/// before it was sent), it is released in the background with a plain notice.
+pub(crate) struct Lease {
+    shared: Arc<Shared>,
+    key: String,
+    token: String,
+    route: String,
+    path: String,
+    renewal: tokio::task::JoinHandle<()>,
+    open: bool,
+}
+
+impl Cluster {
+    /// Takes the lease of (route, path) for this instance, waiting while another holds
+    /// it: woken by its release notice, else every `lease_poll`, for at most `wait`.
+    pub(crate) async fn lease(
+        &self,
+        shared: &Arc<Shared>,
+        resource: &Handle,
+        route: &str,
+        path: &str,
+        wait: Duration,
+    ) -> Result<Lease, Refusal> {
+        if !self.is_up() {
+            return Err(Refusal::Unreachable);
+        }
+        let key = self.key("lease", route, path);
+        let token = random_token();
+        let ttl = millis(self.settings.lease).to_string();
+        let deadline = Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            // Listen before asking, so that a release between the two is not missed.
+            let released = resource.lease_released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let taken: i64 = self
+                .eval(&ACQUIRE, &key, &[&token, &ttl])
+                .await
+                .map_err(|()| Refusal::Unreachable)?;
+            if taken == 1 {
+                let renewal = tokio::spawn(renew(Arc::clone(shared), key.clone(), token.clone()));
+                return Ok(Lease {
+                    shared: Arc::clone(shared),
+                    key,
+                    token,
+                    route: route.to_owned(),
+                    path: path.to_owned(),
+                    renewal,
+                    open: true,
+                });
+            }
+            if !waited {
+                waited = true;
+                self.counters.lease_waits.fetch_add(1, Relaxed);
+            }
+            let poll = Instant::now() + self.settings.lease_poll;
+            if poll >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(Refusal::LeaseBusy);
+            }
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(poll) => {}
+            }
+            if !self.is_up() {
+                return Err(Refusal::Unreachable);
+            }
+        }
+    }
+}
+
+impl Lease {
+    /// Shows that this lease still holds, pushing its expiry a whole `cluster.lease`
+    /// (longer than `server.write_timeout`) ahead: called just before the write is sent.
+    pub(crate) async fn prove(&self) -> Result<(), Refusal> {
+        let Some(cluster) = &self.shared.cluster else {
+            return Ok(());
+        };
+        match extend(cluster, &self.key, &self.token).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                cluster.counters.lease_losses.fetch_add(1, Relaxed);
+                tracing::warn!(key = %self.key, "lease lost before the write was sent: not sent");
+                Err(Refusal::LeaseLost)
+            }
+            Err(()) => Err(Refusal::Unreachable),
+        }
+    }
+
+    /// Releases the lease and publishes the notice: `written` (the upstream may have
+    /// changed) makes every other instance drop its copy. Returns once Redis has it, so
+    /// that the write is acknowledged only after every instance can know of it.
+    pub(crate) async fn release(mut self, written: bool) {
+        self.open = false;
+        self.renewal.abort();
+        release(
+            &self.shared,
+            &self.key,
+            &self.token,
+            &self.route,
+            &self.path,
+            written,
+        )
+        .await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.renewal.abort();
+        let (shared, key, token) = (Arc::clone(&self.shared), self.key.clone(), self.token.clone());
+        let (route, path) = (self.route.clone(), self.path.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { release(&shared, &key, &token, &route, &path, false).await });
+        }
+    }
+}
+
+async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &str, written: bool) {
+    let Some(cluster) = &shared.cluster else { return };
+    let notice = Notice::format(written, &cluster.instance, route, path);
+    let released: Result<i64, ()> = cluster
+        .eval(&RELEASE, key, &[token, &cluster.channel(), &notice])
+        .await;
+    match released {
+        Ok(held) => {
+            if written {
+                cluster.counters.invalidations_sent.fetch_add(1, Relaxed);
+            }
+            if held == 0 {
+                cluster.counters.lease_losses.fetch_add(1, Relaxed);
+                tracing::warn!(%key, "lease had expired by the time it was released");
+            }
+        }
+        Err(()) => {
+            if written {
+                tracing::error!(
+                    %key,
+                    "a write's notice could not be published: other instances drop their copies \
+                     only when they reconnect to Redis"
+                );
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its lifetime until aborted or lost.
+async fn renew(shared: Arc<Shared>, key: String, token: String) {
+    let Some(cluster) = &shared.cluster else { return };
+    let every = cluster.settings.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match extend(cluster, &key, &token).await {
+            Ok(true) | Err(()) => {}
+            Ok(false) => {
+                cluster.counters.lease_losses.fetch_add(1, Relaxed);
+                tracing::warn!(%key, "lease lost while held");
+                return;
+            }
+        }
+    }
+}
+
+async fn extend(cluster: &Cluster, key: &str, token: &str) -> Result<bool, ()> {
+    let ttl = millis(cluster.settings.lease).to_string();
+    let extended: i64 = cluster.eval(&PROVE, key, &[token, &ttl]).await?;
+    Ok(extended == 1)
+}
+
+impl Cluster {
+    /// Runs a script on one key. Every script here may run twice: a command whose
+    /// connection dropped is sent once more, on the connection the manager makes anew.
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: &[&str],
+    ) -> Result<T, ()> {
+        let mut commands = self.commands_even_if_down().map_err(|_| ())?;
+        let mut retried = false;
+        loop {
+            let mut invocation = script.key(key);
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            match invocation.invoke_async(&mut commands).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    self.failed(&e);
+                    if retried || !(e.is_connection_dropped() || e.is_io_error()) {
+                        return Err(());
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}

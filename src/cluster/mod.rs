@@ -1,0 +1,383 @@
+//! Several instances, one truth: with `[cluster]`, writes to a resource are serialized
+//! across instances by a lease in Redis, and every instance drops its cached copy of a
+//! resource another instance wrote, before that write is acknowledged.
+//!
+//! - **Leases** ([`lease`]): the local write lock first (so PATCHes still share writes
+//!   inside an instance), then `SET NX PX` with a random token; renewed while held,
+//!   proven (token still there, expiry pushed past `server.write_timeout`) just before
+//!   the upstream write is sent, released by a compare-and-delete script that also
+//!   publishes the write. Waiters wake on that notice, or poll every `lease_poll`.
+//! - **Coherence** ([`watch`]): one subscriber connection per instance receives the
+//!   notices and drops the written resource's entries. A read that may be answered from
+//!   the cache first passes a *barrier*: a `PING` on that same connection, sent after the
+//!   read arrived. Redis answers in order, so once the `PONG` is in, every notice
+//!   published before the read arrived (every acknowledged write) has been applied.
+//!   Concurrent reads share one `PING`.
+//! - **Redis unreachable**: writes are refused (`503`, `Retry-After`) before anything is
+//!   sent; reads skip the cache and the running exchanges and ask the upstream; the
+//!   cache is emptied when the subscription comes back, because notices may have been
+//!   missed meanwhile.
+
+mod lease;
+mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config;
+use crate::layer::Shared;
+
+pub(crate) use lease::Lease;
+
+/// Why a write cannot be coordinated right now; each is a `503` with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Redis did not answer (down, unreachable, timed out, or refused the command).
+    Unreachable,
+    /// Another instance held the resource's lease for the whole `request_timeout`.
+    LeaseBusy,
+    /// The lease was gone when the write was about to be sent: nothing was sent.
+    LeaseLost,
+}
+
+/// What a failed start of `[cluster]` says; the Redis URL is never part of it.
+#[derive(Debug)]
+pub enum ClusterError {
+    PasswordEnv(String),
+    CaFile(std::path::PathBuf, std::io::Error),
+    Client(String),
+}
+
+impl fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClusterError::PasswordEnv(name) => write!(
+                f,
+                "cluster.password_env: the environment variable {name} is not set (or not UTF-8)"
+            ),
+            ClusterError::CaFile(path, e) => {
+                write!(f, "cluster.ca_file: cannot read {}: {e}", path.display())
+            }
+            ClusterError::Client(kind) => write!(f, "cluster.redis: {kind}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// The Redis client `[cluster]` describes, password and CA included.
+pub fn client(config: &config::Cluster) -> Result<redis::Client, ClusterError> {
+    use redis::IntoConnectionInfo;
+    let invalid = |e: redis::RedisError| ClusterError::Client(format!("{:?}", e.kind()));
+    let mut info = config.redis.as_str().into_connection_info().map_err(invalid)?;
+    if let Some(name) = &config.password_env {
+        let password = std::env::var(name).map_err(|_| ClusterError::PasswordEnv(name.clone()))?;
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    match &config.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| ClusterError::CaFile(path.clone(), e))?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs).map_err(invalid)
+        }
+        None => redis::Client::open(info).map_err(invalid),
+    }
+}
+
+/// The instance's side of `[cluster]`, in [`Shared`].
+pub(crate) struct Cluster {
+    settings: config::Cluster,
+    /// `None` when the client could not be built: permanently refused, and logged.
+    client: Option<redis::Client>,
+    /// Made on the runtime, at the first request or when the layer is made on one.
+    running: OnceLock<Running>,
+    /// Ours alone: notices we published are not applied again here.
+    instance: String,
+    /// Subscribed and answering: reads may use the cache, writes may ask for leases.
+    up: AtomicBool,
+    /// The last reason Redis was unreachable, for `/healthz` and the logs.
+    cause: Mutex<String>,
+    /// Route names as Redis keys and notices spell them, and back.
+    route_ids: HashMap<String, u32>,
+    pub counters: Counters,
+}
+
+struct Running {
+    commands: ConnectionManager,
+    barrier: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+}
+
+/// For `/metrics`.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub lease_waits: AtomicU64,
+    pub lease_losses: AtomicU64,
+    pub invalidations_sent: AtomicU64,
+    pub invalidations_received: AtomicU64,
+    pub redis_errors: AtomicU64,
+}
+
+impl Cluster {
+    pub(crate) fn new(settings: &config::Cluster, routes: &[config::Route]) -> Cluster {
+        let client = match client(settings) {
+            Ok(client) => Some(client),
+            Err(error) => {
+                tracing::error!(%error, "[cluster] cannot be used: every write will be refused");
+                None
+            }
+        };
+        Cluster {
+            settings: settings.clone(),
+            client,
+            running: OnceLock::new(),
+            instance: random_token(),
+            up: AtomicBool::new(false),
+            cause: Mutex::new("not connected yet".to_owned()),
+            route_ids: routes
+                .iter()
+                .enumerate()
+                .map(|(id, route)| (route.name.clone(), id as u32))
+                .collect(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Connects (lazily) and starts the subscriber, once; needs the tokio runtime.
+    pub(crate) fn start(&self, shared: &Arc<Shared>) {
+        if self.running.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let Some(client) = &self.client else { return };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.settings.timeout))
+            .set_response_timeout(Some(self.settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.settings.timeout);
+        let commands = match ConnectionManager::new_lazy_with_config(client.clone(), config) {
+            Ok(commands) => commands,
+            Err(error) => {
+                self.failed(&error);
+                return;
+            }
+        };
+        let (barrier, requests) = mpsc::unbounded_channel();
+        if self.running.set(Running { commands, barrier }).is_ok() {
+            tokio::spawn(watch::run(Arc::downgrade(shared), client.clone(), requests));
+        }
+    }
+
+    /// Whether Redis is reachable (the subscriber is connected).
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Acquire)
+    }
+
+    /// Why it is not, for `/healthz`.
+    pub(crate) fn cause(&self) -> String {
+        self.cause.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Waits until every write acknowledged before this call has been applied to this
+    /// instance's cache. False when that cannot be known (Redis unreachable): the caller
+    /// must ask the upstream and not share an exchange already running.
+    pub(crate) async fn barrier(&self) -> bool {
+        let Some(running) = self.running.get() else {
+            return false;
+        };
+        if !self.is_up() {
+            return false;
+        }
+        let (tx, rx) = oneshot::channel();
+        if running.barrier.send(tx).is_err() {
+            return false;
+        }
+        // The subscriber answers every request, with false when its connection fails.
+        matches!(
+            tokio::time::timeout(self.settings.timeout * 2, rx).await,
+            Ok(Ok(true))
+        )
+    }
+
+    /// The command connection, whatever the subscriber's state: a write's notice is worth
+    /// trying to publish.
+    fn commands_even_if_down(&self) -> Result<ConnectionManager, Refusal> {
+        self.running
+            .get()
+            .map(|running| running.commands.clone())
+            .ok_or(Refusal::Unreachable)
+    }
+
+    /// Counts and logs a Redis failure.
+    fn failed(&self, error: &redis::RedisError) {
+        self.counters.redis_errors.fetch_add(1, Relaxed);
+        tracing::warn!(error = %describe(error), "redis command failed");
+    }
+
+    fn set_up(&self, up: bool, cause: &str) {
+        if let Ok(mut c) = self.cause.lock() {
+            cause.clone_into(&mut c);
+        }
+        self.up.store(up, Release);
+    }
+
+    fn key(&self, kind: &str, route: &str, path: &str) -> String {
+        format!("{}{kind}:{route}:{path}", self.settings.key_prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}events", self.settings.key_prefix)
+    }
+
+    fn route_id(&self, name: &str) -> Option<u32> {
+        self.route_ids.get(name).copied()
+    }
+
+    /// Renders the cluster's metric families.
+    pub(crate) fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let c = &self.counters;
+        let _ = write!(
+            out,
+            "# HELP patchgate_cluster_redis_up Whether this instance reaches Redis (1) or not (0).\n\
+             # TYPE patchgate_cluster_redis_up gauge\n\
+             patchgate_cluster_redis_up {}\n",
+            u8::from(self.is_up())
+        );
+        for (name, help, value) in [
+            (
+                "lease_waits",
+                "Writes that found another instance holding the lease and waited.",
+                &c.lease_waits,
+            ),
+            (
+                "lease_losses",
+                "Leases found gone while held: writes refused before sending, or renewals lost.",
+                &c.lease_losses,
+            ),
+            (
+                "invalidations_sent",
+                "Write notices published for other instances.",
+                &c.invalidations_sent,
+            ),
+            (
+                "invalidations_received",
+                "Write notices from other instances applied to this cache.",
+                &c.invalidations_received,
+            ),
+            (
+                "redis_errors",
+                "Redis commands or connections that failed.",
+                &c.redis_errors,
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP patchgate_cluster_{name}_total {help}\n\
+                 # TYPE patchgate_cluster_{name}_total counter\n\
+                 patchgate_cluster_{name}_total {}\n",
+                value.load(Relaxed)
+            );
+        }
+    }
+}
+
+/// 128 random bits, hex: lease tokens and the instance's id.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut words = [0u64; 2];
+    for (i, word) in words.iter_mut().enumerate() {
+        let mut h = state.build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Relaxed));
+        h.write_usize(i);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        *word = h.finish();
+    }
+    format!("{:016x}{:016x}", words[0], words[1])
+}
+
+/// A Redis error as logs and `/healthz` show it: its class, never a URL or password.
+fn describe(error: &redis::RedisError) -> String {
+    if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connection_refusal() {
+        "connection refused".to_owned()
+    } else if error.is_connection_dropped() || error.is_io_error() {
+        "connection lost".to_owned()
+    } else {
+        format!("{:?}", error.kind())
+    }
+}
+
+/// The resource a notice is about.
+struct Notice<'a> {
+    written: bool,
+    instance: &'a str,
+    route: &'a str,
+    path: &'a str,
+}
+
+impl<'a> Notice<'a> {
+    /// `w|r <instance> <route>\n<path>`: route names have no spaces or newlines
+    /// (`[A-Za-z0-9_.-]+`), paths no newlines.
+    fn format(written: bool, instance: &str, route: &str, path: &str) -> String {
+        let kind = if written { 'w' } else { 'r' };
+        format!("{kind} {instance} {route}\n{path}")
+    }
+
+    fn parse(payload: &'a [u8]) -> Option<Notice<'a>> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let (head, path) = text.split_once('\n')?;
+        let mut parts = head.splitn(3, ' ');
+        let written = match parts.next()? {
+            "w" => true,
+            "r" => false,
+            _ => return None,
+        };
+        Some(Notice {
+            written,
+            instance: parts.next()?,
+            route: parts.next()?,
+            path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_junk_is_ignored() {
+        let text = Notice::format(true, "abc", "people", "/people/1 2");
+        let notice = Notice::parse(text.as_bytes());
+        assert!(notice.is_some_and(|n| n.written
+            && n.instance == "abc"
+            && n.route == "people"
+            && n.path == "/people/1 2"));
+        let released = Notice::format(false, "abc", "r", "/x");
+        assert!(Notice::parse(released.as_bytes()).is_some_and(|n| !n.written));
+        for junk in [&b"x abc r\n/x"[..], b"w abc r", b"", b"\xff\xfe"] {
+            assert!(Notice::parse(junk).is_none());
+        }
+    }
+
+    #[test]
+    fn tokens_differ() {
+        assert_ne!(random_token(), random_token());
+        assert_eq!(random_token().len(), 32);
+    }
+}
