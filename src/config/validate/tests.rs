@@ -582,3 +582,61 @@ fn hostile_input_never_panics() {
         assert!(!e.to_string().is_empty());
     }
 }
+
+#[test]
+fn cluster_is_read_with_its_defaults_and_never_prints_its_password() {
+    let src = with_route("[cluster]\nredis = \"redis://:s3cret@10.0.0.5:6380/2\"\n");
+    let config = Config::from_toml(&src, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
+    let cluster = config.cluster.unwrap_or_else(|| panic!("no [cluster]"));
+    assert_eq!(cluster.key_prefix, "patchgate:");
+    assert_eq!(cluster.lease, config.server.write_timeout + std::time::Duration::from_secs(5));
+    assert_eq!(cluster.timeout, std::time::Duration::from_secs(1));
+    assert_eq!(cluster.lease_poll, std::time::Duration::from_millis(250));
+    assert_eq!(cluster.redacted(), "redis://10.0.0.5:6380/2");
+    assert!(!format!("{cluster:?}").contains("s3cret"), "{cluster:?}");
+    let absent = Config::from_toml(ROUTE, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(absent.cluster.is_none());
+}
+
+#[test]
+fn cluster_mistakes_name_the_key() {
+    let short = format!("[server]\nwrite_timeout = \"60s\"\n{ROUTE}[cluster]\nredis = \"redis://h\"\nlease = \"60s\"\n");
+    assert_errors(&[
+        (
+            &with_route("[cluster]\nkey_prefix = \"x\"\n"),
+            "cluster.redis",
+            5,
+            1,
+            "missing; add redis = ",
+        ),
+        (
+            &with_route("[cluster]\nredis = \"http://h:1\"\n"),
+            "cluster.redis",
+            6,
+            9,
+            "not a Redis URL",
+        ),
+        (&short, "cluster.lease", 9, 9, "not longer than server.write_timeout"),
+        (
+            &with_route("[cluster]\nredis = \"redis://h\"\nca_file = \"ca.pem\"\n"),
+            "cluster.ca_file",
+            7,
+            11,
+            "only a TLS URL",
+        ),
+        (
+            &with_route("[cluster]\nredis = \"redis://h\"\ntimeout = \"0s\"\n"),
+            "cluster.timeout",
+            7,
+            11,
+            "",
+        ),
+        (
+            &with_route("[cluster]\nredis = \"redis://h\"\npassword_env = \"A=B\"\n"),
+            "cluster.password_env",
+            7,
+            16,
+            "not an environment variable name",
+        ),
+    ]);
+}
