@@ -13,7 +13,8 @@
 //! (5000000 per scenario), `PATCHGATE_BENCH_FILTER` (only the cases whose "scenario
 //! freshness" contains it, e.g. `patch`), `PATCHGATE_BENCH_ROUNDS` (1; with more, every
 //! case is measured that many times, the table shows the round with the median ratio and
-//! the range of ratios). Without `--bench` (`cargo test --benches`) it runs a short
+//! the range of ratios), `PATCHGATE_BENCH_REDIS` (a `redis://` URL: the proxy runs with
+//! `[cluster]` against that server). Without `--bench` (`cargo test --benches`) it runs a short
 //! smoke pass. Load generator and servers share the machine's cores: compare ratios,
 //! not absolute numbers.
 

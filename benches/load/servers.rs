@@ -158,6 +158,12 @@ impl RunningProxy {
 }
 
 pub async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
+    // `PATCHGATE_BENCH_REDIS=redis://…`: the proxy coordinates through that Redis.
+    let cluster = std::env::var("PATCHGATE_BENCH_REDIS")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|url| format!("[cluster]\nredis = \"{url}\"\n"))
+        .unwrap_or_default();
     let toml = format!(
         r#"
 [server]
@@ -176,6 +182,8 @@ path = "/reval/{{*rest}}"
 strip_prefix = "/reval"
 upstream = "http://{upstream}"
 freshness = "revalidate"
+
+{cluster}
 "#
     );
     let config =

@@ -61,6 +61,9 @@ pub(crate) struct Lease {
     token: String,
     route: String,
     path: String,
+    /// When the request that took it was sent: by Redis's clock it holds for `lease`
+    /// from a moment after this.
+    taken_at: Instant,
     renewal: tokio::task::JoinHandle<()>,
     open: bool,
 }
@@ -89,6 +92,7 @@ impl Cluster {
             let released = resource.lease_released();
             tokio::pin!(released);
             released.as_mut().enable();
+            let taken_at = Instant::now();
             let taken: i64 = self
                 .eval(&ACQUIRE, &key, &[&token, &ttl])
                 .await
@@ -101,6 +105,7 @@ impl Cluster {
                     token,
                     route: route.to_owned(),
                     path: path.to_owned(),
+                    taken_at,
                     renewal,
                     open: true,
                 });
@@ -126,12 +131,18 @@ impl Cluster {
 }
 
 impl Lease {
-    /// Shows that this lease still holds, pushing its expiry a whole `cluster.lease`
-    /// (longer than `server.write_timeout`) ahead: called just before the write is sent.
+    /// Shows that this lease holds for longer than the write about to be sent can take
+    /// (`server.write_timeout`): by the time it was taken, when that leaves room enough
+    /// (the usual case: a write sent right after its lease was taken), else by asking
+    /// Redis, which pushes its expiry a whole `cluster.lease` ahead.
     pub(crate) async fn prove(&self) -> Result<(), Refusal> {
         let Some(cluster) = &self.shared.cluster else {
             return Ok(());
         };
+        let needed = self.shared.write_timeout + cluster.settings.timeout;
+        if self.taken_at.elapsed() + needed < cluster.settings.lease {
+            return Ok(());
+        }
         match extend(cluster, &self.key, &self.token).await {
             Ok(true) => Ok(()),
             Ok(false) => {

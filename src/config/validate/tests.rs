@@ -589,7 +589,10 @@ fn cluster_is_read_with_its_defaults_and_never_prints_its_password() {
     let config = Config::from_toml(&src, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
     let cluster = config.cluster.unwrap_or_else(|| panic!("no [cluster]"));
     assert_eq!(cluster.key_prefix, "patchgate:");
-    assert_eq!(cluster.lease, config.server.write_timeout + std::time::Duration::from_secs(5));
+    assert_eq!(
+        cluster.lease,
+        config.server.write_timeout + std::time::Duration::from_secs(5)
+    );
     assert_eq!(cluster.timeout, std::time::Duration::from_secs(1));
     assert_eq!(cluster.lease_poll, std::time::Duration::from_millis(250));
     assert_eq!(cluster.redacted(), "redis://10.0.0.5:6380/2");
@@ -600,7 +603,9 @@ fn cluster_is_read_with_its_defaults_and_never_prints_its_password() {
 
 #[test]
 fn cluster_mistakes_name_the_key() {
-    let short = format!("[server]\nwrite_timeout = \"60s\"\n{ROUTE}[cluster]\nredis = \"redis://h\"\nlease = \"60s\"\n");
+    let short = format!(
+        "[server]\nwrite_timeout = \"60s\"\n{ROUTE}[cluster]\nredis = \"redis://h\"\nlease = \"60s\"\n"
+    );
     assert_errors(&[
         (
             &with_route("[cluster]\nkey_prefix = \"x\"\n"),
@@ -616,7 +621,13 @@ fn cluster_mistakes_name_the_key() {
             9,
             "not a Redis URL",
         ),
-        (&short, "cluster.lease", 9, 9, "not longer than server.write_timeout"),
+        (
+            &short,
+            "cluster.lease",
+            9,
+            9,
+            "not longer than server.write_timeout",
+        ),
         (
             &with_route("[cluster]\nredis = \"redis://h\"\nca_file = \"ca.pem\"\n"),
             "cluster.ca_file",
