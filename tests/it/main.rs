@@ -5,6 +5,7 @@ mod support;
 mod batch;
 mod cache_control;
 mod cli;
+mod cluster;
 mod custom_service;
 mod forward;
 mod hostile;

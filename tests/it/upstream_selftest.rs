@@ -288,3 +288,26 @@ async fn h2c_delays_and_many_concurrent_connections() {
     upstream.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_delayed_write_whose_client_left_lands_only_when_told_to_outlive_it() {
+    let upstream = LegacyUpstream::start().await;
+    let addr = upstream.addr();
+    upstream.set_doc("/d", "0");
+    upstream.set_write_delay(Duration::from_millis(300));
+    let put = |body: &'static str| {
+        format!(
+            "PUT /d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n{body}"
+        )
+    };
+    // The client gives up (closes) after 100 ms, before the write's delay has passed.
+    raw(addr, put("1").as_bytes(), Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(upstream.doc("/d").unwrap(), "0", "dropped with its connection");
+
+    upstream.set_writes_outlive_connections(true);
+    raw(addr, put("2").as_bytes(), Duration::from_millis(100)).await;
+    assert_eq!(upstream.doc("/d").unwrap(), "0", "not before its delay");
+    assert!(eventually(Duration::from_secs(2), || upstream.doc("/d").unwrap() == "2").await);
+    assert_eq!(upstream.writes().len(), 2);
+}

@@ -247,6 +247,14 @@ impl LegacyUpstream {
         self.shared.lock().write_delay = d;
     }
 
+    /// A write delayed by [`Self::set_write_delay`] takes effect after the delay even when
+    /// its connection closes meanwhile (as a server that does not notice its client left,
+    /// e.g. a proxy process that was killed); by default such a write is dropped with its
+    /// connection.
+    pub fn set_writes_outlive_connections(&self, on: bool) {
+        self.shared.lock().writes_outlive_connections = on;
+    }
+
     /// Delays every response (faults included) by `d`, after the request is recorded;
     /// a GET or HEAD answers with the document as it was when it arrived.
     pub fn set_delay(&self, d: Duration) {
@@ -322,7 +330,7 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         headers: parts.headers.clone(),
         body: body.clone(),
     };
-    let (fault, delay, read, write_delay) = {
+    let (fault, delay, read, write_delay, outlive) = {
         let mut state = shared.lock();
         state.requests.push(recorded);
         let fault = state.take_fault(&parts.method);
@@ -331,7 +339,13 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         let read = (matches!(fault, None | Some(Fault::Slow(_)))
             && (parts.method == Method::GET || parts.method == Method::HEAD))
             .then(|| state.answer(&parts, body.clone()));
-        (fault, state.delay, read, state.write_delay)
+        (
+            fault,
+            state.delay,
+            read,
+            state.write_delay,
+            state.writes_outlive_connections,
+        )
     };
     if let Some(read) = read {
         let slow = match fault {
@@ -345,6 +359,14 @@ async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) 
         tokio::time::sleep(delay).await;
     }
     if is_write(&parts.method) && !write_delay.is_zero() {
+        if outlive && fault.is_none() {
+            // A task of its own: dropping this connection's future does not stop it.
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(write_delay).await;
+                shared.lock().answer(&parts, body)
+            });
+            return Ok(task.await.expect("the delayed write task"));
+        }
         tokio::time::sleep(write_delay).await;
     }
     match fault {

@@ -38,6 +38,8 @@ pub(super) struct State {
     pub(super) delay: Duration,
     /// Extra time a write takes before it takes effect and is answered.
     pub(super) write_delay: Duration,
+    /// A delayed write whose connection closes meanwhile still takes effect.
+    pub(super) writes_outlive_connections: bool,
     /// One document space per requester (every `Authorization` and `Cookie` line).
     pub(super) per_user: bool,
     /// Reads of a document answer `{"<name>":"<the request's value>"}` instead.
@@ -64,6 +66,7 @@ impl State {
             normalize_on_put: false,
             delay: Duration::ZERO,
             write_delay: Duration::ZERO,
+            writes_outlive_connections: false,
             per_user: false,
             body_per: None,
         }
