@@ -79,7 +79,7 @@ impl Cluster {
         path: &str,
         wait: Duration,
     ) -> Result<Lease, Refusal> {
-        if !self.is_up() {
+        if !self.is_up_soon().await {
             return Err(Refusal::Unreachable);
         }
         let key = self.key("lease", route, path);

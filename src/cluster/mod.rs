@@ -104,6 +104,8 @@ pub(crate) struct Cluster {
     instance: String,
     /// Subscribed and answering: reads may use the cache, writes may ask for leases.
     up: AtomicBool,
+    /// Notified whenever `up` turns true.
+    came_up: tokio::sync::Notify,
     /// The last reason Redis was unreachable, for `/healthz` and the logs.
     cause: Mutex<String>,
     /// Route names as Redis keys and notices spell them, and back.
@@ -141,6 +143,7 @@ impl Cluster {
             running: OnceLock::new(),
             instance: random_token(),
             up: AtomicBool::new(false),
+            came_up: tokio::sync::Notify::new(),
             cause: Mutex::new("not connected yet".to_owned()),
             route_ids: routes
                 .iter()
@@ -226,6 +229,25 @@ impl Cluster {
             cause.clone_into(&mut c);
         }
         self.up.store(up, Release);
+        if up {
+            self.came_up.notify_waiters();
+        }
+    }
+
+    /// Whether Redis is reachable, waiting up to one `cluster.timeout` for a connection
+    /// under way (an instance just started, Redis just back).
+    async fn is_up_soon(&self) -> bool {
+        if self.is_up() {
+            return true;
+        }
+        let came_up = self.came_up.notified();
+        tokio::pin!(came_up);
+        came_up.as_mut().enable();
+        if self.is_up() {
+            return true;
+        }
+        let _ = tokio::time::timeout(self.settings.timeout, came_up).await;
+        self.is_up()
     }
 
     fn key(&self, kind: &str, route: &str, path: &str) -> String {

@@ -297,7 +297,9 @@ async fn raw_exchange(stream: &mut tokio::net::TcpStream, request: &[u8]) -> Str
 #[test]
 fn the_lease_must_outlast_the_write_timeout() {
     let toml = |server: &str, cluster: &str| {
-        format!("[server]\n{server}\n\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n{cluster}\n")
+        format!(
+            "[server]\n{server}\n\n[[route]]\nname = \"api\"\npath = \"/api/{{*rest}}\"\nupstream = \"http://127.0.0.1:1\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n{cluster}\n"
+        )
     };
     let ok = |text: String| {
         Config::from_toml(&text, "cluster.toml").unwrap_or_else(|e| panic!("{text}\nrefused: {e}"));
@@ -316,14 +318,14 @@ fn the_lease_must_outlast_the_write_timeout() {
         SHORT,
         "key_prefix = \"tenant-a:\"\npassword_env = \"SOME_VAR\"\nlease = \"3s\"\ntimeout = \"1s\"\nlease_poll = \"250ms\"",
     ));
-    ok("[cluster]\nredis = \"rediss://redis.internal:6380/0\"\n".to_owned());
+    ok(toml("", "").replace("redis://127.0.0.1:6379/0", "rediss://redis.internal:6380/0"));
     refused(toml(SHORT, "lease = \"2s\""), "cluster.lease");
     refused(toml(SHORT, "lease = \"1s\""), "cluster.lease");
     // Checked against the effective write_timeout (default 60 s), not only a written one.
     refused(toml("", "lease = \"30s\""), "cluster.lease");
     refused(toml(SHORT, "lease = \"soon\""), "cluster.lease");
     refused(
-        "[cluster]\nredis = \"http://127.0.0.1:6379/0\"\n".to_owned(),
+        toml("", "").replace("redis://127.0.0.1:6379/0", "http://127.0.0.1:6379/0"),
         "cluster.redis",
     );
 }
