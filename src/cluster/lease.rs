@@ -4,6 +4,12 @@
 //! (renewal while held, and the proof just before the upstream write is sent); a script
 //! that compares the token deletes it and publishes the notice other instances act on.
 //! Only the holder of the token can extend or delete it.
+//!
+//! A Redis that loses its keys (restarted without persistence) loses the leases of
+//! writes that may still be under way. Every instance remembers the random value of the
+//! `epoch` key it last saw; one that finds it gone or changed when it (re)subscribes sets
+//! `quiet` for a whole `cluster.lease`, during which no lease is given: every write
+//! proven before the loss has ended by then.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, LazyLock};
@@ -20,7 +26,8 @@ use crate::resource::Handle;
 /// earlier attempt was lost): 1, else 0.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "local holder = redis.call('GET', KEYS[1]) \
+        "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+         local holder = redis.call('GET', KEYS[1]) \
          if holder == ARGV[1] then \
            redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
            return 1 \
@@ -28,6 +35,22 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
          if holder then return 0 end \
          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
          return 1",
+    )
+});
+
+/// Reads the epoch, making one if there is none; sets `quiet` when the epoch this
+/// instance knew (`ARGV[1]`, empty when none) is gone or changed. Returns the epoch.
+static EPOCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local epoch = redis.call('GET', KEYS[1]) \
+         if not epoch then \
+           epoch = ARGV[2] \
+           redis.call('SET', KEYS[1], epoch) \
+         end \
+         if ARGV[1] ~= '' and ARGV[1] ~= epoch then \
+           redis.call('SET', KEYS[2], '1', 'PX', ARGV[3], 'NX') \
+         end \
+         return epoch",
     )
 });
 
@@ -83,6 +106,7 @@ impl Cluster {
             return Err(Refusal::Unreachable);
         }
         let key = self.key("lease", route, path);
+        let quiet = self.global_key("quiet");
         let token = random_token();
         let ttl = millis(self.settings.lease).to_string();
         let deadline = Instant::now() + wait;
@@ -94,7 +118,7 @@ impl Cluster {
             released.as_mut().enable();
             let taken_at = Instant::now();
             let taken: i64 = self
-                .eval(&ACQUIRE, &key, &[&token, &ttl])
+                .eval(&ACQUIRE, &[&key, &quiet], &[&token, &ttl])
                 .await
                 .map_err(|()| Refusal::Unreachable)?;
             if taken == 1 {
@@ -190,7 +214,7 @@ async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &st
     let Some(cluster) = &shared.cluster else { return };
     let notice = Notice::format(written, &cluster.instance, route, path);
     let released: Result<i64, ()> = cluster
-        .eval(&RELEASE, key, &[token, &cluster.channel(), &notice])
+        .eval(&RELEASE, &[key], &[token, &cluster.channel(), &notice])
         .await;
     match released {
         Ok(held) => {
@@ -233,23 +257,47 @@ async fn renew(shared: Arc<Shared>, key: String, token: String) {
 
 async fn extend(cluster: &Cluster, key: &str, token: &str) -> Result<bool, ()> {
     let ttl = millis(cluster.settings.lease).to_string();
-    let extended: i64 = cluster.eval(&PROVE, key, &[token, &ttl]).await?;
+    let extended: i64 = cluster.eval(&PROVE, &[key], &[token, &ttl]).await?;
     Ok(extended == 1)
 }
 
 impl Cluster {
-    /// Runs a script on one key. Every script here may run twice: a command whose
-    /// connection dropped is sent once more, on the connection the manager makes anew.
+    /// Checks Redis's epoch as a subscription starts: a changed one means leases were
+    /// lost, and `quiet` holds new ones back until the writes they covered are over.
+    pub(super) async fn check_epoch(&self) -> Result<(), ()> {
+        let known = self.epoch.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
+        let ttl = millis(self.settings.lease).to_string();
+        let keys = [self.global_key("epoch"), self.global_key("quiet")];
+        let epoch: String = self
+            .eval(&EPOCH, &[&keys[0], &keys[1]], &[&known, &random_token(), &ttl])
+            .await?;
+        if !known.is_empty() && known != epoch {
+            tracing::warn!(
+                "redis lost its keys (restarted without persistence?): no lease is given for \
+                 cluster.lease, until every write that may be under way has ended"
+            );
+        }
+        if let Ok(mut e) = self.epoch.lock() {
+            *e = Some(epoch);
+        }
+        Ok(())
+    }
+
+    /// Runs a script. Every script here may run twice: a command whose connection
+    /// dropped is sent once more, on the connection the manager makes anew.
     async fn eval<T: redis::FromRedisValue>(
         &self,
         script: &Script,
-        key: &str,
+        keys: &[&str],
         args: &[&str],
     ) -> Result<T, ()> {
         let mut commands = self.commands_even_if_down().map_err(|_| ())?;
         let mut retried = false;
         loop {
-            let mut invocation = script.key(key);
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
             for arg in args {
                 invocation.arg(*arg);
             }

@@ -104,6 +104,9 @@ pub(crate) struct Cluster {
     instance: String,
     /// Subscribed and answering: reads may use the cache, writes may ask for leases.
     up: AtomicBool,
+    /// The epoch of Redis's data this instance saw last (see [`lease`]: a Redis that lost
+    /// its keys is noticed by the epoch key missing or changed).
+    epoch: Mutex<Option<String>>,
     /// Notified whenever `up` turns true.
     came_up: tokio::sync::Notify,
     /// The last reason Redis was unreachable, for `/healthz` and the logs.
@@ -144,6 +147,7 @@ impl Cluster {
             instance: random_token(),
             up: AtomicBool::new(false),
             came_up: tokio::sync::Notify::new(),
+            epoch: Mutex::new(None),
             cause: Mutex::new("not connected yet".to_owned()),
             route_ids: routes
                 .iter()
@@ -248,6 +252,11 @@ impl Cluster {
         }
         let _ = tokio::time::timeout(self.settings.timeout, came_up).await;
         self.is_up()
+    }
+
+    /// A key of the whole cluster, such as `epoch`.
+    fn global_key(&self, name: &str) -> String {
+        format!("{}{name}", self.settings.key_prefix)
     }
 
     fn key(&self, kind: &str, route: &str, path: &str) -> String {

@@ -92,6 +92,9 @@ async fn subscription(
         Ok(Err(e)) => return End::Lost(describe(&e)),
         Err(_) => return End::Lost("timed out".to_owned()),
     }
+    if cluster.check_epoch().await.is_err() {
+        return End::Lost("epoch check failed".to_owned());
+    }
     // Notices may have been missed while unsubscribed: nothing cached can be trusted.
     strong.cache.invalidate_all();
     if !cluster.is_up() {

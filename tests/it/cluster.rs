@@ -1154,3 +1154,43 @@ async fn the_redis_password_is_read_from_the_variable_password_env_names() {
     assert_eq!(metric(admin, "patchgate_cluster_redis_up").await, 1.0);
     assert_eq!(metric(admin, "patchgate_cluster_redis_errors_total").await, 0.0);
 }
+
+#[tokio::test]
+async fn a_redis_that_lost_its_keys_gives_no_lease_until_writes_under_way_have_ended() {
+    let mut redis = RedisServer::start().await;
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let proxies = instances(2, &config(&upstream.url(), &redis.url(), SHORT, SHORT_LEASE, "")).await;
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    // Both instances have seen Redis's epoch.
+    for proxy in &proxies {
+        assert!(until(Duration::from_secs(5), || healthy(proxy.admin)).await);
+    }
+    upstream.set_write_delay(Duration::from_millis(1500));
+    let first = tokio::spawn(async move { send(a, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await });
+    assert!(eventually(Duration::from_secs(5), || upstream.writes().len() == 1).await);
+    // Redis comes back empty while A's write is under way: A's lease is gone.
+    redis.kill().await;
+    redis.restart().await;
+    redis.flush_all().await;
+    upstream.set_write_delay(Duration::ZERO);
+    let started = std::time::Instant::now();
+    let second = loop {
+        let got = send(b, "PATCH", DOC, &[MERGE_PATCH], r#"{"b":2}"#).await;
+        if got.status == 200 {
+            break got;
+        }
+        assert_eq!(got.status, 503, "{}", got.text());
+        assert!(
+            started.elapsed() < LEASE * 3,
+            "B never got the lease back: {}",
+            got.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    // B waited for A's write: neither update is lost.
+    assert_eq!(second.json(), json!({"v":0,"a":1,"b":2}));
+    assert_eq!(doc_json(&upstream), json!({"v":0,"a":1,"b":2}));
+}
