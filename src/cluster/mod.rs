@@ -70,34 +70,81 @@ impl fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
-/// The Redis client `[cluster]` describes, password and CA included.
-pub fn client(config: &config::Cluster) -> Result<redis::Client, ClusterError> {
+/// Where the Redis server is: one address, or the primary Sentinel names.
+pub(crate) enum Source {
+    Direct(redis::Client),
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    /// A client for the server to use now (for Sentinel: the current primary).
+    async fn resolve(&self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Source::Direct(client) => Ok(client.clone()),
+            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+}
+
+/// The Redis connection `[cluster]` describes, password and CA included; checked at
+/// start so that a mistake stops it, naming the key.
+pub fn client(config: &config::Cluster) -> Result<(), ClusterError> {
+    source(config).map(|_| ())
+}
+
+fn source(config: &config::Cluster) -> Result<Source, ClusterError> {
     use redis::IntoConnectionInfo;
     let invalid = |e: redis::RedisError| ClusterError::Client(format!("{:?}", e.kind()));
-    let mut info = config.redis.as_str().into_connection_info().map_err(invalid)?;
-    if let Some(name) = &config.password_env {
-        let password = std::env::var(name).map_err(|_| ClusterError::PasswordEnv(name.clone()))?;
+    let password = match &config.password_env {
+        Some(name) => Some(std::env::var(name).map_err(|_| ClusterError::PasswordEnv(name.clone()))?),
+        None => None,
+    };
+    let root_cert = match &config.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| ClusterError::CaFile(path.clone(), e))?),
+        None => None,
+    };
+    if let Some(sentinel) = &config.sentinel {
+        let mut node = redis::RedisConnectionInfo::default();
+        if let Some(password) = password {
+            node = node.set_password(password);
+        }
+        let mut info = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node);
+        if sentinel.tls {
+            info = info.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let client = redis::sentinel::SentinelClient::build(
+            sentinel.nodes.clone(),
+            &sentinel.master,
+            Some(info),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(invalid)?;
+        return Ok(Source::Sentinel(tokio::sync::Mutex::new(client)));
+    }
+    let url = config.redis.as_deref().unwrap_or_default();
+    let mut info = url.into_connection_info().map_err(invalid)?;
+    if let Some(password) = password {
         let settings = info.redis_settings().clone().set_password(password);
         info = info.set_redis_settings(settings);
     }
-    match &config.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| ClusterError::CaFile(path.clone(), e))?;
+    let client = match root_cert {
+        Some(pem) => {
             let certs = redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(info, certs).map_err(invalid)
+            redis::Client::build_with_tls(info, certs)
         }
-        None => redis::Client::open(info).map_err(invalid),
-    }
+        None => redis::Client::open(info),
+    };
+    client.map(Source::Direct).map_err(invalid)
 }
 
 /// The instance's side of `[cluster]`, in [`Shared`].
 pub(crate) struct Cluster {
     settings: config::Cluster,
-    /// `None` when the client could not be built: permanently refused, and logged.
-    client: Option<redis::Client>,
+    /// `None` when it could not be built: writes permanently refused, and logged.
+    source: Option<Arc<Source>>,
     /// Made on the runtime, at the first request or when the layer is made on one.
     running: OnceLock<Running>,
     /// Ours alone: notices we published are not applied again here.
@@ -117,7 +164,8 @@ pub(crate) struct Cluster {
 }
 
 struct Running {
-    commands: ConnectionManager,
+    /// Made anew by the subscriber each time it (re)connects: the server may have moved.
+    commands: Mutex<Option<ConnectionManager>>,
     barrier: mpsc::UnboundedSender<oneshot::Sender<bool>>,
 }
 
@@ -133,8 +181,8 @@ pub(crate) struct Counters {
 
 impl Cluster {
     pub(crate) fn new(settings: &config::Cluster, routes: &[config::Route]) -> Cluster {
-        let client = match client(settings) {
-            Ok(client) => Some(client),
+        let source = match source(settings) {
+            Ok(source) => Some(Arc::new(source)),
             Err(error) => {
                 tracing::error!(%error, "[cluster] cannot be used: every write will be refused");
                 None
@@ -142,7 +190,7 @@ impl Cluster {
         };
         Cluster {
             settings: settings.clone(),
-            client,
+            source,
             running: OnceLock::new(),
             instance: random_token(),
             up: AtomicBool::new(false),
@@ -163,23 +211,31 @@ impl Cluster {
         if self.running.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let Some(client) = &self.client else { return };
+        let Some(source) = &self.source else { return };
+        let (barrier, requests) = mpsc::unbounded_channel();
+        let running = Running {
+            commands: Mutex::new(None),
+            barrier,
+        };
+        if self.running.set(running).is_ok() {
+            tokio::spawn(watch::run(Arc::downgrade(shared), Arc::clone(source), requests));
+        }
+    }
+
+    /// A command connection to `client`'s server, replacing the previous one.
+    fn connect_commands(&self, client: redis::Client) -> redis::RedisResult<()> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.settings.timeout))
             .set_response_timeout(Some(self.settings.timeout))
             .set_number_of_retries(1)
             .set_max_delay(self.settings.timeout);
-        let commands = match ConnectionManager::new_lazy_with_config(client.clone(), config) {
-            Ok(commands) => commands,
-            Err(error) => {
-                self.failed(&error);
-                return;
-            }
-        };
-        let (barrier, requests) = mpsc::unbounded_channel();
-        if self.running.set(Running { commands, barrier }).is_ok() {
-            tokio::spawn(watch::run(Arc::downgrade(shared), client.clone(), requests));
+        let commands = ConnectionManager::new_lazy_with_config(client, config)?;
+        if let Some(running) = self.running.get()
+            && let Ok(mut slot) = running.commands.lock()
+        {
+            *slot = Some(commands);
         }
+        Ok(())
     }
 
     /// Whether Redis is reachable (the subscriber is connected).
@@ -218,7 +274,7 @@ impl Cluster {
     fn commands_even_if_down(&self) -> Result<ConnectionManager, Refusal> {
         self.running
             .get()
-            .map(|running| running.commands.clone())
+            .and_then(|running| running.commands.lock().ok()?.clone())
             .ok_or(Refusal::Unreachable)
     }
 

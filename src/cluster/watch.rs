@@ -16,7 +16,7 @@ use futures_util::{FutureExt, StreamExt};
 use redis::Msg;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Notice, describe};
+use super::{Notice, Source, describe};
 use crate::layer::Shared;
 
 type Waiters = Vec<oneshot::Sender<bool>>;
@@ -32,12 +32,12 @@ enum End {
 
 pub(super) async fn run(
     shared: Weak<Shared>,
-    client: redis::Client,
+    source: std::sync::Arc<Source>,
     mut requests: mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let cause = match subscription(&shared, &client, &mut requests).await {
+        let cause = match subscription(&shared, &source, &mut requests).await {
             End::Stop => return,
             End::Lost(cause) => cause,
         };
@@ -70,7 +70,7 @@ pub(super) async fn run(
 /// One subscription, from connecting to losing it.
 async fn subscription(
     shared: &Weak<Shared>,
-    client: &redis::Client,
+    source: &Source,
     requests: &mut mpsc::UnboundedReceiver<oneshot::Sender<bool>>,
 ) -> End {
     let Some(strong) = shared.upgrade() else {
@@ -81,6 +81,15 @@ async fn subscription(
     };
     let limit = cluster.settings.timeout;
     let channel = cluster.channel();
+    // For Sentinel, the primary now: it may have changed since the last subscription.
+    let client = match tokio::time::timeout(limit * 2, source.resolve()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return End::Lost(describe(&e)),
+        Err(_) => return End::Lost("timed out".to_owned()),
+    };
+    if let Err(e) = cluster.connect_commands(client.clone()) {
+        return End::Lost(describe(&e));
+    }
     let pubsub = match tokio::time::timeout(limit, client.get_async_pubsub()).await {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(e)) => return End::Lost(describe(&e)),

@@ -37,9 +37,12 @@ pub struct Config {
 /// `[cluster]`: writes serialized and caches kept coherent across instances by Redis.
 #[derive(Clone)]
 pub struct Cluster {
-    /// `redis://`, `rediss://`, `valkey://` or `valkeys://`, as written; it may hold a
-    /// password, so it is never printed (see [`Cluster::redacted`]).
-    pub redis: String,
+    /// One server: `redis://`, `rediss://`, `valkey://` or `valkeys://`, as written; it
+    /// may hold a password, so it is never printed (see [`Cluster::redacted`]). `None`
+    /// exactly when `sentinel` is set.
+    pub redis: Option<String>,
+    /// The primary as Sentinel names it.
+    pub sentinel: Option<Sentinel>,
     /// An environment variable holding the password, read at start.
     pub password_env: Option<String>,
     /// PEM roots for a `rediss://` server with a private CA.
@@ -54,16 +57,39 @@ pub struct Cluster {
     pub lease_poll: Duration,
 }
 
+/// `sentinels` + `sentinel_master`: Redis Sentinel tells which server is the primary.
+#[derive(Clone)]
+pub struct Sentinel {
+    /// Sentinel URLs (`redis://host:26379`), at least one, all TLS or none.
+    pub nodes: Vec<String>,
+    /// The name the Sentinels monitor the primary under.
+    pub master: String,
+    /// The Sentinels' URLs are `rediss://`: the primary is reached over TLS too.
+    pub tls: bool,
+}
+
 impl Cluster {
-    /// The Redis URL without its userinfo, for messages.
+    /// Where Redis is, without passwords, for messages.
     pub fn redacted(&self) -> String {
-        match self.redis.split_once("://") {
-            Some((scheme, rest)) => {
-                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-                format!("{scheme}://{host}")
+        match (&self.redis, &self.sentinel) {
+            (Some(url), _) => redact(url),
+            (None, Some(sentinel)) => {
+                let nodes: Vec<String> = sentinel.nodes.iter().map(|n| redact(n)).collect();
+                format!("sentinel master {:?} via {}", sentinel.master, nodes.join(", "))
             }
-            None => "(invalid)".to_owned(),
+            (None, None) => "(none)".to_owned(),
         }
+    }
+}
+
+/// A URL without its userinfo.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{host}")
+        }
+        None => "(invalid)".to_owned(),
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub redis: Text,
+    pub sentinels: List,
+    pub sentinel_master: Text,
     pub key_prefix: Text,
     pub password_env: Text,
     pub ca_file: Text,

@@ -160,15 +160,68 @@ impl Checker<'_> {
     fn cluster(&self, raw: Spanned<RawCluster>, server: &Server) -> Result<Cluster> {
         let at = raw.span().start;
         let raw = raw.into_inner();
-        let hint = "add redis = \"redis://127.0.0.1:6379/0\", or remove [cluster] to run one instance alone";
-        let redis = self.required(raw.redis, at, "cluster.redis", hint, |s| {
+        let hint = "add redis = \"redis://127.0.0.1:6379/0\" (or sentinels and sentinel_master), or \
+                    remove [cluster] to run one instance alone";
+        let url = |s: &String| {
             // The URL may hold a password: messages never repeat it.
             redis::Client::open(s.as_str()).map(|_| s.clone()).map_err(|_| {
                 "not a Redis URL; write redis://host:port/db or rediss://host:port/db \
-                     (valkey:// and valkeys:// too)"
+                 (valkey:// and valkeys:// too)"
                     .to_owned()
             })
-        })?;
+        };
+        let sentinel = match (raw.sentinels, raw.sentinel_master) {
+            (None, None) => None,
+            (Some(nodes), Some(master)) => {
+                if let Some(redis) = &raw.redis {
+                    return Err(self.error(
+                        redis.span().start,
+                        "cluster.redis",
+                        "give either redis (one server) or sentinels (Redis Sentinel), not both",
+                    ));
+                }
+                let list_at = nodes.span().start;
+                let mut urls = Vec::new();
+                for (i, node) in nodes.into_inner().into_iter().enumerate() {
+                    let key = format!("cluster.sentinels[{i}]");
+                    urls.push(url(node.get_ref()).map_err(|m| self.error(node.span().start, &key, m))?);
+                }
+                let tls = urls
+                    .iter()
+                    .map(|u| u.starts_with("rediss://") || u.starts_with("valkeys://"));
+                let tls: Vec<bool> = tls.collect();
+                if urls.is_empty() || tls.iter().any(|t| *t != tls[0]) {
+                    return Err(self.error(
+                        list_at,
+                        "cluster.sentinels",
+                        "list at least one Sentinel URL (redis://host:26379), all with TLS or all without",
+                    ));
+                }
+                Some(super::Sentinel {
+                    nodes: urls,
+                    master: master.into_inner(),
+                    tls: tls[0],
+                })
+            }
+            (Some(nodes), None) => {
+                return Err(self.error(
+                    nodes.span().start,
+                    "cluster.sentinel_master",
+                    "missing; sentinels needs the name the Sentinels monitor the primary under",
+                ));
+            }
+            (None, Some(master)) => {
+                return Err(self.error(
+                    master.span().start,
+                    "cluster.sentinels",
+                    "missing; sentinel_master needs the Sentinels' URLs",
+                ));
+            }
+        };
+        let redis = match sentinel {
+            Some(_) => None,
+            None => Some(self.required(raw.redis, at, "cluster.redis", hint, url)?),
+        };
         let write_timeout = server.write_timeout;
         let lease = self.optional(
             raw.lease,
@@ -185,18 +238,22 @@ impl Checker<'_> {
                 Ok(lease)
             },
         )?;
+        let tls = redis
+            .as_ref()
+            .is_some_and(|r| r.starts_with("rediss://") || r.starts_with("valkeys://"));
         let ca_file = match raw.ca_file {
-            Some(value) if !redis.starts_with("rediss://") && !redis.starts_with("valkeys://") => {
+            Some(value) if !tls => {
                 return Err(self.error(
                     value.span().start,
                     "cluster.ca_file",
-                    "only a TLS URL (rediss:// or valkeys://) uses a CA file",
+                    "only a TLS URL in redis (rediss:// or valkeys://) uses a CA file",
                 ));
             }
             raw => self.optional(raw, "cluster.ca_file", None, |s| file_path(s).map(Some))?,
         };
         Ok(Cluster {
             redis,
+            sentinel,
             password_env: self.optional(raw.password_env, "cluster.password_env", None, |s| {
                 if s.is_empty() || s.contains('=') || s.contains('\0') {
                     return Err(format!("{s:?} is not an environment variable name"));
