@@ -1194,3 +1194,97 @@ async fn a_redis_that_lost_its_keys_gives_no_lease_until_writes_under_way_have_e
     assert_eq!(second.json(), json!({"v":0,"a":1,"b":2}));
     assert_eq!(doc_json(&upstream), json!({"v":0,"a":1,"b":2}));
 }
+
+/// Whether `server`'s `INFO replication` has `line`.
+async fn replication_has(server: &RedisServer, line: &str) -> bool {
+    let info = server
+        .command(&["INFO", "replication"])
+        .await
+        .ok()
+        .and_then(|r| r.as_text());
+    info.is_some_and(|text| text.lines().any(|l| l.trim() == line))
+}
+
+#[tokio::test]
+async fn with_sentinel_writes_and_reads_follow_the_primary_through_a_failover() {
+    let mut primary = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&primary).await;
+    assert!(
+        until(Duration::from_secs(10), || replication_has(
+            &replica,
+            "master_link_status:up"
+        ))
+        .await,
+        "the replica synced: {}",
+        replica.log_tail()
+    );
+    let sentinel = RedisServer::start_sentinel_of(&primary, "pg").await;
+    // A failover needs the Sentinel to know the replica.
+    assert!(
+        until(Duration::from_secs(15), || async {
+            matches!(
+                sentinel.command(&["SENTINEL", "replicas", "pg"]).await,
+                Ok(Resp::Array(Some(replicas))) if !replicas.is_empty()
+            )
+        })
+        .await,
+        "the Sentinel found the replica: {}",
+        sentinel.log_tail()
+    );
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let cluster = format!(
+        "sentinels = [\"{}\"]\nsentinel_master = \"pg\"\n{SHORT_LEASE}",
+        sentinel.url()
+    );
+    let toml = config(
+        &upstream.url(),
+        "unused",
+        SHORT,
+        &cluster,
+        r#"freshness = "exclusive""#,
+    )
+    .replace("redis = \"unused\"\n", "");
+    let proxies = instances(2, &toml).await;
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    assert_eq!(get(b, DOC).await.json(), json!({"v":0}), "B caches the document");
+    let got = send(a, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        get(b, DOC).await.json(),
+        json!({"v":0,"a":1}),
+        "through the primary"
+    );
+    assert!(
+        !primary.keys("patchgate:*").await.is_empty(),
+        "the primary has the epoch"
+    );
+
+    primary.kill().await;
+    let started = std::time::Instant::now();
+    let second = loop {
+        let got = send(b, "PATCH", DOC, &[MERGE_PATCH], r#"{"b":2}"#).await;
+        if got.status == 200 {
+            break got;
+        }
+        assert_eq!(got.status, 503, "{}", got.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no write after the failover: {}\n{}",
+            got.text(),
+            sentinel.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(second.json(), json!({"v":0,"a":1,"b":2}));
+    assert!(
+        replication_has(&replica, "role:master").await,
+        "the replica was promoted"
+    );
+    // A caches again, and B's write reaches it through the new primary.
+    assert_eq!(get(a, DOC).await.json(), json!({"v":0,"a":1,"b":2}));
+    let got = send(b, "PATCH", DOC, &[MERGE_PATCH], r#"{"c":3}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(get(a, DOC).await.json(), json!({"v":0,"a":1,"b":2,"c":3}));
+    assert_eq!(doc_json(&upstream), json!({"v":0,"a":1,"b":2,"c":3}));
+}

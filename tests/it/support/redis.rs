@@ -57,23 +57,52 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     password: Option<String>,
+    role: Role,
     child: Option<Child>,
+}
+
+/// What the server is for.
+#[derive(Clone)]
+enum Role {
+    Primary,
+    /// `--replicaof 127.0.0.1 <port>`
+    Replica(u16),
+    /// A Sentinel monitoring `127.0.0.1:<port>` as `name` (quorum 1, down after 500 ms).
+    Sentinel {
+        port: u16,
+        name: String,
+    },
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port of 127.0.0.1 in a new temporary directory and
     /// waits until it answers `PING`.
     pub async fn start() -> RedisServer {
-        RedisServer::start_inner(None).await
+        RedisServer::start_inner(None, Role::Primary).await
+    }
+
+    /// A replica of `primary`.
+    pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        RedisServer::start_inner(None, Role::Replica(primary.port)).await
+    }
+
+    /// A Sentinel that monitors `primary` under `name` (quorum 1: it alone decides a
+    /// failover, 500 ms after the primary stops answering).
+    pub async fn start_sentinel_of(primary: &RedisServer, name: &str) -> RedisServer {
+        let role = Role::Sentinel {
+            port: primary.port,
+            name: name.to_owned(),
+        };
+        RedisServer::start_inner(None, role).await
     }
 
     /// Like [`Self::start`], with `--requirepass password`; the harness's own commands
     /// authenticate with it.
     pub async fn start_with_password(password: &str) -> RedisServer {
-        RedisServer::start_inner(Some(password.to_owned())).await
+        RedisServer::start_inner(Some(password.to_owned()), Role::Primary).await
     }
 
-    async fn start_inner(password: Option<String>) -> RedisServer {
+    async fn start_inner(password: Option<String>, role: Role) -> RedisServer {
         let binary = redis_binary();
         let dir = unique_dir();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
@@ -86,6 +115,7 @@ impl RedisServer {
                 port,
                 dir: dir.clone(),
                 password: password.clone(),
+                role: role.clone(),
                 child: None,
             };
             server.spawn(&binary);
@@ -261,6 +291,34 @@ impl RedisServer {
             .open(self.dir.join("redis.log"))
             .unwrap_or_else(|e| panic!("open redis.log in {}: {e}", self.dir.display()));
         let mut command = Command::new(binary);
+        if let Role::Sentinel { port, name } = &self.role {
+            // A Sentinel rewrites its configuration file: it needs one of its own.
+            let conf = self.dir.join(format!("sentinel-{}.conf", self.port));
+            let text = format!(
+                "port {}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {port} 1\n\
+                 sentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 2000\n",
+                self.port,
+                self.dir.display()
+            );
+            std::fs::write(&conf, text).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+            command.arg(&conf).arg("--sentinel");
+            command
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone the log handle"))
+                .stderr(log);
+            let child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+            self.child = Some(child);
+            return;
+        }
+        if let Role::Replica(primary) = &self.role {
+            command
+                .args(["--replicaof", "127.0.0.1"])
+                .arg(primary.to_string());
+        }
         command
             .arg("--port")
             .arg(self.port.to_string())
