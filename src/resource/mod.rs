@@ -4,8 +4,10 @@
 //! A resource owns its write queue ([`queue`]: the write lock, and the PATCHes waiting to
 //! be carried by the holder's write), its read coalescer ([`reads`]: which reads share
 //! an upstream exchange), the parsed form of its last written document ([`kept`]), and
-//! whether its upstream state is uncertain (a write sent without an answer). A second coordination backend (a lease shared by several instances) belongs
-//! behind [`Resource::turn`], where a write waits for its turn.
+//! whether its upstream state is uncertain (a write sent without an answer). With
+//! `[cluster]`, the holder of the lock also takes the resource's lease across instances
+//! ([`crate::cluster`]), carried in its [`WriteGuard`]; another instance's release wakes
+//! it through [`Resources::lease_released`].
 //!
 //! Removal rule, the only one: the registry holds a resource while a [`Handle`] to it
 //! exists (a writer waiting, holding the lock or still landing; a read leading or
