@@ -11,7 +11,7 @@
 //! `quiet` for a whole `cluster.lease`, during which no lease is given: every write
 //! proven before the loss has ended by then.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ pub(crate) struct Lease {
     /// When the request that took it was sent: by Redis's clock it holds for `lease`
     /// from a moment after this.
     taken_at: Instant,
+    /// Set by the renewal when it found the lease gone.
+    lost: Arc<AtomicBool>,
     renewal: tokio::task::JoinHandle<()>,
     open: bool,
 }
@@ -122,7 +124,13 @@ impl Cluster {
                 .await
                 .map_err(|()| Refusal::Unreachable)?;
             if taken == 1 {
-                let renewal = tokio::spawn(renew(Arc::clone(shared), key.clone(), token.clone()));
+                let lost = Arc::new(AtomicBool::new(false));
+                let renewal = tokio::spawn(renew(
+                    Arc::clone(shared),
+                    key.clone(),
+                    token.clone(),
+                    Arc::clone(&lost),
+                ));
                 return Ok(Lease {
                     shared: Arc::clone(shared),
                     key,
@@ -130,6 +138,7 @@ impl Cluster {
                     route: route.to_owned(),
                     path: path.to_owned(),
                     taken_at,
+                    lost,
                     renewal,
                     open: true,
                 });
@@ -164,7 +173,7 @@ impl Lease {
             return Ok(());
         };
         let needed = self.shared.write_timeout + cluster.settings.timeout;
-        if self.taken_at.elapsed() + needed < cluster.settings.lease {
+        if !self.lost.load(Relaxed) && self.taken_at.elapsed() + needed < cluster.settings.lease {
             return Ok(());
         }
         match extend(cluster, &self.key, &self.token).await {
@@ -239,7 +248,7 @@ async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &st
 }
 
 /// Renews the lease every third of its lifetime until aborted or lost.
-async fn renew(shared: Arc<Shared>, key: String, token: String) {
+async fn renew(shared: Arc<Shared>, key: String, token: String, lost: Arc<AtomicBool>) {
     let Some(cluster) = &shared.cluster else { return };
     let every = cluster.settings.lease / 3;
     loop {
@@ -247,6 +256,7 @@ async fn renew(shared: Arc<Shared>, key: String, token: String) {
         match extend(cluster, &key, &token).await {
             Ok(true) | Err(()) => {}
             Ok(false) => {
+                lost.store(true, Relaxed);
                 cluster.counters.lease_losses.fetch_add(1, Relaxed);
                 tracing::warn!(%key, "lease lost while held");
                 return;

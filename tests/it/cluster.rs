@@ -1288,3 +1288,36 @@ async fn with_sentinel_writes_and_reads_follow_the_primary_through_a_failover() 
     assert_eq!(get(a, DOC).await.json(), json!({"v":0,"a":1,"b":2,"c":3}));
     assert_eq!(doc_json(&upstream), json!({"v":0,"a":1,"b":2,"c":3}));
 }
+
+#[tokio::test]
+async fn a_holder_that_cannot_prove_its_lease_sends_nothing() {
+    let redis = RedisServer::start().await;
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let proxies = instances(1, &config(&upstream.url(), &redis.url(), SHORT, SHORT_LEASE, "")).await;
+    let a = proxies[0].addr;
+    // The current read takes long enough that the lease must be proven by asking Redis.
+    upstream.set_delay(Duration::from_millis(1200));
+    let patch = tokio::spawn(async move { send(a, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await });
+    assert!(
+        until(Duration::from_secs(5), || async {
+            !redis.keys("patchgate:lease:*").await.is_empty()
+        })
+        .await
+    );
+    // The lease vanishes (an operator, an eviction) while the holder reads.
+    for key in redis.keys("patchgate:lease:*").await {
+        redis.command(&["DEL", &key]).await.unwrap();
+    }
+    let got = patch.await.unwrap();
+    assert_unavailable(&got, "a lost lease");
+    assert_eq!(got.json()["type"], "https://patchgate.dev/problems/lease-lost");
+    assert!(upstream.writes().is_empty(), "nothing was sent");
+    assert_eq!(doc_json(&upstream), json!({"v":0}));
+    assert!(metric(proxies[0].admin, "patchgate_cluster_lease_losses_total").await >= 1.0);
+    // The next write takes a new lease and goes through.
+    upstream.set_delay(Duration::ZERO);
+    let got = send(a, "PATCH", DOC, &[MERGE_PATCH], r#"{"b":2}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(doc_json(&upstream), json!({"v":0,"b":2}));
+}
