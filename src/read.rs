@@ -117,11 +117,17 @@ impl Ctx {
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
         // Another instance's acknowledged write must be applied here before the cache or
-        // a running exchange answers: without that certainty, ask the upstream.
+        // a running exchange answers: without that certainty, ask the upstream. A read
+        // knows it without asking Redis; a write, holding the lease, asks.
+        let is_read = parts.method == Method::GET || parts.method == Method::HEAD;
         if let Some(cluster) = &self.shared.cluster
             && route.config.freshness != Freshness::Revalidate
             && !force_upstream
-            && !cluster.barrier().await
+            && !(if is_read {
+                cluster.coherent()
+            } else {
+                cluster.barrier().await
+            })
         {
             let cached = self.shared.cache.get(key, &parts.headers);
             return self.fetch(at, cached, exchange).await;
@@ -139,7 +145,6 @@ impl Ctx {
             }
         }
         // A write reads on its own, under its lock: never an exchange older than that.
-        let is_read = parts.method == Method::GET || parts.method == Method::HEAD;
         if cached.is_none() && is_read && route.config.freshness != Freshness::Revalidate {
             return self.shared_read(at, Join::Running, exchange).await;
         }

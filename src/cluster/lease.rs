@@ -11,14 +11,15 @@
 //! `quiet` for a whole `cluster.lease`, during which no lease is given: every write
 //! proven before the loss has ended by then.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Script;
 use tokio::time::Instant;
 
-use super::{Cluster, Notice, Refusal, random_token};
+use super::message::Message;
+use super::{Acks, Cluster, Refusal, random_token};
 use crate::layer::Shared;
 use crate::resource::Handle;
 
@@ -70,9 +71,9 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local held = redis.call('GET', KEYS[1]) == ARGV[1] \
          if held then redis.call('DEL', KEYS[1]) end \
-         redis.call('PUBLISH', ARGV[2], ARGV[3]) \
-         if held then return 1 end \
-         return 0",
+         local receivers = redis.call('PUBLISH', ARGV[2], ARGV[3]) \
+         if held then return {1, receivers} end \
+         return {0, receivers}",
     )
 });
 
@@ -187,21 +188,16 @@ impl Lease {
         }
     }
 
-    /// Releases the lease and publishes the notice: `written` (the upstream may have
-    /// changed) makes every other instance drop its copy. Returns once Redis has it, so
-    /// that the write is acknowledged only after every instance can know of it.
-    pub(crate) async fn release(mut self, written: bool) {
+    /// Releases the lease after a write was sent (the upstream may have changed): every
+    /// instance drops its copy. With `acked` (a route whose reads may be answered from
+    /// the cache), returns once each instance subscribed has acked that, or could no
+    /// longer answer from its cache anyway (`cluster.timeout` later): only then may the
+    /// write be acknowledged.
+    pub(crate) async fn release_written(mut self, acked: bool) {
         self.open = false;
         self.renewal.abort();
-        release(
-            &self.shared,
-            &self.key,
-            &self.token,
-            &self.route,
-            &self.path,
-            written,
-        )
-        .await;
+        let (shared, key, token) = (&self.shared, &self.key, &self.token);
+        release(shared, key, token, &self.route, &self.path, Some(acked)).await;
     }
 }
 
@@ -214,29 +210,56 @@ impl Drop for Lease {
         let (shared, key, token) = (Arc::clone(&self.shared), self.key.clone(), self.token.clone());
         let (route, path) = (self.route.clone(), self.path.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { release(&shared, &key, &token, &route, &path, false).await });
+            runtime.spawn(async move { release(&shared, &key, &token, &route, &path, None).await });
         }
     }
 }
 
-async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &str, written: bool) {
+/// Releases the lease, publishing a write (`Some(acked)`) or a plain release (`None`).
+async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &str, written: Option<bool>) {
     let Some(cluster) = &shared.cluster else { return };
-    let notice = Notice::format(written, &cluster.instance, route, path);
-    let released: Result<i64, ()> = cluster
+    let acked = written == Some(true);
+    let seq = cluster.next_seq.fetch_add(1, Relaxed);
+    let notice = match written {
+        Some(acked) => Message::write(&cluster.instance, seq, acked, route, path),
+        None => Message::release(&cluster.instance, route, path),
+    };
+    // Listening before publishing: an ack may come back before the script's answer.
+    let acks = Arc::new(Acks::default());
+    if acked {
+        cluster.acks.insert(seq, Arc::clone(&acks));
+    }
+    let released: Result<(i64, i64), ()> = cluster
         .eval(&RELEASE, &[key], &[token, &cluster.channel(), &notice])
         .await;
     match released {
-        Ok(held) => {
-            if written {
+        Ok((held, receivers)) => {
+            if written.is_some() {
                 cluster.counters.invalidations_sent.fetch_add(1, Relaxed);
             }
             if held == 0 {
                 cluster.counters.lease_losses.fetch_add(1, Relaxed);
                 tracing::warn!(%key, "lease had expired by the time it was released");
             }
+            if acked {
+                let deadline = Instant::now() + cluster.settings.timeout;
+                let receivers = u64::try_from(receivers).unwrap_or(0);
+                loop {
+                    let arrived = acks.arrived.notified();
+                    tokio::pin!(arrived);
+                    arrived.as_mut().enable();
+                    if acks.count.load(Acquire) >= receivers {
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                        tracing::debug!(%key, "an instance did not ack a write in time");
+                        break;
+                    }
+                }
+            }
         }
         Err(()) => {
-            if written {
+            if written.is_some() {
                 tracing::error!(
                     %key,
                     "a write's notice could not be published: other instances drop their copies \
@@ -244,6 +267,9 @@ async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &st
                 );
             }
         }
+    }
+    if acked {
+        cluster.acks.remove(&seq);
     }
 }
 

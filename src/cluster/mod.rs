@@ -19,6 +19,7 @@
 //!   missed meanwhile.
 
 mod lease;
+mod message;
 mod watch;
 
 use std::collections::HashMap;
@@ -154,6 +155,15 @@ pub(crate) struct Cluster {
     /// The epoch of Redis's data this instance saw last (see [`lease`]: a Redis that lost
     /// its keys is noticed by the epoch key missing or changed).
     epoch: Mutex<Option<String>>,
+    /// Until when (nanoseconds after `born`) this instance's cache is known to hold every
+    /// acknowledged write of the others: a `PING` sent at `t` came back after every
+    /// notice before it, and a writer waits for this instance's ack or for `t` +
+    /// `cluster.timeout`, whichever comes first. Zero while Redis is unreachable.
+    coherent_until: AtomicU64,
+    born: std::time::Instant,
+    /// Writes of ours waiting for the other instances' acks, by sequence number.
+    acks: dashmap::DashMap<u64, Arc<Acks>>,
+    next_seq: AtomicU64,
     /// Notified whenever `up` turns true.
     came_up: tokio::sync::Notify,
     /// The last reason Redis was unreachable, for `/healthz` and the logs.
@@ -167,6 +177,13 @@ struct Running {
     /// Made anew by the subscriber each time it (re)connects: the server may have moved.
     commands: Mutex<Option<ConnectionManager>>,
     barrier: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+}
+
+/// Acks of one write.
+#[derive(Default)]
+struct Acks {
+    count: AtomicU64,
+    arrived: tokio::sync::Notify,
 }
 
 /// For `/metrics`.
@@ -196,6 +213,10 @@ impl Cluster {
             up: AtomicBool::new(false),
             came_up: tokio::sync::Notify::new(),
             epoch: Mutex::new(None),
+            coherent_until: AtomicU64::new(0),
+            born: std::time::Instant::now(),
+            acks: dashmap::DashMap::new(),
+            next_seq: AtomicU64::new(1),
             cause: Mutex::new("not connected yet".to_owned()),
             route_ids: routes
                 .iter()
@@ -248,6 +269,22 @@ impl Cluster {
         self.cause.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// Whether every write another instance acknowledged so far has been applied to this
+    /// instance's cache, so that a read may be answered from it: no Redis round trip.
+    pub(crate) fn coherent(&self) -> bool {
+        self.is_up() && self.nanos(std::time::Instant::now()) < self.coherent_until.load(Acquire)
+    }
+
+    /// A `PONG` came back for a `PING` sent at `sent`.
+    fn coherent_since(&self, sent: std::time::Instant) {
+        let until = self.nanos(sent + self.settings.timeout);
+        self.coherent_until.fetch_max(until, AcqRel);
+    }
+
+    fn nanos(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Waits until every write acknowledged before this call has been applied to this
     /// instance's cache. False when that cannot be known (Redis unreachable): the caller
     /// must ask the upstream and not share an exchange already running.
@@ -278,6 +315,36 @@ impl Cluster {
             .ok_or(Refusal::Unreachable)
     }
 
+    /// Publishes an ack of `writer`'s write `seq`, in the background: the subscriber
+    /// that applied it never waits for Redis.
+    fn send_ack(&self, writer: &str, seq: u64) {
+        let Ok(mut commands) = self.commands_even_if_down() else {
+            return;
+        };
+        let ack = message::Message::ack(writer, seq, &self.instance);
+        let channel = self.channel();
+        tokio::spawn(async move {
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(ack)
+                .query_async(&mut commands)
+                .await;
+            if let Err(error) = sent {
+                // The writer stops waiting at `cluster.timeout`; this instance's
+                // coherence window ends by then too.
+                tracing::debug!(error = %describe(&error), "ack not sent");
+            }
+        });
+    }
+
+    /// One more instance applied our write `seq`.
+    fn acked(&self, seq: u64) {
+        if let Some(acks) = self.acks.get(&seq) {
+            acks.count.fetch_add(1, AcqRel);
+            acks.arrived.notify_waiters();
+        }
+    }
+
     /// Counts and logs a Redis failure.
     fn failed(&self, error: &redis::RedisError) {
         self.counters.redis_errors.fetch_add(1, Relaxed);
@@ -289,6 +356,9 @@ impl Cluster {
             cause.clone_into(&mut c);
         }
         self.up.store(up, Release);
+        if !up {
+            self.coherent_until.store(0, Release);
+        }
         if up {
             self.came_up.notify_waiters();
         }
@@ -409,58 +479,9 @@ fn describe(error: &redis::RedisError) -> String {
     }
 }
 
-/// The resource a notice is about.
-struct Notice<'a> {
-    written: bool,
-    instance: &'a str,
-    route: &'a str,
-    path: &'a str,
-}
-
-impl<'a> Notice<'a> {
-    /// `w|r <instance> <route>\n<path>`: route names have no spaces or newlines
-    /// (`[A-Za-z0-9_.-]+`), paths no newlines.
-    fn format(written: bool, instance: &str, route: &str, path: &str) -> String {
-        let kind = if written { 'w' } else { 'r' };
-        format!("{kind} {instance} {route}\n{path}")
-    }
-
-    fn parse(payload: &'a [u8]) -> Option<Notice<'a>> {
-        let text = std::str::from_utf8(payload).ok()?;
-        let (head, path) = text.split_once('\n')?;
-        let mut parts = head.splitn(3, ' ');
-        let written = match parts.next()? {
-            "w" => true,
-            "r" => false,
-            _ => return None,
-        };
-        Some(Notice {
-            written,
-            instance: parts.next()?,
-            route: parts.next()?,
-            path,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn notices_round_trip_and_junk_is_ignored() {
-        let text = Notice::format(true, "abc", "people", "/people/1 2");
-        let notice = Notice::parse(text.as_bytes());
-        assert!(notice.is_some_and(|n| n.written
-            && n.instance == "abc"
-            && n.route == "people"
-            && n.path == "/people/1 2"));
-        let released = Notice::format(false, "abc", "r", "/x");
-        assert!(Notice::parse(released.as_bytes()).is_some_and(|n| !n.written));
-        for junk in [&b"x abc r\n/x"[..], b"w abc r", b"", b"\xff\xfe"] {
-            assert!(Notice::parse(junk).is_none());
-        }
-    }
 
     #[test]
     fn tokens_differ() {

@@ -16,11 +16,16 @@ use futures_util::{FutureExt, StreamExt};
 use redis::Msg;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Notice, Source, describe};
+use super::message::Message;
+use super::{Source, describe};
 use crate::layer::Shared;
 
 type Waiters = Vec<oneshot::Sender<bool>>;
-type Ping = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// A `PING` in flight: when it was sent, and its answer.
+type Ping = (
+    std::time::Instant,
+    Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+);
 
 /// Why a subscription ended.
 enum End {
@@ -114,8 +119,9 @@ async fn subscription(
 
     let mut waiting: Waiters = Vec::new();
     let mut in_flight: Option<(Waiters, Ping)> = None;
-    // A quiet connection is still checked, so that /healthz notices a dead one.
-    let mut heartbeat = tokio::time::interval(limit);
+    // A quiet connection is still checked (so that /healthz notices a dead one), and
+    // often enough that reads stay coherent without waiting.
+    let mut heartbeat = tokio::time::interval(limit / 4);
     loop {
         tokio::select! {
             message = stream.next() => match message {
@@ -130,13 +136,21 @@ async fn subscription(
                 None => return End::Stop,
             },
             pong = answer(&mut in_flight) => {
-                let answered = in_flight.take().map(|(waiters, _)| waiters).unwrap_or_default();
+                let (answered, sent) = match in_flight.take() {
+                    Some((waiters, (sent, _))) => (waiters, Some(sent)),
+                    None => (Vec::new(), None),
+                };
                 if let Err(cause) = pong {
                     return lost(waiting, answered, &cause);
                 }
                 // Notices that came before the PONG are in the stream already.
                 while let Some(Some(message)) = stream.next().now_or_never() {
                     apply(shared, &message);
+                }
+                if let (Some(sent), Some(strong)) = (sent, shared.upgrade())
+                    && let Some(cluster) = &strong.cluster
+                {
+                    cluster.coherent_since(sent);
                 }
                 for tx in answered {
                     let _ = tx.send(true);
@@ -154,19 +168,21 @@ async fn subscription(
 
 fn ping(sink: &redis::aio::PubSubSink, limit: Duration) -> Ping {
     let mut sink = sink.clone();
-    Box::pin(async move {
+    let sent = std::time::Instant::now();
+    let answer = Box::pin(async move {
         match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(describe(&e)),
             Err(_) => Err("timed out".to_owned()),
         }
-    })
+    });
+    (sent, answer)
 }
 
 /// The in-flight ping's answer; never, when there is none.
 async fn answer(in_flight: &mut Option<(Waiters, Ping)>) -> Result<(), String> {
     match in_flight {
-        Some((_, ping)) => ping.await,
+        Some((_, (_, ping))) => ping.await,
         None => std::future::pending().await,
     }
 }
@@ -178,21 +194,47 @@ fn lost(waiting: Waiters, answered: Waiters, cause: &str) -> End {
     End::Lost(cause.to_owned())
 }
 
-/// Applies another instance's notice: a write drops the resource's cached variants;
-/// any notice wakes this instance's writer waiting for the lease.
+/// Applies a message: another instance's write drops the resource's cached variants
+/// (then, when asked, this instance acks it); any write or release wakes this instance's
+/// writer waiting for the lease; an ack of our own write is counted.
 fn apply(shared: &Weak<Shared>, message: &Msg) {
     let Some(shared) = shared.upgrade() else { return };
     let Some(cluster) = &shared.cluster else { return };
-    let Some(notice) = Notice::parse(message.get_payload_bytes()) else {
-        tracing::debug!("ignored a malformed cluster notice");
+    let Some(message) = Message::parse(message.get_payload_bytes()) else {
+        tracing::debug!("ignored a malformed cluster message");
         return;
     };
-    let Some(route) = cluster.route_id(notice.route) else {
-        return;
-    };
-    if notice.written && notice.instance != cluster.instance {
-        shared.cache.invalidate(route, notice.path);
-        cluster.counters.invalidations_received.fetch_add(1, Relaxed);
+    match message {
+        Message::Written {
+            instance,
+            seq,
+            acked,
+            route,
+            path,
+        } => {
+            let route = cluster.route_id(route);
+            if instance != cluster.instance
+                && let Some(route) = route
+            {
+                shared.cache.invalidate(route, path);
+                cluster.counters.invalidations_received.fetch_add(1, Relaxed);
+            }
+            if acked {
+                cluster.send_ack(instance, seq);
+            }
+            if let Some(route) = route {
+                shared.resources.lease_released(route, path);
+            }
+        }
+        Message::Released { route, path, .. } => {
+            if let Some(route) = cluster.route_id(route) {
+                shared.resources.lease_released(route, path);
+            }
+        }
+        Message::Ack { writer, seq } => {
+            if writer == cluster.instance {
+                cluster.acked(seq);
+            }
+        }
     }
-    shared.resources.lease_released(route, notice.path);
 }

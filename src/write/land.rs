@@ -19,7 +19,7 @@ use super::{Sending, Write, clone_parts, patched};
 use crate::body::{self, Body};
 use crate::cache::{Cache, Entry, make_entry, tag_room};
 use crate::cluster::Lease;
-use crate::config::EtagMode;
+use crate::config::{EtagMode, Freshness};
 use crate::etag::EntityTag;
 use crate::headers::finish_response;
 use crate::headers::{CONDITIONALS, PREFER};
@@ -140,7 +140,9 @@ impl Ctx {
         };
         let result = self.attempt(route, &sending, &mut exchange).await;
         if let Some(lease) = lease {
-            lease.release(true).await;
+            lease
+                .release_written(route.config.freshness != Freshness::Revalidate)
+                .await;
         }
         let (resources, resource) = (&self.shared.resources, lock.resource());
         match &result {

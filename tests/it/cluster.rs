@@ -1321,3 +1321,40 @@ async fn a_holder_that_cannot_prove_its_lease_sends_nothing() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(doc_json(&upstream), json!({"v":0,"b":2}));
 }
+
+#[tokio::test]
+async fn an_instance_cut_off_from_redis_stops_answering_from_its_cache_before_a_write_is_acknowledged() {
+    let redis = RedisServer::start().await;
+    let relay = Relay::start(redis.addr()).await;
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let route = r#"freshness = "exclusive""#;
+    let cluster = "timeout = \"500ms\"";
+    let a = TestProxy::start(&config(&upstream.url(), &redis.url(), ROOMY, cluster, route)).await;
+    let b = TestProxy::start(&config(&upstream.url(), &relay.url(), ROOMY, cluster, route)).await;
+    assert!(until(Duration::from_secs(5), || healthy(b.admin)).await);
+    assert_eq!(get(b.addr, DOC).await.json(), json!({"v":0}));
+    assert!(
+        until(Duration::from_secs(5), || async {
+            let before = upstream.count(&Method::GET, DOC);
+            get(b.addr, DOC).await;
+            upstream.count(&Method::GET, DOC) == before
+        })
+        .await,
+        "B answers from its cache"
+    );
+    // B's connection to Redis stalls without breaking: B gets no notice, sends no ack.
+    relay.pause(true);
+    let started = std::time::Instant::now();
+    let got = send(a.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "A waited for B's ack until B's cache could no longer answer: {:?}",
+        started.elapsed()
+    );
+    // The write is acknowledged: B must not answer the older body from its cache.
+    assert_eq!(get(b.addr, DOC).await.json(), json!({"v":0,"a":1}));
+    relay.pause(false);
+    assert_eq!(get(b.addr, DOC).await.json(), json!({"v":0,"a":1}));
+}

@@ -14,7 +14,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 pub use client::*;
 pub use raw_upstream::*;
-pub use redis::{RedisServer, Resp};
+pub use redis::{RedisServer, Relay, Resp};
 pub use upstream::*;
 
 /// The proxy running in this process on 127.0.0.1:0 (admin on 127.0.0.1:0 too).
