@@ -4,15 +4,19 @@
 //!
 //! - **Leases** ([`lease`]): the local write lock first (so PATCHes still share writes
 //!   inside an instance), then `SET NX PX` with a random token; renewed while held,
-//!   proven (token still there, expiry pushed past `server.write_timeout`) just before
-//!   the upstream write is sent, released by a compare-and-delete script that also
+//!   proven just before the upstream write is sent (by its age when it was taken
+//!   recently enough to outlive `server.write_timeout`, else by a script that finds the
+//!   token and pushes the expiry a whole `lease` ahead), released by a compare-and-delete script that also
 //!   publishes the write. Waiters wake on that notice, or poll every `lease_poll`.
-//! - **Coherence** ([`watch`]): one subscriber connection per instance receives the
-//!   notices and drops the written resource's entries. A read that may be answered from
-//!   the cache first passes a *barrier*: a `PING` on that same connection, sent after the
-//!   read arrived. Redis answers in order, so once the `PONG` is in, every notice
-//!   published before the read arrived (every acknowledged write) has been applied.
-//!   Concurrent reads share one `PING`.
+//! - **Coherence** ([`watch`], [`message`]): one subscriber connection per instance
+//!   receives the notices, drops the written resource's entries and acks. A writer on a
+//!   route that may answer reads from the cache waits for every subscriber's ack, or for
+//!   `cluster.timeout`; an instance answers reads from its cache only within
+//!   `cluster.timeout` of sending a `PING` whose `PONG` it has processed (Redis answers
+//!   in order: every notice published before that `PING` was applied first). So a
+//!   silent instance's window closes before the writer stops waiting, and reads cost no
+//!   Redis round trip. A write holding the lease passes a barrier (its own `PING`)
+//!   before it reads the cache.
 //! - **Redis unreachable**: writes are refused (`503`, `Retry-After`) before anything is
 //!   sent; reads skip the cache and the running exchanges and ask the upstream; the
 //!   cache is emptied when the subscription comes back, because notices may have been

@@ -1,9 +1,9 @@
 //! The subscriber: one connection per instance that receives the other instances'
-//! notices and answers the read barrier (see the module above).
+//! notices (applying and acking them), keeps the coherence window open with `PING`s, and
+//! answers the writers' barrier (see the module above).
 //!
-//! Invariant: a barrier is answered `true` only after a `PING` sent after it was asked
-//! for has come back on this connection, and every notice received before that `PONG`
-//! has been applied. The cache is emptied whenever a subscription (re)starts, because
+//! Invariant: a `PONG` counts (for a barrier, or the window from its `PING`'s sending)
+//! only once every notice received before it has been applied. The cache is emptied whenever a subscription (re)starts, because
 //! notices may have been missed while there was none.
 
 use std::future::Future;
