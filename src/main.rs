@@ -101,12 +101,14 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         patchgate::server::server_config(tls)?;
     }
     patchgate::upstream::client(&config)?;
+    if let Some(cluster) = &config.cluster {
+        patchgate::cluster::client(cluster)?;
+    }
     println!("{}: ok, {} route(s)", path.display(), config.routes.len());
     for route in &config.routes {
         println!("  {}", route.describe());
     }
     if let Some(cluster) = &config.cluster {
-        patchgate::cluster::client(cluster)?;
         println!(
             "  cluster: {} key_prefix={:?} lease={}",
             cluster.redacted(),

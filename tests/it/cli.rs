@@ -166,3 +166,55 @@ async fn sigterm_stops_the_process_with_exit_0() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn check_shows_the_cluster_without_its_password_and_requires_password_env() {
+    let route = "[[route]]\nname = \"a\"\npath = \"/a\"\nupstream = \"http://127.0.0.1:1\"\n";
+    let direct = write_config(
+        "cluster.toml",
+        &format!("{route}[cluster]\nredis = \"redis://:hunter2@127.0.0.1:6390/0\"\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&direct)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("cluster: redis://127.0.0.1:6390/0"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    let unset = "PATCHGATE_TEST_SURELY_UNSET_VARIABLE";
+    let sentinel = write_config(
+        "sentinel.toml",
+        &format!(
+            "{route}[cluster]\nsentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"m\"\npassword_env = \"{unset}\"\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&sentinel)
+        .env_remove(unset)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cluster.password_env") && stderr.contains(unset),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing printed as ok");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&sentinel)
+        .env(unset, "s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("sentinel master \"m\" via redis://127.0.0.1:26379"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+}
