@@ -359,9 +359,7 @@ async fn concurrent_json_patches_through_three_instances_lose_nothing() {
         "every value exactly once"
     );
     // The instances agree with the upstream afterwards.
-    for proxy in &proxies {
-        assert_eq!(get(proxy.addr, DOC).await.body, upstream.doc(DOC).unwrap());
-    }
+    assert_instances_agree(&proxies, &upstream).await;
 }
 
 #[tokio::test]
@@ -391,7 +389,12 @@ async fn concurrent_merge_patches_through_three_instances_lose_nothing() {
         expected.insert(format!("k{v}"), json!(v));
     }
     assert_eq!(doc_json(&upstream), Value::Object(expected), "every key kept");
-    for proxy in &proxies {
+    assert_instances_agree(&proxies, &upstream).await;
+}
+
+/// Every instance reads the upstream's bytes.
+async fn assert_instances_agree(proxies: &[TestProxy], upstream: &LegacyUpstream) {
+    for proxy in proxies {
         assert_eq!(get(proxy.addr, DOC).await.body, upstream.doc(DOC).unwrap());
     }
 }
@@ -927,9 +930,7 @@ async fn no_acknowledged_write_is_lost_when_redis_dies_under_load_and_comes_back
             );
         }
     }
-    for proxy in &proxies {
-        assert_eq!(get(proxy.addr, DOC).await.body, upstream.doc(DOC).unwrap());
-    }
+    assert_instances_agree(&proxies, &upstream).await;
 }
 
 // ---------------------------------------------------------------------------------------
