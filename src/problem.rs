@@ -70,7 +70,11 @@ pub enum Error {
     WriteStillRunning,
     /// `[cluster]`: the write could not be coordinated with the other instances, so it
     /// was not sent.
-    Coordination(crate::cluster::Refusal),
+    Coordination {
+        refusal: crate::cluster::Refusal,
+        /// What Redis did (`connection refused`, `timed out`…), never an address.
+        cause: String,
+    },
 }
 
 impl Error {
@@ -104,7 +108,7 @@ impl Error {
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::BatchWriteFailed { status } => *status,
             Error::WriteStillRunning => StatusCode::GATEWAY_TIMEOUT,
-            Error::Coordination(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Coordination { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -141,9 +145,18 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::BatchWriteFailed { .. } => "write-outcome-unknown",
             Error::WriteStillRunning => "write-still-running",
-            Error::Coordination(Refusal::Unreachable) => "coordination-unavailable",
-            Error::Coordination(Refusal::LeaseBusy) => "lease-busy",
-            Error::Coordination(Refusal::LeaseLost) => "lease-lost",
+            Error::Coordination {
+                refusal: Refusal::Unreachable,
+                ..
+            } => "coordination-unavailable",
+            Error::Coordination {
+                refusal: Refusal::LeaseBusy,
+                ..
+            } => "lease-busy",
+            Error::Coordination {
+                refusal: Refusal::LeaseLost,
+                ..
+            } => "lease-lost",
         }
     }
 
@@ -200,14 +213,23 @@ impl Error {
                  server.request_timeout; it keeps running (up to server.write_timeout) and its \
                  outcome will be known later: read the resource before retrying"
                 .into(),
-            Error::Coordination(Refusal::Unreachable) => "writes are coordinated across instances \
+            Error::Coordination {
+                refusal: Refusal::Unreachable,
+                ..
+            } => "writes are coordinated across instances \
                  through Redis, which cannot be reached; nothing was written (reads still work): \
                  retry later"
                 .into(),
-            Error::Coordination(Refusal::LeaseBusy) => "another instance held this resource's \
+            Error::Coordination {
+                refusal: Refusal::LeaseBusy,
+                ..
+            } => "another instance held this resource's \
                  write lease for all of server.request_timeout; nothing was written: retry"
                 .into(),
-            Error::Coordination(Refusal::LeaseLost) => "this instance's write lease on the \
+            Error::Coordination {
+                refusal: Refusal::LeaseLost,
+                ..
+            } => "this instance's write lease on the \
                  resource expired before the write could be sent; nothing was written: retry"
                 .into(),
         }
@@ -232,6 +254,9 @@ impl Error {
             doc["op_index"] = json!(op_index);
             doc["path"] = json!(path);
         }
+        if let Error::Coordination { cause, .. } = &self {
+            doc["cause"] = json!(cause);
+        }
         if let Error::Patch(PatchError::DuplicateMember { name, path }) = &self {
             doc["member"] = json!(name);
             doc["path"] = json!(path);
@@ -245,7 +270,7 @@ impl Error {
             Error::UnsupportedPatchFormat { accept_patch } => {
                 headers.insert(crate::headers::ACCEPT_PATCH, accept_patch);
             }
-            Error::Overloaded | Error::Coordination(_) => {
+            Error::Overloaded | Error::Coordination { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Error::UnsupportedContentEncoding => {

@@ -268,6 +268,23 @@ impl Cluster {
         self.up.load(Acquire)
     }
 
+    /// The client's error for a write refused for `refusal`.
+    pub(crate) fn refused(&self, refusal: Refusal) -> crate::problem::Error {
+        let cause = match refusal {
+            Refusal::Unreachable => {
+                let cause = self.cause();
+                if self.is_up() || cause.is_empty() {
+                    "redis did not answer".to_owned()
+                } else {
+                    cause
+                }
+            }
+            Refusal::LeaseBusy => "lease held by another instance".to_owned(),
+            Refusal::LeaseLost => "lease expired before the write was sent".to_owned(),
+        };
+        crate::problem::Error::Coordination { refusal, cause }
+    }
+
     /// Why it is not, for `/healthz`.
     pub(crate) fn cause(&self) -> String {
         self.cause.lock().map(|c| c.clone()).unwrap_or_default()

@@ -131,7 +131,11 @@ impl Ctx {
             && let Err(refusal) = lease.prove().await
         {
             batch.settle(|| Verdict::Alone);
-            return (Err(Error::Coordination(refusal)), "-");
+            let error = match &self.shared.cluster {
+                Some(cluster) => cluster.refused(refusal),
+                None => Error::UpstreamUnreachable,
+            };
+            return (Err(error), "-");
         }
         let mut exchange = Exchange {
             route: Some(route.id),

@@ -201,7 +201,7 @@ impl Ctx {
                 self.shared.request_timeout,
             )
             .await
-            .map_err(Error::Coordination)?;
+            .map_err(|refusal| cluster.refused(refusal))?;
         lock.hold_lease(lease);
         Ok(())
     }

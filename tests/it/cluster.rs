@@ -142,6 +142,11 @@ fn assert_unavailable(got: &Response, what: &str) {
         got.text()
     );
     assert_eq!(got.json()["status"], 503, "{what}: {}", got.text());
+    assert!(
+        got.json()["cause"].as_str().is_some_and(|c| !c.is_empty()),
+        "{what}: a problem naming the cause: {}",
+        got.text()
+    );
     let retry = got
         .header("retry-after")
         .unwrap_or_else(|| panic!("{what}: a 503 without Retry-After: {:?}", got.headers));
