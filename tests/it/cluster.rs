@@ -1496,17 +1496,29 @@ async fn cluster_over_tls_refuses_an_untrusted_server() {
         proxies.push((why, TestProxy::start(&toml).await));
     }
     for (why, proxy) in &proxies {
-        // Degraded because a handshake failed, not merely because none was tried yet.
+        // Degraded because the handshake failed, not merely because none was tried yet,
+        // and /healthz says so.
         assert!(
             until(Duration::from_secs(5), || async {
-                metric(proxy.admin, "patchgate_cluster_redis_errors_total").await >= 1.0
+                get(proxy.admin, "/healthz")
+                    .await
+                    .text()
+                    .contains("TLS handshake failed")
             })
             .await,
-            "{why}: no failed connection counted"
+            "{why}: /healthz {:?}",
+            get(proxy.admin, "/healthz").await
         );
         let health = get(proxy.admin, "/healthz").await;
         assert_eq!(health.status, 503, "{why}: {}", health.text());
-        assert!(health.text().starts_with("degraded"), "{why}: {}", health.text());
+        assert!(
+            health
+                .text()
+                .starts_with("degraded: redis unreachable: TLS handshake failed: "),
+            "{why}: {}",
+            health.text()
+        );
+        assert!(metric(proxy.admin, "patchgate_cluster_redis_errors_total").await >= 1.0);
         assert_eq!(
             metric(proxy.admin, "patchgate_cluster_redis_up").await,
             0.0,
