@@ -489,7 +489,9 @@ fn random_token() -> String {
 
 /// A Redis error as logs and `/healthz` show it: its class, never a URL or password.
 fn describe(error: &redis::RedisError) -> String {
-    if error.is_timeout() {
+    if let Some(tls) = tls_failure(error) {
+        format!("TLS handshake failed: {tls}")
+    } else if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connection_refusal() {
         "connection refused".to_owned()
@@ -500,6 +502,19 @@ fn describe(error: &redis::RedisError) -> String {
     }
 }
 
+/// The TLS error behind a failed `rediss://` connection (an untrusted certificate, a
+/// name it lacks), which would otherwise read as "connection lost". The redis crate keeps
+/// the `io::Error` from tokio-rustls, which wraps the `rustls::Error`, behind an `Arc`.
+fn tls_failure(error: &redis::RedisError) -> Option<&rustls::Error> {
+    use std::error::Error;
+    let source = error.source()?;
+    let io = match source.downcast_ref::<Arc<dyn Error + Send + Sync>>() {
+        Some(inner) => inner.downcast_ref::<std::io::Error>()?,
+        None => source.downcast_ref::<std::io::Error>()?,
+    };
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,5 +523,17 @@ mod tests {
     fn tokens_differ() {
         assert_ne!(random_token(), random_token());
         assert_eq!(random_token().len(), 32);
+    }
+
+    #[test]
+    fn a_tls_failure_is_described_as_one() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let error = redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert_eq!(
+            describe(&error),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer"
+        );
+        let reset = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(describe(&reset), "connection lost");
     }
 }

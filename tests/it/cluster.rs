@@ -1364,3 +1364,188 @@ async fn an_instance_cut_off_from_redis_stops_answering_from_its_cache_before_a_
     relay.pause(false);
     assert_eq!(get(b.addr, DOC).await.json(), json!({"v":0,"a":1}));
 }
+
+// ---------------------------------------------------------------------------------------
+// Redis over TLS.
+
+/// A TLS-only Redis whose certificate, valid for `localhost` only, a private CA signed;
+/// the CA's file, and the directory holding both (remove it when done).
+async fn redis_with_a_private_ca(tag: &str) -> (RedisServer, PathBuf, PathBuf) {
+    use crate::support::tls::{TestCa, scratch_dir};
+    let dir = scratch_dir(tag);
+    let ca = TestCa::new("patchgate-it Redis CA");
+    let (cert, key) = ca.leaf_for("redis", &["localhost"]).write(&dir);
+    let ca_file = ca.write(&dir, "ca.pem");
+    let redis = RedisServer::start_tls(&cert, &key, &ca_file).await;
+    assert_eq!(redis.url(), format!("rediss://localhost:{}/0", redis.port()));
+    (redis, ca_file, dir)
+}
+
+/// `[cluster]` keys: `ca_file` (when given) and a 500 ms timeout.
+fn tls_cluster(ca_file: Option<&std::path::Path>) -> String {
+    let ca = ca_file.map_or(String::new(), |path| {
+        format!("ca_file = {:?}\n", path.display().to_string())
+    });
+    format!("{ca}timeout = \"500ms\"")
+}
+
+#[tokio::test]
+async fn cluster_over_tls_with_a_private_ca() {
+    let (redis, ca_file, dir) = redis_with_a_private_ca("redis-private-ca").await;
+    // The server speaks TLS only: a plain PING gets no PONG (the connection is closed).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut plain = tokio::net::TcpStream::connect(redis.addr()).await.unwrap();
+        plain.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), plain.read_to_end(&mut reply)).await;
+        assert!(read.is_ok(), "the plain connection was not closed");
+        assert!(
+            !String::from_utf8_lossy(&reply).contains("PONG"),
+            "a plain PING was answered: {reply:?}"
+        );
+    }
+
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let route = r#"freshness = "exclusive""#;
+    let toml = config(
+        &upstream.url(),
+        &redis.url(),
+        ROOMY,
+        &tls_cluster(Some(&ca_file)),
+        route,
+    );
+    let proxies = instances(2, &toml).await;
+    let (a, b) = (&proxies[0], &proxies[1]);
+    for proxy in &proxies {
+        assert!(
+            until(Duration::from_secs(5), || healthy(proxy.admin)).await,
+            "/healthz: {:?}",
+            get(proxy.admin, "/healthz").await
+        );
+    }
+    assert_eq!(get(b.addr, DOC).await.json(), json!({"v":0}));
+    let got = send(a.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(doc_json(&upstream), json!({"v":0,"a":1}));
+    assert_eq!(
+        get(b.addr, DOC).await.json(),
+        json!({"v":0,"a":1}),
+        "B read A's acknowledged write"
+    );
+    for proxy in &proxies {
+        assert!(healthy(proxy.admin).await);
+        assert_eq!(metric(proxy.admin, "patchgate_cluster_redis_up").await, 1.0);
+        assert_eq!(
+            metric(proxy.admin, "patchgate_cluster_redis_errors_total").await,
+            0.0
+        );
+    }
+    assert!(
+        until(Duration::from_secs(5), || async {
+            metric(b.admin, "patchgate_cluster_invalidations_received_total").await >= 1.0
+        })
+        .await,
+        "B received A's notice over TLS"
+    );
+    // The coordination state is in this Redis (read by the harness over TLS).
+    assert_eq!(redis.keys("patchgate:epoch").await, ["patchgate:epoch"]);
+    drop(proxies);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn cluster_over_tls_refuses_an_untrusted_server() {
+    let (redis, ca_file, dir) = redis_with_a_private_ca("redis-untrusted").await;
+    let other_ca = crate::support::tls::TestCa::new("patchgate-it another CA");
+    let other_ca_file = other_ca.write(&dir, "other-ca.pem");
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let route = r#"freshness = "exclusive""#;
+    let url = redis.url();
+    let by_address = format!("rediss://127.0.0.1:{}/0", redis.port());
+
+    // The control: the same server, trusted, works.
+    let trusted = TestProxy::start(&config(
+        &upstream.url(),
+        &url,
+        SHORT,
+        &tls_cluster(Some(&ca_file)),
+        route,
+    ))
+    .await;
+    assert!(until(Duration::from_secs(5), || healthy(trusted.admin)).await);
+    let got = send(trusted.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":1}"#).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let writes = upstream.writes().len();
+
+    let untrusted = [
+        ("signed by a CA that is not ca_file", &url, Some(&other_ca_file)),
+        ("without ca_file (webpki roots only)", &url, None),
+        (
+            "for a name the certificate does not have",
+            &by_address,
+            Some(&ca_file),
+        ),
+    ];
+    let mut proxies = Vec::new();
+    for (why, url, ca) in untrusted {
+        let toml = config(
+            &upstream.url(),
+            url,
+            SHORT,
+            &tls_cluster(ca.map(PathBuf::as_path)),
+            route,
+        );
+        proxies.push((why, TestProxy::start(&toml).await));
+    }
+    for (why, proxy) in &proxies {
+        // Degraded because the handshake failed, not merely because none was tried yet,
+        // and /healthz says so.
+        assert!(
+            until(Duration::from_secs(5), || async {
+                get(proxy.admin, "/healthz")
+                    .await
+                    .text()
+                    .contains("TLS handshake failed")
+            })
+            .await,
+            "{why}: /healthz {:?}",
+            get(proxy.admin, "/healthz").await
+        );
+        let health = get(proxy.admin, "/healthz").await;
+        assert_eq!(health.status, 503, "{why}: {}", health.text());
+        assert!(
+            health
+                .text()
+                .starts_with("degraded: redis unreachable: TLS handshake failed: "),
+            "{why}: {}",
+            health.text()
+        );
+        assert!(metric(proxy.admin, "patchgate_cluster_redis_errors_total").await >= 1.0);
+        assert_eq!(
+            metric(proxy.admin, "patchgate_cluster_redis_up").await,
+            0.0,
+            "{why}"
+        );
+        let got = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"b":2}"#).await;
+        assert_unavailable(&got, why);
+        // Reads still work, from the upstream.
+        let got = get(proxy.addr, DOC).await;
+        assert_eq!(got.status, 200, "{why}: {}", got.text());
+        assert_eq!(got.json(), json!({"v":0,"a":1}), "{why}");
+    }
+    assert_eq!(
+        upstream.writes().len(),
+        writes,
+        "no refused write reached the upstream"
+    );
+    assert_eq!(doc_json(&upstream), json!({"v":0,"a":1}));
+    assert!(healthy(trusted.admin).await, "the trusted instance is still fine");
+    drop(proxies);
+    drop(trusted);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(dir);
+}

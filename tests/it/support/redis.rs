@@ -9,17 +9,20 @@
 //! outage the tests model: the same Redis gone for a while, then back. A Redis that comes
 //! back empty is [`RedisServer::flush_all`] after [`RedisServer::restart`].
 //!
-//! The harness speaks RESP over a plain TCP socket (no client crate); every call is
-//! bounded by a timeout. A machine without `redis-server` fails the tests, never skips
-//! them.
+//! The harness speaks RESP over a plain TCP socket (no client crate), or over TLS
+//! (tokio-rustls, trusting the server's CA, verifying the name `localhost`) for a server
+//! started with [`RedisServer::start_tls`]; every call is bounded by a timeout. A machine
+//! without `redis-server` fails the tests, never skips them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long `start` and `restart` wait for the first `PONG`.
@@ -58,7 +61,44 @@ pub struct RedisServer {
     dir: PathBuf,
     password: Option<String>,
     role: Role,
+    /// Set for a TLS-only server: its files, and the harness's client for it.
+    tls: Option<Tls>,
     child: Option<Child>,
+}
+
+/// A TLS-only server's files (`--port 0 --tls-port PORT`, no client certificates) and
+/// the harness's client, which trusts `ca` and verifies the name `localhost`.
+#[derive(Clone)]
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl Tls {
+    fn new(cert: &Path, key: &Path, ca: &Path) -> Tls {
+        let mut roots = rustls::RootCertStore::empty();
+        let pems = CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+        for der in pems {
+            let der = der.unwrap_or_else(|e| panic!("a certificate in {}: {e}", ca.display()));
+            roots
+                .add(der)
+                .unwrap_or_else(|e| panic!("a root in {}: {e}", ca.display()));
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        Tls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            ca: ca.to_owned(),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
 }
 
 /// What the server is for.
@@ -78,12 +118,20 @@ impl RedisServer {
     /// Starts `redis-server` on a free port of 127.0.0.1 in a new temporary directory and
     /// waits until it answers `PING`.
     pub async fn start() -> RedisServer {
-        RedisServer::start_inner(None, Role::Primary).await
+        RedisServer::start_inner(None, Role::Primary, None).await
+    }
+
+    /// A TLS-only primary (`--port 0 --tls-port PORT --tls-auth-clients no`) presenting
+    /// `cert` and `key`; `ca` is its `--tls-ca-cert-file`, and the root the harness's
+    /// own commands trust. `cert` must be valid for `localhost` (the name [`Self::url`]
+    /// uses and the harness verifies). Every method works as for a plain server.
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        RedisServer::start_inner(None, Role::Primary, Some(Tls::new(cert, key, ca))).await
     }
 
     /// A replica of `primary`.
     pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
-        RedisServer::start_inner(None, Role::Replica(primary.port)).await
+        RedisServer::start_inner(None, Role::Replica(primary.port), None).await
     }
 
     /// A Sentinel that monitors `primary` under `name` (quorum 1: it alone decides a
@@ -93,16 +141,16 @@ impl RedisServer {
             port: primary.port,
             name: name.to_owned(),
         };
-        RedisServer::start_inner(None, role).await
+        RedisServer::start_inner(None, role, None).await
     }
 
     /// Like [`Self::start`], with `--requirepass password`; the harness's own commands
     /// authenticate with it.
     pub async fn start_with_password(password: &str) -> RedisServer {
-        RedisServer::start_inner(Some(password.to_owned()), Role::Primary).await
+        RedisServer::start_inner(Some(password.to_owned()), Role::Primary, None).await
     }
 
-    async fn start_inner(password: Option<String>, role: Role) -> RedisServer {
+    async fn start_inner(password: Option<String>, role: Role, tls: Option<Tls>) -> RedisServer {
         let binary = redis_binary();
         let dir = unique_dir();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
@@ -116,6 +164,7 @@ impl RedisServer {
                 dir: dir.clone(),
                 password: password.clone(),
                 role: role.clone(),
+                tls: tls.clone(),
                 child: None,
             };
             server.spawn(&binary);
@@ -133,9 +182,13 @@ impl RedisServer {
         panic!("redis-server did not start: {last_failure}");
     }
 
-    /// `redis://127.0.0.1:PORT/0`
+    /// `redis://127.0.0.1:PORT/0`; `rediss://localhost:PORT/0` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        if self.tls.is_some() {
+            format!("rediss://localhost:{}/0", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -242,7 +295,22 @@ impl RedisServer {
     }
 
     async fn exchange(&self, args: &[&str]) -> std::io::Result<Resp> {
-        let mut stream = TcpStream::connect(self.addr()).await?;
+        let stream = TcpStream::connect(self.addr()).await?;
+        match &self.tls {
+            None => self.exchange_on(stream, args).await,
+            Some(tls) => {
+                let name = ServerName::try_from("localhost").expect("a server name");
+                let stream = tls.connector.connect(name, stream).await?;
+                self.exchange_on(stream, args).await
+            }
+        }
+    }
+
+    async fn exchange_on(
+        &self,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        args: &[&str],
+    ) -> std::io::Result<Resp> {
         let mut request = Vec::new();
         if let Some(password) = &self.password {
             request.extend(encode(&["AUTH", password]));
@@ -319,9 +387,24 @@ impl RedisServer {
                 .args(["--replicaof", "127.0.0.1"])
                 .arg(primary.to_string());
         }
+        match &self.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
         command
-            .arg("--port")
-            .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1"])
             .args(["--protected-mode", "no"])
             .arg("--dir")
