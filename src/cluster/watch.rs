@@ -49,8 +49,11 @@ pub(super) async fn run(
         let Some(strong) = shared.upgrade() else { return };
         let Some(cluster) = &strong.cluster else { return };
         if cluster.is_up() {
-            tracing::warn!(%cause, "redis unreachable: writes refused, reads go upstream");
             backoff = Duration::from_millis(50);
+        }
+        // Once per outage and per new reason (a wrong CA at start is said, not only shown).
+        if cluster.is_up() || cluster.cause() != cause {
+            tracing::warn!(%cause, "redis unreachable: writes refused, reads go upstream");
         }
         cluster.counters.redis_errors.fetch_add(1, Relaxed);
         cluster.set_up(false, &cause);
