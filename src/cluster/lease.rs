@@ -71,7 +71,7 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local held = redis.call('GET', KEYS[1]) == ARGV[1] \
          if held then redis.call('DEL', KEYS[1]) end \
-         local receivers = redis.call('PUBLISH', ARGV[2], ARGV[3]) \
+         local receivers = redis.call(ARGV[4], ARGV[2], ARGV[3]) \
          if held then return {1, receivers} end \
          return {0, receivers}",
     )
@@ -230,7 +230,11 @@ async fn release(shared: &Shared, key: &str, token: &str, route: &str, path: &st
         cluster.acks.insert(seq, Arc::clone(&acks));
     }
     let released: Result<(i64, i64), ()> = cluster
-        .eval(&RELEASE, &[key], &[token, &cluster.channel(), &notice])
+        .eval(
+            &RELEASE,
+            &[key],
+            &[token, &cluster.channel(), &notice, cluster.publish_command()],
+        )
         .await;
     match released {
         Ok((held, receivers)) => {

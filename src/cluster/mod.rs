@@ -75,10 +75,82 @@ impl fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
-/// Where the Redis server is: one address, or the primary Sentinel names.
+/// Where the Redis server is: one address, the primary Sentinel names, or a Redis
+/// Cluster (every key and the channel share one hash slot: see [`Cluster::prefix`]).
 pub(crate) enum Source {
     Direct(redis::Client),
     Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    Cluster(ClusterSpec),
+}
+
+/// How to build a Redis Cluster client (one per subscription: each has its own push
+/// channel).
+pub(crate) struct ClusterSpec {
+    nodes: Vec<String>,
+    password: Option<String>,
+    root_cert: Option<Vec<u8>>,
+    timeout: std::time::Duration,
+}
+
+impl ClusterSpec {
+    fn build(
+        &self,
+        pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> redis::RedisResult<redis::cluster::ClusterClient> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout)
+            .retries(1);
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        if let Some(pem) = &self.root_cert {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            });
+        }
+        if let Some(pushes) = pushes {
+            builder = builder.push_sender(pushes);
+        }
+        builder.build()
+    }
+}
+
+/// The command connection: one server's, or the cluster's (which routes by key).
+#[derive(Clone)]
+enum Commands {
+    One(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Commands::One(c) => c.req_packed_command(cmd),
+            Commands::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Commands::One(c) => c.req_packed_commands(cmd, offset, count),
+            Commands::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::One(c) => c.get_db(),
+            Commands::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl Source {
@@ -87,6 +159,10 @@ impl Source {
         match self {
             Source::Direct(client) => Ok(client.clone()),
             Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Source::Cluster(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a Redis Cluster has no one server",
+            ))),
         }
     }
 }
@@ -108,6 +184,16 @@ fn source(config: &config::Cluster) -> Result<Source, ClusterError> {
         Some(path) => Some(std::fs::read(path).map_err(|e| ClusterError::CaFile(path.clone(), e))?),
         None => None,
     };
+    if let Some(nodes) = &config.nodes {
+        let spec = ClusterSpec {
+            nodes: nodes.clone(),
+            password,
+            root_cert,
+            timeout: config.timeout,
+        };
+        spec.build(None).map_err(invalid)?;
+        return Ok(Source::Cluster(spec));
+    }
     if let Some(sentinel) = &config.sentinel {
         let mut node = redis::RedisConnectionInfo::default();
         if let Some(password) = password {
@@ -179,7 +265,7 @@ pub(crate) struct Cluster {
 
 struct Running {
     /// Made anew by the subscriber each time it (re)connects: the server may have moved.
-    commands: Mutex<Option<ConnectionManager>>,
+    commands: Mutex<Option<Commands>>,
     barrier: mpsc::UnboundedSender<oneshot::Sender<bool>>,
 }
 
@@ -255,12 +341,16 @@ impl Cluster {
             .set_number_of_retries(1)
             .set_max_delay(self.settings.timeout);
         let commands = ConnectionManager::new_lazy_with_config(client, config)?;
+        self.use_commands(Commands::One(commands));
+        Ok(())
+    }
+
+    fn use_commands(&self, commands: Commands) {
         if let Some(running) = self.running.get()
             && let Ok(mut slot) = running.commands.lock()
         {
             *slot = Some(commands);
         }
-        Ok(())
     }
 
     /// Whether Redis is reachable (the subscriber is connected).
@@ -329,7 +419,7 @@ impl Cluster {
 
     /// The command connection, whatever the subscriber's state: a write's notice is worth
     /// trying to publish.
-    fn commands_even_if_down(&self) -> Result<ConnectionManager, Refusal> {
+    fn commands_even_if_down(&self) -> Result<Commands, Refusal> {
         self.running
             .get()
             .and_then(|running| running.commands.lock().ok()?.clone())
@@ -344,8 +434,9 @@ impl Cluster {
         };
         let ack = message::Message::ack(writer, seq, &self.instance);
         let channel = self.channel();
+        let publish = self.publish_command();
         tokio::spawn(async move {
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            let sent: redis::RedisResult<i64> = redis::cmd(publish)
                 .arg(channel)
                 .arg(ack)
                 .query_async(&mut commands)
@@ -401,17 +492,38 @@ impl Cluster {
         self.is_up()
     }
 
+    /// What every key and the channel start with: `key_prefix`, and on a Redis Cluster
+    /// `{key_prefix}`, a hash tag that puts them all in one slot (the scripts touch two
+    /// keys, and a notice must travel on the connection the `PING`s use).
+    fn prefix(&self) -> String {
+        if self.settings.nodes.is_some() {
+            format!("{{{}}}", self.settings.key_prefix)
+        } else {
+            self.settings.key_prefix.clone()
+        }
+    }
+
+    /// Sharded pub/sub on a Redis Cluster: delivered by the slot's own node, in order
+    /// with its other answers.
+    fn publish_command(&self) -> &'static str {
+        if self.settings.nodes.is_some() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     /// A key of the whole cluster, such as `epoch`.
     fn global_key(&self, name: &str) -> String {
-        format!("{}{name}", self.settings.key_prefix)
+        format!("{}{name}", self.prefix())
     }
 
     fn key(&self, kind: &str, route: &str, path: &str) -> String {
-        format!("{}{kind}:{route}:{path}", self.settings.key_prefix)
+        format!("{}{kind}:{route}:{path}", self.prefix())
     }
 
     fn channel(&self) -> String {
-        format!("{}events", self.settings.key_prefix)
+        format!("{}events", self.prefix())
     }
 
     fn route_id(&self, name: &str) -> Option<u32> {

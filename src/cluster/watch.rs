@@ -13,11 +13,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use redis::Msg;
 use tokio::sync::{mpsc, oneshot};
 
 use super::message::Message;
-use super::{Source, describe};
+use super::{Cluster, Commands, Source, describe};
 use crate::layer::Shared;
 
 type Waiters = Vec<oneshot::Sender<bool>>;
@@ -75,6 +74,147 @@ pub(super) async fn run(
     }
 }
 
+/// What a subscription delivers: a message's payload, or the end of trust in it.
+enum Item {
+    Payload(Vec<u8>),
+    /// Messages may have been lost (the connection or the slot moved): start over.
+    Lost(String),
+}
+
+/// A subscription to the channel: one server's pub/sub connection, or a Redis Cluster
+/// connection subscribed to the sharded channel. Either way, a `ping`'s answer comes
+/// after every message delivered before the ping reached the server.
+enum Feed {
+    One {
+        sink: redis::aio::PubSubSink,
+        stream: redis::aio::PubSubStream,
+    },
+    Cluster {
+        connection: redis::cluster_async::ClusterConnection,
+        pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+        /// A key of the channel's slot: reading it goes to the node that delivers the
+        /// channel's messages, on the same connection.
+        key: String,
+    },
+}
+
+impl Feed {
+    async fn next(&mut self) -> Item {
+        match self {
+            Feed::One { stream, .. } => match stream.next().await {
+                Some(message) => Item::Payload(message.get_payload_bytes().to_vec()),
+                None => Item::Lost("connection lost".to_owned()),
+            },
+            Feed::Cluster { pushes, .. } => match pushes.recv().await {
+                Some(push) => cluster_item(push),
+                None => Item::Lost("connection lost".to_owned()),
+            },
+        }
+    }
+
+    /// An item already received, without waiting.
+    fn ready(&mut self) -> Option<Item> {
+        match self {
+            Feed::One { stream, .. } => {
+                let message = stream.next().now_or_never()??;
+                Some(Item::Payload(message.get_payload_bytes().to_vec()))
+            }
+            Feed::Cluster { pushes, .. } => pushes.try_recv().ok().map(cluster_item),
+        }
+    }
+
+    fn ping(&self, limit: Duration) -> Ping {
+        let sent = std::time::Instant::now();
+        let answer: Pin<Box<dyn Future<Output = Result<(), String>> + Send>> = match self {
+            Feed::One { sink, .. } => {
+                let mut sink = sink.clone();
+                Box::pin(async move {
+                    match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(describe(&e)),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                })
+            }
+            Feed::Cluster { connection, key, .. } => {
+                let mut connection = connection.clone();
+                let exists = redis::cmd("EXISTS").arg(key.as_str()).clone();
+                Box::pin(async move {
+                    let asked = exists.query_async::<redis::Value>(&mut connection);
+                    match tokio::time::timeout(limit, asked).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(describe(&e)),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
+                })
+            }
+        };
+        (sent, answer)
+    }
+}
+
+/// A Redis Cluster push: a message, or (after the subscription began) a sign that the
+/// connection or the slot moved, and messages may have been lost on the way.
+fn cluster_item(push: redis::PushInfo) -> Item {
+    use redis::PushKind;
+    match push.kind {
+        PushKind::SMessage => match push.data.get(1) {
+            Some(redis::Value::BulkString(payload)) => Item::Payload(payload.clone()),
+            _ => Item::Payload(Vec::new()),
+        },
+        PushKind::Disconnection => Item::Lost("connection lost".to_owned()),
+        PushKind::SSubscribe | PushKind::SUnsubscribe => Item::Lost("the channel's slot moved".to_owned()),
+        _ => Item::Payload(Vec::new()),
+    }
+}
+
+/// Subscribes to the channel where `source` says Redis is.
+async fn subscribe(cluster: &Cluster, source: &Source) -> Result<Feed, String> {
+    let limit = cluster.settings.timeout;
+    let channel = cluster.channel();
+    let timed = |e: Result<redis::RedisResult<()>, tokio::time::error::Elapsed>| match e {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err("timed out".to_owned()),
+    };
+    if let Source::Cluster(spec) = source {
+        let (tx, mut pushes) = mpsc::unbounded_channel();
+        let client = spec.build(Some(tx)).map_err(|e| describe(&e))?;
+        let mut connection = match tokio::time::timeout(limit * 2, client.get_async_connection()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(describe(&e)),
+            Err(_) => return Err("timed out".to_owned()),
+        };
+        timed(tokio::time::timeout(limit, connection.ssubscribe(&channel)).await)?;
+        // The subscription's own confirmation is no news.
+        while pushes.try_recv().is_ok() {}
+        cluster.use_commands(Commands::Cluster(connection.clone()));
+        let key = cluster.global_key("epoch");
+        return Ok(Feed::Cluster {
+            connection,
+            pushes,
+            key,
+        });
+    }
+    // For Sentinel, the primary now: it may have changed since the last subscription.
+    let client = match tokio::time::timeout(limit * 2, source.resolve()).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(describe(&e)),
+        Err(_) => return Err("timed out".to_owned()),
+    };
+    cluster
+        .connect_commands(client.clone())
+        .map_err(|e| describe(&e))?;
+    let pubsub = match tokio::time::timeout(limit, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(e)) => return Err(describe(&e)),
+        Err(_) => return Err("timed out".to_owned()),
+    };
+    let (mut sink, stream) = pubsub.split();
+    timed(tokio::time::timeout(limit, sink.subscribe(&channel)).await)?;
+    Ok(Feed::One { sink, stream })
+}
+
 /// One subscription, from connecting to losing it.
 async fn subscription(
     shared: &Weak<Shared>,
@@ -88,27 +228,10 @@ async fn subscription(
         return End::Stop;
     };
     let limit = cluster.settings.timeout;
-    let channel = cluster.channel();
-    // For Sentinel, the primary now: it may have changed since the last subscription.
-    let client = match tokio::time::timeout(limit * 2, source.resolve()).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return End::Lost(describe(&e)),
-        Err(_) => return End::Lost("timed out".to_owned()),
+    let mut feed = match subscribe(cluster, source).await {
+        Ok(feed) => feed,
+        Err(cause) => return End::Lost(cause),
     };
-    if let Err(e) = cluster.connect_commands(client.clone()) {
-        return End::Lost(describe(&e));
-    }
-    let pubsub = match tokio::time::timeout(limit, client.get_async_pubsub()).await {
-        Ok(Ok(pubsub)) => pubsub,
-        Ok(Err(e)) => return End::Lost(describe(&e)),
-        Err(_) => return End::Lost("timed out".to_owned()),
-    };
-    let (mut sink, mut stream) = pubsub.split();
-    match tokio::time::timeout(limit, sink.subscribe(&channel)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return End::Lost(describe(&e)),
-        Err(_) => return End::Lost("timed out".to_owned()),
-    }
     if cluster.check_epoch().await.is_err() {
         return End::Lost("epoch check failed".to_owned());
     }
@@ -127,11 +250,11 @@ async fn subscription(
     let mut heartbeat = tokio::time::interval(limit / 4);
     loop {
         tokio::select! {
-            message = stream.next() => match message {
-                Some(message) => apply(shared, &message),
-                None => {
+            item = feed.next() => match item {
+                Item::Payload(payload) => apply(shared, &payload),
+                Item::Lost(cause) => {
                     let answered = in_flight.map(|(waiters, _)| waiters).unwrap_or_default();
-                    return lost(waiting, answered, "connection lost");
+                    return lost(waiting, answered, &cause);
                 }
             },
             request = requests.recv() => match request {
@@ -146,9 +269,12 @@ async fn subscription(
                 if let Err(cause) = pong {
                     return lost(waiting, answered, &cause);
                 }
-                // Notices that came before the PONG are in the stream already.
-                while let Some(Some(message)) = stream.next().now_or_never() {
-                    apply(shared, &message);
+                // Notices that came before the answer are in the feed already.
+                while let Some(item) = feed.ready() {
+                    match item {
+                        Item::Payload(payload) => apply(shared, &payload),
+                        Item::Lost(cause) => return lost(waiting, answered, &cause),
+                    }
                 }
                 if let (Some(sent), Some(strong)) = (sent, shared.upgrade())
                     && let Some(cluster) = &strong.cluster
@@ -160,26 +286,13 @@ async fn subscription(
                 }
             },
             _ = heartbeat.tick(), if in_flight.is_none() => {
-                in_flight = Some((Vec::new(), ping(&sink, limit)));
+                in_flight = Some((Vec::new(), feed.ping(limit)));
             },
         }
         if in_flight.is_none() && !waiting.is_empty() {
-            in_flight = Some((std::mem::take(&mut waiting), ping(&sink, limit)));
+            in_flight = Some((std::mem::take(&mut waiting), feed.ping(limit)));
         }
     }
-}
-
-fn ping(sink: &redis::aio::PubSubSink, limit: Duration) -> Ping {
-    let mut sink = sink.clone();
-    let sent = std::time::Instant::now();
-    let answer = Box::pin(async move {
-        match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(describe(&e)),
-            Err(_) => Err("timed out".to_owned()),
-        }
-    });
-    (sent, answer)
 }
 
 /// The in-flight ping's answer; never, when there is none.
@@ -200,10 +313,10 @@ fn lost(waiting: Waiters, answered: Waiters, cause: &str) -> End {
 /// Applies a message: another instance's write drops the resource's cached variants
 /// (then, when asked, this instance acks it); any write or release wakes this instance's
 /// writer waiting for the lease; an ack of our own write is counted.
-fn apply(shared: &Weak<Shared>, message: &Msg) {
+fn apply(shared: &Weak<Shared>, payload: &[u8]) {
     let Some(shared) = shared.upgrade() else { return };
     let Some(cluster) = &shared.cluster else { return };
-    let Some(message) = Message::parse(message.get_payload_bytes()) else {
+    let Some(message) = Message::parse(payload) else {
         tracing::debug!("ignored a malformed cluster message");
         return;
     };

@@ -39,10 +39,12 @@ pub struct Config {
 pub struct Cluster {
     /// One server: `redis://`, `rediss://`, `valkey://` or `valkeys://`, as written; it
     /// may hold a password, so it is never printed (see [`Cluster::redacted`]). `None`
-    /// exactly when `sentinel` is set.
+    /// exactly when `sentinel` or `nodes` is set.
     pub redis: Option<String>,
     /// The primary as Sentinel names it.
     pub sentinel: Option<Sentinel>,
+    /// `cluster_nodes`: seed nodes of a Redis Cluster (URLs, all TLS or none).
+    pub nodes: Option<Vec<String>>,
     /// An environment variable holding the password, read at start.
     pub password_env: Option<String>,
     /// PEM roots for a `rediss://` server with a private CA.
@@ -71,13 +73,18 @@ pub struct Sentinel {
 impl Cluster {
     /// Where Redis is, without passwords, for messages.
     pub fn redacted(&self) -> String {
-        match (&self.redis, &self.sentinel) {
-            (Some(url), _) => redact(url),
-            (None, Some(sentinel)) => {
-                let nodes: Vec<String> = sentinel.nodes.iter().map(|n| redact(n)).collect();
-                format!("sentinel master {:?} via {}", sentinel.master, nodes.join(", "))
+        let list = |urls: &[String]| urls.iter().map(|n| redact(n)).collect::<Vec<_>>().join(", ");
+        match (&self.redis, &self.sentinel, &self.nodes) {
+            (Some(url), _, _) => redact(url),
+            (None, Some(sentinel), _) => {
+                format!(
+                    "sentinel master {:?} via {}",
+                    sentinel.master,
+                    list(&sentinel.nodes)
+                )
             }
-            (None, None) => "(none)".to_owned(),
+            (None, None, Some(nodes)) => format!("redis cluster via {}", list(nodes)),
+            (None, None, None) => "(none)".to_owned(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub(super) struct RawCluster {
     pub redis: Text,
     pub sentinels: List,
     pub sentinel_master: Text,
+    pub cluster_nodes: List,
     pub key_prefix: Text,
     pub password_env: Text,
     pub ca_file: Text,

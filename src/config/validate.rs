@@ -160,8 +160,8 @@ impl Checker<'_> {
     fn cluster(&self, raw: Spanned<RawCluster>, server: &Server) -> Result<Cluster> {
         let at = raw.span().start;
         let raw = raw.into_inner();
-        let hint = "add redis = \"redis://127.0.0.1:6379/0\" (or sentinels and sentinel_master), or \
-                    remove [cluster] to run one instance alone";
+        let hint = "add redis = \"redis://127.0.0.1:6379/0\" (or sentinels and sentinel_master, or \
+                    cluster_nodes), or remove [cluster] to run one instance alone";
         let url = |s: &String| {
             // The URL may hold a password: messages never repeat it.
             redis::Client::open(s.as_str()).map(|_| s.clone()).map_err(|_| {
@@ -170,37 +170,48 @@ impl Checker<'_> {
                     .to_owned()
             })
         };
+        // A list of URLs, all with TLS or all without: (urls, tls).
+        let urls = |list: Spanned<Vec<Spanned<String>>>, key: &str| -> Result<(Vec<String>, bool)> {
+            let list_at = list.span().start;
+            let mut out = Vec::new();
+            for (i, item) in list.into_inner().into_iter().enumerate() {
+                let at = format!("{key}[{i}]");
+                out.push(url(item.get_ref()).map_err(|m| self.error(item.span().start, &at, m))?);
+            }
+            let tls: Vec<bool> = out
+                .iter()
+                .map(|u| u.starts_with("rediss://") || u.starts_with("valkeys://"))
+                .collect();
+            match tls.first() {
+                Some(first) if tls.iter().all(|t| t == first) => Ok((out, *first)),
+                _ => Err(self.error(
+                    list_at,
+                    key,
+                    "list at least one URL (redis://host:port), all with TLS or all without",
+                )),
+            }
+        };
+        let given = [
+            raw.redis.is_some(),
+            raw.sentinels.is_some(),
+            raw.cluster_nodes.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(self.error(
+                at,
+                "cluster.redis",
+                "give one of redis (one server), sentinels (Redis Sentinel) or cluster_nodes \
+                 (Redis Cluster)",
+            ));
+        }
         let sentinel = match (raw.sentinels, raw.sentinel_master) {
             (None, None) => None,
             (Some(nodes), Some(master)) => {
-                if let Some(redis) = &raw.redis {
-                    return Err(self.error(
-                        redis.span().start,
-                        "cluster.redis",
-                        "give either redis (one server) or sentinels (Redis Sentinel), not both",
-                    ));
-                }
-                let list_at = nodes.span().start;
-                let mut urls = Vec::new();
-                for (i, node) in nodes.into_inner().into_iter().enumerate() {
-                    let key = format!("cluster.sentinels[{i}]");
-                    urls.push(url(node.get_ref()).map_err(|m| self.error(node.span().start, &key, m))?);
-                }
-                let tls = urls
-                    .iter()
-                    .map(|u| u.starts_with("rediss://") || u.starts_with("valkeys://"));
-                let tls: Vec<bool> = tls.collect();
-                if urls.is_empty() || tls.iter().any(|t| *t != tls[0]) {
-                    return Err(self.error(
-                        list_at,
-                        "cluster.sentinels",
-                        "list at least one Sentinel URL (redis://host:26379), all with TLS or all without",
-                    ));
-                }
+                let (nodes, tls) = urls(nodes, "cluster.sentinels")?;
                 Some(super::Sentinel {
-                    nodes: urls,
+                    nodes,
                     master: master.into_inner(),
-                    tls: tls[0],
+                    tls,
                 })
             }
             (Some(nodes), None) => {
@@ -218,9 +229,13 @@ impl Checker<'_> {
                 ));
             }
         };
-        let redis = match sentinel {
-            Some(_) => None,
-            None => Some(self.required(raw.redis, at, "cluster.redis", hint, url)?),
+        let nodes = match raw.cluster_nodes {
+            Some(list) => Some(urls(list, "cluster.cluster_nodes")?.0),
+            None => None,
+        };
+        let redis = match (&sentinel, &nodes) {
+            (None, None) => Some(self.required(raw.redis, at, "cluster.redis", hint, url)?),
+            _ => None,
         };
         let write_timeout = server.write_timeout;
         let lease = self.optional(
@@ -254,6 +269,7 @@ impl Checker<'_> {
         Ok(Cluster {
             redis,
             sentinel,
+            nodes,
             password_env: self.optional(raw.password_env, "cluster.password_env", None, |s| {
                 if s.is_empty() || s.contains('=') || s.contains('\0') {
                     return Err(format!("{s:?} is not an environment variable name"));

@@ -1549,3 +1549,66 @@ async fn cluster_over_tls_refuses_an_untrusted_server() {
     drop(redis);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_writes_are_serialized_and_reads_coherent() {
+    let nodes = RedisServer::start_cluster(3).await;
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc(DOC, r#"{"items":[]}"#);
+    upstream.set_delay(Duration::from_millis(10));
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let cluster = format!("cluster_nodes = [{}]", seeds.join(", "));
+    let toml = config(
+        &upstream.url(),
+        "unused",
+        ROOMY,
+        &cluster,
+        r#"freshness = "exclusive""#,
+    )
+    .replace("redis = \"unused\"\n", "");
+    let proxies = instances(3, &toml).await;
+    for proxy in &proxies {
+        assert!(until(Duration::from_secs(10), || healthy(proxy.admin)).await);
+        assert_eq!(get(proxy.addr, DOC).await.status, 200, "warm the cache");
+    }
+    // Every key in one slot, so on one node, under the hash-tagged prefix.
+    let mut holders = Vec::new();
+    for node in &nodes {
+        if !node.keys("*").await.is_empty() {
+            holders.push(node.keys("*").await);
+        }
+    }
+    assert_eq!(holders.len(), 1, "one node holds every key: {holders:?}");
+    assert!(
+        holders[0].iter().all(|k| k.starts_with("{patchgate:}")),
+        "{holders:?}"
+    );
+
+    let answers = storm(&proxies, 60, JSON_PATCH, add).await;
+    for (value, got) in &answers {
+        assert_eq!(got.status, 200, "PATCH {value}: {}", got.text());
+    }
+    assert_eq!(
+        items(&upstream),
+        (0..60).collect::<Vec<_>>(),
+        "every value exactly once"
+    );
+    assert_instances_agree(&proxies, &upstream).await;
+    // Write on one, read on the others, with caches warm.
+    for round in 0..10u64 {
+        let writer = &proxies[(round % 3) as usize];
+        let got = send(writer.addr, "PATCH", DOC, &[JSON_PATCH], add(100 + round)).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        for proxy in &proxies {
+            let items = get(proxy.addr, DOC).await.json()["items"].clone();
+            assert!(
+                items.as_array().is_some_and(|a| a.contains(&json!(100 + round))),
+                "round {round}: {items}"
+            );
+        }
+    }
+    for proxy in &proxies {
+        assert!(metric(proxy.admin, "patchgate_cluster_invalidations_received_total").await >= 1.0);
+        assert_eq!(metric(proxy.admin, "patchgate_cluster_redis_up").await, 1.0);
+    }
+}

@@ -112,6 +112,8 @@ enum Role {
         port: u16,
         name: String,
     },
+    /// A node of a Redis Cluster (its bus on port + 10000).
+    ClusterNode,
 }
 
 impl RedisServer {
@@ -132,6 +134,47 @@ impl RedisServer {
     /// A replica of `primary`.
     pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
         RedisServer::start_inner(None, Role::Replica(primary.port), None).await
+    }
+
+    /// A Redis Cluster of `n` primaries (no replicas), the slots split evenly, once every
+    /// node says `cluster_state:ok`.
+    pub async fn start_cluster(n: usize) -> Vec<RedisServer> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(RedisServer::start_inner(None, Role::ClusterNode, None).await);
+        }
+        let per = 16384 / n;
+        for (i, node) in nodes.iter().enumerate() {
+            let first = (i * per).to_string();
+            let last = if i + 1 == n { 16383 } else { (i + 1) * per - 1 }.to_string();
+            let added = node.command(&["CLUSTER", "ADDSLOTSRANGE", &first, &last]).await;
+            assert!(matches!(added, Ok(Resp::Simple(_))), "ADDSLOTSRANGE: {added:?}");
+        }
+        for node in &nodes[1..] {
+            let port = node.port.to_string();
+            let met = nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &port]).await;
+            assert!(matches!(met, Ok(Resp::Simple(_))), "MEET: {met:?}");
+        }
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        for node in &nodes {
+            loop {
+                let info = node
+                    .command(&["CLUSTER", "INFO"])
+                    .await
+                    .ok()
+                    .and_then(|r| r.as_text());
+                if info.is_some_and(|i| i.contains("cluster_state:ok")) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the cluster did not form: {}",
+                    node.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        nodes
     }
 
     /// A Sentinel that monitors `primary` under `name` (quorum 1: it alone decides a
@@ -158,7 +201,11 @@ impl RedisServer {
         // on another port.
         let mut last_failure = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = if matches!(role, Role::ClusterNode) {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
             let mut server = RedisServer {
                 port,
                 dir: dir.clone(),
@@ -387,6 +434,12 @@ impl RedisServer {
                 .args(["--replicaof", "127.0.0.1"])
                 .arg(primary.to_string());
         }
+        if let Role::ClusterNode = &self.role {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "2000"]);
+        }
         match &self.tls {
             None => {
                 command.arg("--port").arg(self.port.to_string());
@@ -513,6 +566,20 @@ fn unique_dir() -> PathBuf {
 /// A port that is free now, below the ephemeral range when it can be: the proxies'
 /// reconnect attempts then never take it (as an outgoing port) while Redis is down, and a
 /// connect to it can never meet itself (a TCP self-connect).
+/// A port whose cluster bus port (+10000) is free too, both below the ephemeral range.
+fn free_cluster_port() -> u16 {
+    for _ in 0..50 {
+        let port = free_port();
+        if let Some(bus) = port.checked_add(10000)
+            && bus < 32768
+            && TcpListener::bind(("127.0.0.1", bus)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port pair for a Redis Cluster node");
+}
+
 fn free_port() -> u16 {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
