@@ -229,9 +229,12 @@ impl Checker<'_> {
                 ));
             }
         };
-        let nodes = match raw.cluster_nodes {
-            Some(list) => Some(urls(list, "cluster.cluster_nodes")?.0),
-            None => None,
+        let (nodes, nodes_tls) = match raw.cluster_nodes {
+            Some(list) => {
+                let (urls, tls) = urls(list, "cluster.cluster_nodes")?;
+                (Some(urls), tls)
+            }
+            None => (None, false),
         };
         let redis = match (&sentinel, &nodes) {
             (None, None) => Some(self.required(raw.redis, at, "cluster.redis", hint, url)?),
@@ -253,15 +256,16 @@ impl Checker<'_> {
                 Ok(lease)
             },
         )?;
-        let tls = redis
-            .as_ref()
-            .is_some_and(|r| r.starts_with("rediss://") || r.starts_with("valkeys://"));
+        let tls = nodes_tls
+            || redis
+                .as_ref()
+                .is_some_and(|r| r.starts_with("rediss://") || r.starts_with("valkeys://"));
         let ca_file = match raw.ca_file {
             Some(value) if !tls => {
                 return Err(self.error(
                     value.span().start,
                     "cluster.ca_file",
-                    "only a TLS URL in redis (rediss:// or valkeys://) uses a CA file",
+                    "only TLS URLs in redis or cluster_nodes (rediss://, valkeys://) use a CA file",
                 ));
             }
             raw => self.optional(raw, "cluster.ca_file", None, |s| file_path(s).map(Some))?,

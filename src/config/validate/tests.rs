@@ -633,7 +633,7 @@ fn cluster_mistakes_name_the_key() {
             "cluster.ca_file",
             7,
             11,
-            "only a TLS URL",
+            "only TLS URLs",
         ),
         (
             &with_route("[cluster]\nredis = \"redis://h\"\ntimeout = \"0s\"\n"),
@@ -648,6 +648,51 @@ fn cluster_mistakes_name_the_key() {
             7,
             16,
             "not an environment variable name",
+        ),
+    ]);
+}
+
+#[test]
+fn cluster_takes_one_kind_of_server() {
+    let nodes = with_route(
+        "[cluster]\ncluster_nodes = [\"rediss://a:7000\", \"rediss://b:7000\"]\nca_file = \"ca.pem\"\n",
+    );
+    let config = Config::from_toml(&nodes, "proxy.toml").unwrap_or_else(|e| panic!("{e}"));
+    let cluster = config.cluster.unwrap_or_else(|| panic!("no [cluster]"));
+    assert_eq!(cluster.nodes.as_deref().map(<[String]>::len), Some(2));
+    assert!(cluster.redis.is_none() && cluster.sentinel.is_none());
+    assert_eq!(
+        cluster.redacted(),
+        "redis cluster via rediss://a:7000, rediss://b:7000"
+    );
+    assert_errors(&[
+        (
+            &with_route("[cluster]\nredis = \"redis://h\"\ncluster_nodes = [\"redis://a:7000\"]\n"),
+            "cluster.redis",
+            5,
+            1,
+            "give one of redis",
+        ),
+        (
+            &with_route("[cluster]\ncluster_nodes = [\"redis://a:7000\", \"rediss://b:7000\"]\n"),
+            "cluster.cluster_nodes",
+            6,
+            17,
+            "all with TLS or all without",
+        ),
+        (
+            &with_route("[cluster]\nsentinels = [\"redis://s:26379\"]\n"),
+            "cluster.sentinel_master",
+            6,
+            13,
+            "missing",
+        ),
+        (
+            &with_route("[cluster]\ncluster_nodes = [\"http://a:7000\"]\n"),
+            "cluster.cluster_nodes[0]",
+            6,
+            18,
+            "not a Redis URL",
         ),
     ]);
 }
