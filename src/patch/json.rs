@@ -170,6 +170,24 @@ pub(super) fn encoded_len(value: &Json, limit: usize) -> Result<usize, Overflow>
     Ok(count.n)
 }
 
+/// Appends the compact text of `value` to `out` (no limit).
+pub(super) fn write_to(out: &mut Vec<u8>, value: &Json) {
+    let mut sink = Limited {
+        out,
+        limit: usize::MAX,
+    };
+    let _ = write(&mut sink, value);
+}
+
+/// Appends `s` as a JSON string to `out`, escaped as [`to_vec`] escapes strings.
+pub(super) fn write_str_to(out: &mut Vec<u8>, s: &str) {
+    let mut sink = Limited {
+        out,
+        limit: usize::MAX,
+    };
+    let _ = write_str(&mut sink, s);
+}
+
 /// The length of a member name or string as written.
 pub(super) fn encoded_str_len(s: &str) -> usize {
     let mut count = Count {

@@ -7,6 +7,7 @@
 //! jsonptr parses and decodes the pointers. Application is atomic: it works on a copy.
 
 mod compare;
+mod diff;
 mod json;
 mod merge;
 mod ops;
@@ -17,6 +18,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+pub use self::diff::{Delta, collisions, diff};
 use self::json::Json;
 use self::ops::{Budget, Op};
 use self::parse::Bounded;
@@ -89,6 +91,14 @@ impl Document {
         json::to_vec(&self.root, usize::MAX, self.source_len)
             .map(Bytes::from)
             .unwrap_or_default()
+    }
+
+    /// The compact text of the value at `pointer` (RFC 6901); `None` when the pointer is
+    /// not one or names nothing.
+    pub fn value_at(&self, pointer: &str) -> Option<Bytes> {
+        let pointer = json_patch::jsonptr::Pointer::parse(pointer).ok()?;
+        let value = pointer::get(&self.root, pointer).ok()?;
+        json::to_vec(value, usize::MAX, 0).ok().map(Bytes::from)
     }
 }
 
@@ -168,6 +178,19 @@ impl Patch {
             Kind::Json(ops) => ops.iter().all(|op| matches!(op, Op::Test { .. })),
             Kind::Merge(_) => false,
         }
+    }
+
+    /// The JSON Pointers (RFC 6901, escaped) under which the patch reads or writes, sorted
+    /// and unique: a stale write may be merged when none collides with a changed path
+    /// ([`collisions`]). JSON Patch: each operation's `path`, and `from` for `move` and
+    /// `copy`; where an `add`, `remove` or `move` inserts or removes (not `copy`'s `from`,
+    /// which is only read), a last token that can be an array index names its parent
+    /// instead: the elements after it shift. Merge patch: its leaves (values other than objects, and empty objects), where
+    /// `target` (the version the patch was written against; `current` gives the same
+    /// collisions) decides what a leaf is: an object merged into a non-object replaces it
+    /// whole, so it is a leaf there.
+    pub fn touched(&self, target: &Document) -> Vec<String> {
+        diff::touched(self, target)
     }
 
     /// Applies the whole patch to `doc`, which the caller gives up (the write path): no

@@ -11,7 +11,7 @@ const MAX_OPS: usize = 1000;
 const MAX_BYTES: usize = 1 << 20;
 /// Member names, including ones that need `~0` / `~1` escapes and ones that look like
 /// array indices.
-const KEYS: [&str; 8] = ["a", "b", "c", "0", "1", "-", "~x", "/y"];
+pub(super) const KEYS: [&str; 8] = ["a", "b", "c", "0", "1", "-", "~x", "/y"];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -24,7 +24,7 @@ fn leaf() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn value() -> impl Strategy<Value = Value> {
+pub(super) fn value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
@@ -34,7 +34,7 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
-fn object() -> impl Strategy<Value = Value> {
+pub(super) fn object() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(prop::sample::select(KEYS.to_vec()), value(), 0..5)
         .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
 }
@@ -63,7 +63,7 @@ fn pointers(doc: &Value, prefix: String, out: &mut Vec<String>) {
 
 /// Pointers that exist, one level below ones that exist (new members, `-`, an index past
 /// the end, a leading zero), and ones into nowhere.
-fn path_pool(doc: &Value) -> Vec<String> {
+pub(super) fn path_pool(doc: &Value) -> Vec<String> {
     let mut existing = Vec::new();
     pointers(doc, String::new(), &mut existing);
     let mut pool = existing.clone();
@@ -76,7 +76,7 @@ fn path_pool(doc: &Value) -> Vec<String> {
     pool
 }
 
-fn op(pool: Vec<String>) -> impl Strategy<Value = Value> {
+pub(super) fn op(pool: Vec<String>) -> impl Strategy<Value = Value> {
     let path = prop::sample::select(pool);
     (0..6usize, path.clone(), path, value()).prop_map(|(kind, path, from, value)| match kind {
         0 => json!({"op": "add", "path": path, "value": value}),
@@ -88,7 +88,7 @@ fn op(pool: Vec<String>) -> impl Strategy<Value = Value> {
     })
 }
 
-fn doc_and_ops() -> impl Strategy<Value = (Value, Vec<Value>)> {
+pub(super) fn doc_and_ops() -> impl Strategy<Value = (Value, Vec<Value>)> {
     object().prop_flat_map(|doc| {
         let ops = prop::collection::vec(op(path_pool(&doc)), 0..6);
         (Just(doc), ops)
