@@ -63,6 +63,16 @@ pub(crate) struct Shared {
     pub cluster: Option<crate::cluster::Cluster>,
 }
 
+/// The part of `cache.max_bytes` kept for recent versions: an eighth, when a route keeps
+/// any.
+fn history_share(config: &Config) -> u64 {
+    if config.routes.iter().any(|r| r.history > 0) {
+        config.cache.max_bytes / 8
+    } else {
+        0
+    }
+}
+
 /// A spelling of a standard method in the wrong case, such as `put` or `Patch`.
 fn is_miscased_standard(method: &Method) -> bool {
     let name = method.as_str();
@@ -92,7 +102,11 @@ impl PatchLayer {
                 write_timeout: config.server.write_timeout,
                 body_read_timeout: config.server.body_read_timeout,
                 key_headers: config.cache.key_headers.clone(),
-                cache: Cache::new(config.cache.max_bytes, config.cache.max_entry_bytes),
+                cache: Cache::with_history(
+                    config.cache.max_bytes,
+                    config.cache.max_entry_bytes,
+                    history_share(config),
+                ),
                 resources: crate::resource::Resources::default(),
                 landings: Arc::default(),
                 metrics: Arc::new(Metrics::new(names)),
@@ -148,9 +162,13 @@ impl PatchLayer {
              patchgate_upstream_writes_in_flight {}\n\
              # HELP patchgate_resources_uncertain Resources whose last write got no answer.\n\
              # TYPE patchgate_resources_uncertain gauge\n\
-             patchgate_resources_uncertain {}\n",
+             patchgate_resources_uncertain {}\n\
+             # HELP patchgate_history_bytes Bytes charged to recent versions kept for merges and delta reads.\n\
+             # TYPE patchgate_history_bytes gauge\n\
+             patchgate_history_bytes {}\n",
             landings.in_flight(),
-            self.shared.resources.uncertain()
+            self.shared.resources.uncertain(),
+            self.shared.cache.history_bytes()
         );
         if let Some(cluster) = &self.shared.cluster {
             cluster.render(&mut out);

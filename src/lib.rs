@@ -13,6 +13,7 @@ pub mod body; // the one boxed body type, bounded and prefixed bodies (leaf)
 pub mod cache; // bounded LRU body cache with coalescing
 pub mod cluster; // several instances through Redis: write leases, cache coherence
 pub mod config; // proxy.toml: raw TOML → validated Config
+mod delta; // delta reads: 226 IM Used with a patch from a recent version
 pub mod demo; // embedded legacy API for `patchgate demo`
 pub mod etag; // entity tags (RFC 9110 §8.8.3)
 pub mod headers; // header names, hop-by-hop stripping, Content-Length, Via (leaf)

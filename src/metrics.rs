@@ -28,6 +28,11 @@ pub enum Event<'a> {
     PatchApplied,
     /// `patches_total{reason="unchanged"}`: a PATCH that only tests, answered without a write.
     PatchUnchanged,
+    /// `patches_total{reason="merged"}`: a stale PATCH applied to the current version
+    /// (`on_stale = "merge"`; counted again as applied once written).
+    StaleMerged,
+    /// `delta_reads_total`: a read answered `226` with a patch from a recent version.
+    DeltaRead,
     /// `patches_failed_total{reason}`: a PATCH refused; the reason is the problem's
     /// [`Error::kind`] (`malformed-patch`, `test-failed`, `patch-result-too-large`…).
     PatchFailed(&'a Error),
@@ -62,6 +67,8 @@ impl Event<'_> {
         match self {
             Event::PatchApplied => ("patches", "applied"),
             Event::PatchUnchanged => ("patches", "unchanged"),
+            Event::StaleMerged => ("patches", "merged"),
+            Event::DeltaRead => ("delta_reads", ""),
             Event::PatchFailed(error) => ("patches_failed", error.kind()),
             Event::CurrentNotJson => ("patches_failed", "not-json"),
             Event::PreconditionFailed => ("precondition_failures", ""),
@@ -336,6 +343,8 @@ mod tests {
             Event::PatchApplied,
             Event::PatchApplied,
             Event::PatchUnchanged,
+            Event::StaleMerged,
+            Event::DeltaRead,
             Event::PatchFailed(&test_failed),
             Event::PatchFailed(&malformed),
             Event::CurrentNotJson,
@@ -365,10 +374,13 @@ mod tests {
                 "patchgate_batched_writes_total{route=\"a\"} 1",
                 "# TYPE patchgate_conflict_retries_total counter",
                 "patchgate_conflict_retries_total{route=\"a\"} 1",
+                "# TYPE patchgate_delta_reads_total counter",
+                "patchgate_delta_reads_total{route=\"a\"} 1",
                 "# TYPE patchgate_enriched_412_total counter",
                 "patchgate_enriched_412_total{route=\"a\"} 1",
                 "# TYPE patchgate_patches_total counter",
                 "patchgate_patches_total{route=\"a\",reason=\"applied\"} 2",
+                "patchgate_patches_total{route=\"a\",reason=\"merged\"} 1",
                 "patchgate_patches_total{route=\"a\",reason=\"unchanged\"} 1",
                 "# TYPE patchgate_patches_failed_total counter",
                 "patchgate_patches_failed_total{route=\"a\",reason=\"malformed-patch\"} 1",

@@ -73,6 +73,37 @@ impl Conditions {
         self.if_match.is_some() || matches!(self.if_unmodified_since, Some(Some(_)))
     }
 
+    /// The one strong tag of an `If-Match` that is the request's only condition: the
+    /// base a stale PATCH may be merged from (`on_stale = "merge"`).
+    pub fn sole_if_match(&self) -> Option<EntityTag> {
+        let lines = self.if_match.as_ref()?;
+        if self.if_none_match.is_some()
+            || self.if_modified_since.is_some()
+            || self.if_unmodified_since.is_some()
+            || !lines.rest.is_empty()
+        {
+            return None;
+        }
+        match etag::parse_condition([&lines.first]) {
+            Ok(etag::TagCondition::Tags(tags)) if tags.len() == 1 => {
+                tags.into_iter().next().filter(|t| !t.is_weak())
+            }
+            _ => None,
+        }
+    }
+
+    /// The tags `If-None-Match` lists (none for `*` or a malformed field): the versions
+    /// a client holds, for a delta read.
+    pub fn if_none_match_tags(&self) -> Vec<EntityTag> {
+        let Some(lines) = &self.if_none_match else {
+            return Vec::new();
+        };
+        match etag::parse_condition(std::iter::once(&lines.first).chain(&lines.rest)) {
+            Ok(etag::TagCondition::Tags(tags)) => tags,
+            _ => Vec::new(),
+        }
+    }
+
     /// True when the client stated any expectation about the current state: `If-Match`,
     /// `If-Unmodified-Since` or `If-None-Match`, valid or not. Patchgate then never
     /// silently retries a write the upstream refused with 412.

@@ -62,6 +62,14 @@ impl Ctx {
                     last_modified: entry.last_modified(),
                 };
                 let outcome = evaluate(&conditions, &current, true);
+                if outcome == Outcome::Proceed
+                    && !head
+                    && route.config.history > 0
+                    && let Some(format) = crate::delta::wanted(&parts.headers)
+                    && let Some(response) = self.delta(at, &entry, &conditions, format)
+                {
+                    return Ok(response);
+                }
                 let tag = etag.into_header_value();
                 Ok(match outcome {
                     Outcome::NotModified => not_modified(&entry, tag, route),
@@ -79,6 +87,49 @@ impl Ctx {
                 Ok(response)
             }
         }
+    }
+
+    /// `226 IM Used` with the patch from the first version `If-None-Match` names that is
+    /// still kept to `current`; `None` when there is none (then the usual answer).
+    fn delta(
+        &self,
+        at: Target<'_>,
+        current: &Arc<Entry>,
+        conditions: &Conditions,
+        format: crate::patch::Format,
+    ) -> Option<Response<Body>> {
+        use crate::delta::{DELTA_BASE, IM};
+        let Target { route, key, .. } = at;
+        let base = conditions
+            .if_none_match_tags()
+            .iter()
+            .find_map(|tag| self.shared.cache.version(key, tag))?;
+        let (Ok(base_doc), Ok(current_doc)) = (
+            crate::patch::Document::parse(base.body_bytes()),
+            crate::patch::Document::parse(current.body_bytes()),
+        ) else {
+            return None;
+        };
+        let delta = crate::patch::diff(&base_doc, &current_doc);
+        let body = match format {
+            crate::patch::Format::JsonPatch => delta.json_patch(),
+            crate::patch::Format::MergePatch => delta.merge_patch()?,
+        };
+        self.shared.metrics.event(route.id, Event::DeltaRead);
+        let mut response = Response::new(body::full(body.clone()));
+        *response.status_mut() = StatusCode::IM_USED;
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, current.etag().into_header_value());
+        headers.insert(IM, crate::delta::token(format));
+        headers.insert(DELTA_BASE, base.etag().into_header_value());
+        headers.insert(header::CACHE_CONTROL, crate::delta::cache_control());
+        headers.insert(header::CONTENT_TYPE, crate::delta::content_type(format));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Some(accept) = &route.accept_patch {
+            headers.insert(ACCEPT_PATCH, accept.clone());
+        }
+        headers.append(header::VIA, VIA_PATCHGATE);
+        Some(response)
     }
 
     pub(crate) fn cache_key(
@@ -362,6 +413,7 @@ impl Ctx {
                 Err(unstored) => Arc::new(unstored),
             }
         };
+        self.shared.cache.remember(key, &entry, route.config.history);
         Ok(Lookup::Found(entry))
     }
 

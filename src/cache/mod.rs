@@ -24,6 +24,7 @@ mod budget;
 mod clock;
 mod entry;
 mod header_sets;
+mod history;
 mod invalidation;
 mod place;
 mod policy;
@@ -92,6 +93,8 @@ pub struct Cache {
     /// Eviction order; its lock is never taken together with a map lock.
     ring: Ring,
     generations: Generations,
+    /// Recent versions by key and ETag, within its own share of `max_bytes`.
+    history: history::History,
     header_sets: HeaderSets,
     hasher: RandomState,
     max_entry_bytes: u64,
@@ -104,9 +107,17 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(max_bytes: u64, max_entry_bytes: u64) -> Cache {
+        Cache::with_history(max_bytes, max_entry_bytes, 0)
+    }
+
+    /// A cache whose `max_bytes` includes `history_bytes` for recent versions
+    /// ([`Cache::remember`]).
+    pub fn with_history(max_bytes: u64, max_entry_bytes: u64, history_bytes: u64) -> Cache {
+        let history_bytes = history_bytes.min(max_bytes);
         Cache {
             resources: DashMap::default(),
-            budget: Budget::new(max_bytes),
+            budget: Budget::new(max_bytes - history_bytes),
+            history: history::History::new(history_bytes),
             ring: Ring::default(),
             generations: Generations::default(),
             header_sets: HeaderSets::default(),
@@ -309,6 +320,21 @@ impl Cache {
     /// entry's headers are then built only the first time.
     pub fn header_set(&self, headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> Arc<HeaderMap> {
         self.header_sets.pick(headers, keep)
+    }
+
+    /// Records `entry` as the newest version of `key`, keeping at most `keep` of them.
+    pub fn remember(&self, key: &Key, entry: &Arc<Entry>, keep: usize) {
+        self.history.record(key, entry, keep);
+    }
+
+    /// The recent version of `key` tagged `tag` (strong comparison).
+    pub fn version(&self, key: &Key, tag: &crate::etag::EntityTag) -> Option<Arc<Entry>> {
+        self.history.find(key, tag)
+    }
+
+    /// Bytes charged to recent versions.
+    pub fn history_bytes(&self) -> u64 {
+        self.history.bytes()
     }
 
     pub fn stats(&self) -> Stats {

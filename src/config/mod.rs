@@ -184,6 +184,10 @@ pub struct Route {
     pub batch_reads: bool,
     /// Requests handled at once on this route; more get 503. `None` = unlimited.
     pub max_in_flight: Option<usize>,
+    /// Versions kept per resource for merges and delta reads; 0 = none. At most 64.
+    pub history: usize,
+    /// What a PATCH whose `If-Match` names an older kept version gets.
+    pub on_stale: OnStale,
     /// Only set for https upstreams.
     pub ca_file: Option<PathBuf>,
 }
@@ -206,6 +210,15 @@ pub enum Freshness {
     Exclusive,
     /// A hit younger than this (> 0) is answered directly.
     For(Duration),
+}
+
+/// A PATCH whose `If-Match` names a version that is no longer current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStale {
+    /// `412` with the current body.
+    Reject,
+    /// Applied to the current version when nothing it touches changed since.
+    Merge,
 }
 
 /// Where ETags come from (RFC 9110 §8.8.3).
@@ -325,6 +338,12 @@ impl Route {
         }
         if !self.batch_reads {
             line.push_str(" batch_reads=false");
+        }
+        if self.history != 8 {
+            line.push_str(&format!(" history={}", self.history));
+        }
+        if self.on_stale == OnStale::Merge {
+            line.push_str(" on_stale=merge");
         }
         line
     }

@@ -88,6 +88,8 @@ pub(super) struct RawRoute {
     pub batch_patches: Option<Spanned<bool>>,
     pub batch_reads: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,
+    pub history: Option<Spanned<i64>>,
+    pub on_stale: Text,
     pub ca_file: Text,
 }
 

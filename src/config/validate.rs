@@ -10,7 +10,7 @@ use super::values::{
     etag, file_path, freshness, listen, nonzero_duration, nonzero_size, path_template, size, strip_prefix,
     upstream, write_method,
 };
-use super::{Admin, Cache, Cluster, Config, ConfigError, EtagMode, Freshness, Route, Server, Tls};
+use super::{Admin, Cache, Cluster, Config, ConfigError, EtagMode, Freshness, OnStale, Route, Server, Tls};
 use super::{format_size, parse_duration};
 use crate::patch::Format;
 
@@ -427,6 +427,19 @@ impl Checker<'_> {
             batch_reads: raw.batch_reads.is_none_or(Spanned::into_inner),
             max_in_flight: self.optional(raw.max_in_flight, &key("max_in_flight"), None, |n| {
                 positive(*n).map(Some)
+            })?,
+            history: self.optional(raw.history, &key("history"), 8, |n| {
+                usize::try_from(*n)
+                    .ok()
+                    .filter(|n| *n <= 64)
+                    .ok_or_else(|| format!("expected 0 (off) to 64 versions, found {n}"))
+            })?,
+            on_stale: self.optional(raw.on_stale, &key("on_stale"), OnStale::Reject, |s| {
+                match s.as_str() {
+                    "reject" => Ok(OnStale::Reject),
+                    "merge" => Ok(OnStale::Merge),
+                    other => Err(format!("expected \"reject\" or \"merge\", found {other:?}")),
+                }
             })?,
             ca_file: self.optional(raw.ca_file, &key("ca_file"), None, |s| {
                 if https {

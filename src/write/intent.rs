@@ -66,6 +66,7 @@ impl Ctx {
             route,
             alone: !batchable,
             carried: false,
+            rebased_from: None,
             batchable,
             parts,
             key,

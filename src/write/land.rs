@@ -252,6 +252,7 @@ impl Ctx {
                 .unwrap_or_else(Arc::new)
         };
         guard.disarm();
+        self.shared.cache.remember(key, &entry, route.config.history);
         if parts.method == Method::PATCH {
             self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));

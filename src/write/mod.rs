@@ -23,6 +23,7 @@
 mod intent;
 mod land;
 mod respond;
+mod stale;
 
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ struct Walk<'r> {
     alone: bool,
     /// The last write sent carried other PATCHes.
     carried: bool,
+    /// A stale PATCH merged onto the current version: the version it was made for.
+    rebased_from: Option<crate::etag::EntityTag>,
 }
 
 impl Walk<'_> {
@@ -149,7 +152,13 @@ impl Ctx {
                 Err(next) => next,
             };
             if let Next::Done(result) = next {
-                return result;
+                return match (&walk.rebased_from, result) {
+                    (Some(base), Ok(mut response)) if response.status().is_success() => {
+                        stale::mark_rebased(&mut response, base);
+                        Ok(response)
+                    }
+                    (_, result) => result,
+                };
             }
         }
     }
@@ -254,15 +263,30 @@ impl Ctx {
 
     /// Phase **preconditions** (RFC 9110 §13.2.2): a failure is answered with the
     /// current representation.
-    fn preconditions(&self, walk: &Walk<'_>, current: Option<&Arc<Entry>>) -> Result<(), Next> {
+    fn preconditions(&self, walk: &mut Walk<'_>, current: Option<&Arc<Entry>>) -> Result<(), Next> {
         let etag = current.map(|e| e.etag());
         let state = Current {
             exists: current.is_some(),
             etag: etag.as_ref(),
             last_modified: current.and_then(|e| e.last_modified()),
         };
+        walk.rebased_from = None;
         if evaluate(&walk.conditions, &state, false) == Outcome::Proceed {
             return Ok(());
+        }
+        match self.stale(walk, current) {
+            stale::Stale::Rebase(base) => {
+                self.shared.metrics.event(walk.route.id, Event::StaleMerged);
+                walk.rebased_from = Some(base);
+                return Ok(());
+            }
+            stale::Stale::Collides(response) => {
+                self.shared
+                    .metrics
+                    .event(walk.route.id, Event::PreconditionFailed);
+                return Err(answer(response));
+            }
+            stale::Stale::Reject => {}
         }
         self.shared
             .metrics

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod custom_service;
 mod forward;
+mod history;
 mod hostile;
 mod isolation;
 mod landing;
