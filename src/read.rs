@@ -115,6 +115,10 @@ impl Ctx {
             crate::patch::Format::JsonPatch => delta.json_patch(),
             crate::patch::Format::MergePatch => delta.merge_patch()?,
         };
+        // A delta no smaller than the document saves nothing: the document it is.
+        if body.len() >= current.body_len() {
+            return None;
+        }
         self.shared.metrics.event(route.id, Event::DeltaRead);
         let mut response = Response::new(body::full(body.clone()));
         *response.status_mut() = StatusCode::IM_USED;

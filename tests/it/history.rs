@@ -9,6 +9,8 @@ use crate::support::*;
 const JSON_PATCH: (&str, &str) = ("content-type", "application/json-patch+json");
 const MERGE_PATCH: (&str, &str) = ("content-type", "application/merge-patch+json");
 const DOC: &str = "/api/people/1";
+/// Makes a document large enough that a one-member delta is smaller than it.
+const BIO: &str = r#""bio":"A long text that the deltas below never touch, so that a patch of one member is smaller than the document.""#;
 
 async fn setup(doc: &str, route_extra: &str) -> (LegacyUpstream, TestProxy) {
     let upstream = LegacyUpstream::start().await;
@@ -33,7 +35,8 @@ fn apply_json_patch(base: &[u8], patch: &[u8]) -> Value {
 
 #[tokio::test]
 async fn a_delta_read_answers_226_with_the_patch_from_the_version_the_client_holds() {
-    let (_upstream, proxy) = setup(r#"{"id":1,"name":"Ada","tags":["math"],"age":36}"#, "").await;
+    let doc = format!(r#"{{"id":1,"name":"Ada","tags":["math"],"age":36,{BIO}}}"#);
+    let (_upstream, proxy) = setup(&doc, "").await;
     let first = get(proxy.addr, DOC).await;
     let base = etag(&first);
     let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"name":"Ada L."}"#).await;
@@ -79,7 +82,7 @@ async fn a_delta_read_answers_226_with_the_patch_from_the_version_the_client_hol
 
 #[tokio::test]
 async fn anything_else_is_the_usual_200_or_304() {
-    let (_upstream, proxy) = setup(r#"{"a":1}"#, "").await;
+    let (_upstream, proxy) = setup(&format!(r#"{{"a":1,{BIO}}}"#), "").await;
     let base = etag(&get(proxy.addr, DOC).await);
     let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#).await;
     let current = etag(&written);
@@ -105,7 +108,7 @@ async fn anything_else_is_the_usual_200_or_304() {
         let got = send(proxy.addr, "GET", DOC, headers, "").await;
         assert_eq!(got.status, status, "{headers:?}: {}", got.text());
         if status == 200 {
-            assert_eq!(got.json(), json!({"a":2}));
+            assert_eq!(got.json()["a"], 2);
             assert_eq!(got.header("etag"), Some(current.as_str()));
         }
     }
@@ -113,7 +116,7 @@ async fn anything_else_is_the_usual_200_or_304() {
 
 #[tokio::test]
 async fn one_requesters_versions_are_never_another_requesters_base() {
-    let (_upstream, proxy) = setup(r#"{"a":1}"#, "").await;
+    let (_upstream, proxy) = setup(&format!(r#"{{"a":1,{BIO}}}"#), "").await;
     let alice = ("authorization", "Bearer alice");
     let bob = ("authorization", "Bearer bob");
     let base = etag(&send(proxy.addr, "GET", DOC, &[alice], "").await);
@@ -299,7 +302,7 @@ async fn a_stale_patch_that_collides_gets_412_listing_the_paths() {
 #[tokio::test]
 async fn without_merge_or_history_a_stale_patch_is_412() {
     for route in [r#"on_stale = "reject""#, "on_stale = \"merge\"\nhistory = 0"] {
-        let (upstream, proxy) = setup(r#"{"a":1,"b":1}"#, route).await;
+        let (upstream, proxy) = setup(&format!(r#"{{"a":1,"b":1,{BIO}}}"#), route).await;
         let base = etag(&get(proxy.addr, DOC).await);
         assert_eq!(
             send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#)
@@ -328,4 +331,22 @@ async fn without_merge_or_history_a_stale_patch_is_412() {
         let expected = if route.contains("history = 0") { 200 } else { 226 };
         assert_eq!(delta.status, expected, "{route}");
     }
+}
+
+#[tokio::test]
+async fn a_delta_no_smaller_than_the_document_is_the_document() {
+    let (_upstream, proxy) = setup(r#"{"a":1}"#, "").await;
+    let base = etag(&get(proxy.addr, DOC).await);
+    let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#).await;
+    assert_eq!(written.status, 200);
+    let got = send(
+        proxy.addr,
+        "GET",
+        DOC,
+        &[("a-im", "json-patch"), ("if-none-match", &base)],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json(), json!({"a":2}));
 }
