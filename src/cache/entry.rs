@@ -112,6 +112,16 @@ impl Entry {
         EntityTag::from_rendered(rendered).unwrap_or_else(|| EntityTag::from_body(self.body_bytes()))
     }
 
+    /// Whether `other` carries the same tag, compared as rendered (no allocation).
+    pub fn same_tag(&self, other: &Entry) -> bool {
+        let mine = self.buf.get(self.body_len()..).unwrap_or_default();
+        let theirs = other.buf.get(other.body_len()..).unwrap_or_default();
+        if !mine.is_empty() && !theirs.is_empty() {
+            return mine == theirs;
+        }
+        self.etag().strong_eq(&other.etag())
+    }
+
     /// Records the upstream's validators.
     pub fn with_validators(mut self, etag: Option<HeaderValue>, last_modified: Option<SystemTime>) -> Entry {
         self.validators =

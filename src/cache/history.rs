@@ -20,8 +20,11 @@ use crate::etag::EntityTag;
 pub(super) struct History {
     /// Oldest first.
     versions: DashMap<Key, VecDeque<Arc<Entry>>>,
-    /// Every version kept, in the order recorded: who goes when bytes run short.
+    /// Versions in the order recorded: who goes when bytes run short. A version that left
+    /// by count stays here until met (or until a compaction), and is then skipped.
     order: Mutex<VecDeque<(Key, Arc<Entry>)>>,
+    /// Versions in `versions`.
+    live: AtomicU64,
     bytes: AtomicU64,
     max_bytes: u64,
 }
@@ -38,32 +41,33 @@ impl History {
         self.bytes.load(Relaxed)
     }
 
+    /// Whether `entry` is already the newest version of `key` (most records are: reads
+    /// of an unchanged resource); a shared look.
+    pub(super) fn is_newest(&self, key: &Key, entry: &Entry) -> bool {
+        self.versions
+            .get(key)
+            .is_some_and(|v| v.back().is_some_and(|newest| newest.same_tag(entry)))
+    }
+
     /// Records `entry` as the newest version of `key`, keeping at most `keep`.
     pub(super) fn record(&self, key: &Key, entry: &Arc<Entry>, keep: usize) {
         let charge = charge(entry);
-        if keep == 0 || charge > self.max_bytes {
-            return;
-        }
-        let tag = entry.etag();
-        let known =
-            |versions: &VecDeque<Arc<Entry>>| versions.back().is_some_and(|v| v.etag().strong_eq(&tag));
-        // Most records repeat the newest version (reads of an unchanged resource): a
-        // shared look, without the order's lock.
-        if self.versions.get(key).is_some_and(|v| known(&v)) {
+        if keep == 0 || charge > self.max_bytes || self.is_newest(key, entry) {
             return;
         }
         let Ok(mut order) = self.order.lock() else { return };
         let mut versions = self.versions.entry(key.clone()).or_default();
-        if known(&versions) {
+        if versions.back().is_some_and(|newest| newest.same_tag(entry)) {
             return;
         }
         versions.push_back(Arc::clone(entry));
+        self.live.fetch_add(1, Relaxed);
         self.bytes.fetch_add(charge, Relaxed);
         order.push_back((key.clone(), Arc::clone(entry)));
         while versions.len() > keep {
             if let Some(gone) = versions.pop_front() {
+                self.live.fetch_sub(1, Relaxed);
                 self.bytes.fetch_sub(self::charge(&gone), Relaxed);
-                forget(&mut order, key, &gone);
             }
         }
         drop(versions);
@@ -72,10 +76,26 @@ impl History {
             let Some((old_key, old)) = order.pop_front() else {
                 break;
             };
-            self.bytes.fetch_sub(self::charge(&old), Relaxed);
+            let mut found = false;
             self.versions.remove_if_mut(&old_key, |_, versions| {
+                let before = versions.len();
                 versions.retain(|v| !Arc::ptr_eq(v, &old));
+                found = versions.len() < before;
                 versions.is_empty()
+            });
+            if found {
+                self.live.fetch_sub(1, Relaxed);
+                self.bytes.fetch_sub(self::charge(&old), Relaxed);
+            }
+        }
+        // Versions that left by count are dropped from the order now and then, so that
+        // it stays within twice what is kept.
+        let live = usize::try_from(self.live.load(Relaxed)).unwrap_or(usize::MAX);
+        if order.len() > 2 * live + 64 {
+            order.retain(|(key, version)| {
+                self.versions
+                    .get(key)
+                    .is_some_and(|v| v.iter().any(|kept| Arc::ptr_eq(kept, version)))
             });
         }
     }
@@ -89,11 +109,4 @@ impl History {
 
 fn charge(entry: &Entry) -> u64 {
     ENTRY_OVERHEAD.saturating_add(entry.body_len() as u64)
-}
-
-/// Drops `gone` of `key` from the recording order (a version that left by count).
-fn forget(order: &mut VecDeque<(Key, Arc<Entry>)>, key: &Key, gone: &Arc<Entry>) {
-    if let Some(i) = order.iter().position(|(k, v)| Arc::ptr_eq(v, gone) && k == key) {
-        order.remove(i);
-    }
 }

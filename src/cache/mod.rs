@@ -323,7 +323,18 @@ impl Cache {
     }
 
     /// Records `entry` as the newest version of `key`, keeping at most `keep` of them.
+    /// Never what the cache itself could not keep for `key`: `no-store`, `private` without
+    /// a requester, `Vary: *`.
     pub fn remember(&self, key: &Key, entry: &Arc<Entry>, keep: usize) {
+        let headers = &entry.headers;
+        if keep == 0
+            || self.history.is_newest(key, entry)
+            || policy::no_store(headers)
+            || (!key.has_requester() && policy::private(headers))
+            || policy::vary_names(headers).is_none()
+        {
+            return;
+        }
         self.history.record(key, entry, keep);
     }
 

@@ -573,3 +573,52 @@ async fn accounting_stays_exact_under_mixed_inserts_invalidations_and_replacemen
     assert_eq!((cache.stats().bytes, cache.stats().entries), (0, 0));
     assert!(cache.resources.is_empty());
 }
+
+#[test]
+fn recent_versions_are_kept_by_key_and_tag_within_count_and_bytes() {
+    let cache = Cache::with_history(64 * 1024, 1024, 8 * 1024);
+    assert_eq!(cache.stats().bytes, 0);
+    let alice = key(1, "/d", None, &[Some("alice"), None]);
+    let bob = key(1, "/d", None, &[Some("bob"), None]);
+    let versions: Vec<Arc<Entry>> = (0..5)
+        .map(|i| Arc::new(entry(&format!("{{\"v\":{i}}}"), &[])))
+        .collect();
+    for v in &versions {
+        cache.remember(&alice, v, 3);
+        cache.remember(&alice, v, 3); // the newest again: nothing new
+    }
+    let tag = |i: usize| versions[i].etag();
+    assert!(
+        cache.version(&alice, &tag(1)).is_none(),
+        "only the last 3 are kept"
+    );
+    for i in 2..5 {
+        assert!(
+            cache
+                .version(&alice, &tag(i))
+                .is_some_and(|v| Arc::ptr_eq(&v, &versions[i]))
+        );
+    }
+    assert!(
+        cache.version(&bob, &tag(4)).is_none(),
+        "another requester's versions are not bob's"
+    );
+    assert_eq!(cache.history_bytes(), 3 * (ENTRY_OVERHEAD + 7));
+    // Never what the cache could not keep.
+    let secret = Arc::new(entry("{\"s\":1}", &[("cache-control", "no-store")]));
+    cache.remember(&bob, &secret, 3);
+    assert!(cache.version(&bob, &secret.etag()).is_none());
+    let private = Arc::new(entry("{\"p\":1}", &[("cache-control", "private")]));
+    let anonymous = key(1, "/d", None, &[None, None]);
+    cache.remember(&anonymous, &private, 3);
+    assert!(cache.version(&anonymous, &private.etag()).is_none());
+    // The byte bound: the oldest recorded anywhere go first, and it is never exceeded.
+    for i in 0..40 {
+        let other = key(2, &format!("/{i}"), None, &[None, None]);
+        cache.remember(&other, &Arc::new(entry(&format!("{{\"n\":{i}}}"), &[])), 8);
+        assert!(cache.history_bytes() <= 8 * 1024);
+    }
+    assert!(cache.version(&alice, &tag(4)).is_none(), "evicted by bytes");
+    let last = key(2, "/39", None, &[None, None]);
+    assert!(cache.version(&last, &entry("{\"n\":39}", &[]).etag()).is_some());
+}

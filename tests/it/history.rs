@@ -350,3 +350,22 @@ async fn a_delta_no_smaller_than_the_document_is_the_document() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json(), json!({"a":2}));
 }
+
+#[tokio::test]
+async fn a_no_store_response_is_never_kept_as_a_version() {
+    let (upstream, proxy) = setup(&format!(r#"{{"a":1,{BIO}}}"#), "").await;
+    upstream.set_extra_header("cache-control", "no-store");
+    let base = etag(&get(proxy.addr, DOC).await);
+    let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#).await;
+    assert_eq!(written.status, 200, "{}", written.text());
+    let got = send(
+        proxy.addr,
+        "GET",
+        DOC,
+        &[("a-im", "json-patch"), ("if-none-match", &base)],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["a"], 2);
+}
