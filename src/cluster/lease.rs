@@ -148,14 +148,14 @@ impl Cluster {
                 waited = true;
                 self.counters.lease_waits.fetch_add(1, Relaxed);
             }
-            let poll = Instant::now() + self.settings.lease_poll;
-            if poll >= deadline {
-                tokio::time::sleep_until(deadline).await;
+            if Instant::now() >= deadline {
                 return Err(Refusal::LeaseBusy);
             }
+            // Woken at the deadline at the latest, for a last try.
+            let wake = (Instant::now() + self.settings.lease_poll).min(deadline);
             tokio::select! {
                 () = released => {}
-                () = tokio::time::sleep_until(poll) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
             if !self.is_up() {
                 return Err(Refusal::Unreachable);

@@ -3,8 +3,9 @@
 //! answers the writers' barrier (see the module above).
 //!
 //! Invariant: a `PONG` counts (for a barrier, or the window from its `PING`'s sending)
-//! only once every notice received before it has been applied. The cache is emptied whenever a subscription (re)starts, because
-//! notices may have been missed while there was none.
+//! only once every notice received before it has been applied. The cache is emptied
+//! whenever a subscription (re)starts, because notices may have been missed while there
+//! was none.
 
 use std::future::Future;
 use std::pin::Pin;
