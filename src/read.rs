@@ -329,7 +329,7 @@ impl Ctx {
                 let not_modified = response.headers();
                 Ok(Lookup::Found(self.refresh(since, at, &entry, not_modified)))
             }
-            (StatusCode::OK, _) => {
+            (StatusCode::OK, previous) => {
                 exchange.cache = "miss";
                 // Reads keep what the cache may hold; writes need the whole document.
                 let limit = if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -337,7 +337,14 @@ impl Ctx {
                 } else {
                     self.shared.max_entry_bytes.max(self.shared.max_body_bytes)
                 };
-                self.store(since, at, response, limit).await
+                let lookup = self.store(since, at, response, limit).await?;
+                // The version this one replaces becomes history.
+                if let (Some(previous), Lookup::Found(entry)) = (previous, &lookup)
+                    && !previous.same_tag(entry)
+                {
+                    self.shared.cache.remember(key, &previous, route.config.history);
+                }
+                Ok(lookup)
             }
             (status, _) => {
                 exchange.cache = "pass";
@@ -409,15 +416,18 @@ impl Ctx {
         let useless = (route.config.freshness == Freshness::Revalidate || entry.no_cache())
             && entry.upstream_etag().is_none()
             && entry.last_modified().is_none();
-        let entry = if useless {
-            Arc::new(entry)
+        let stored = if useless {
+            Err(entry)
         } else {
-            match self.shared.cache.insert_since(since, key.clone(), request, entry) {
-                Ok(stored) => stored,
-                Err(unstored) => Arc::new(unstored),
-            }
+            self.shared.cache.insert_since(since, key.clone(), request, entry)
         };
-        self.shared.cache.remember(key, &entry, route.config.history);
+        // A version the cache holds becomes history when replaced; one it does not hold
+        // is history now.
+        let entry = stored.unwrap_or_else(|unstored| {
+            let entry = Arc::new(unstored);
+            self.shared.cache.remember(key, &entry, route.config.history);
+            entry
+        });
         Ok(Lookup::Found(entry))
     }
 

@@ -249,10 +249,19 @@ impl Ctx {
             self.shared
                 .cache
                 .insert(key.clone(), &parts.headers, entry)
-                .unwrap_or_else(Arc::new)
+                .unwrap_or_else(|unstored| {
+                    let entry = Arc::new(unstored);
+                    self.shared.cache.remember(key, &entry, route.config.history);
+                    entry
+                })
         };
         guard.disarm();
-        self.shared.cache.remember(key, &entry, route.config.history);
+        // The version the write replaced becomes history (the new one is in the cache).
+        if let Some(old) = &sending.current
+            && !old.same_tag(&entry)
+        {
+            self.shared.cache.remember(key, old, route.config.history);
+        }
         if parts.method == Method::PATCH {
             self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));

@@ -369,3 +369,45 @@ async fn a_no_store_response_is_never_kept_as_a_version() {
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["a"], 2);
 }
+
+#[tokio::test]
+async fn versions_kept_by_the_cache_become_history_when_replaced() {
+    // Exclusive: the first version lives in the cache until the write replaces it.
+    let doc = format!(r#"{{"a":1,{BIO}}}"#);
+    let (upstream, proxy) = setup(&doc, r#"freshness = "exclusive""#).await;
+    let base = etag(&get(proxy.addr, DOC).await);
+    assert_eq!(
+        send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#)
+            .await
+            .status,
+        200
+    );
+    let got = send(
+        proxy.addr,
+        "GET",
+        DOC,
+        &[("a-im", "json-patch"), ("if-none-match", &base)],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 226, "{}", got.text());
+    assert_eq!(got.json(), json!([{"op":"replace","path":"/a","value":2}]));
+
+    // Revalidate with upstream validators: a version the upstream replaced by itself.
+    let (upstream2, proxy2) = setup(&doc, "").await;
+    upstream2.set_etag_style(EtagStyle::Strong);
+    let base = etag(&get(proxy2.addr, DOC).await);
+    upstream2.set_doc(DOC, &format!(r#"{{"a":3,{BIO}}}"#));
+    assert_eq!(get(proxy2.addr, DOC).await.json()["a"], 3);
+    let got = send(
+        proxy2.addr,
+        "GET",
+        DOC,
+        &[("a-im", "merge-patch"), ("if-none-match", &base)],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 226, "{}", got.text());
+    assert_eq!(got.json(), json!({"a":3}));
+    drop(upstream);
+}
