@@ -25,6 +25,11 @@ fn etag(got: &Response) -> String {
         .to_owned()
 }
 
+/// A GET asking for a delta (`A-IM`) from the version `base`.
+async fn delta_get(addr: std::net::SocketAddr, format: &str, base: &str) -> Response {
+    send(addr, "GET", DOC, &[("a-im", format), ("if-none-match", base)], "").await
+}
+
 /// Applies an RFC 6902 patch with the json-patch crate (an independent implementation).
 fn apply_json_patch(base: &[u8], patch: &[u8]) -> Value {
     let mut doc: Value = serde_json::from_slice(base).unwrap();
@@ -43,14 +48,7 @@ async fn a_delta_read_answers_226_with_the_patch_from_the_version_the_client_hol
     assert_eq!(written.status, 200, "{}", written.text());
     let current = etag(&written);
 
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy.addr, "json-patch", &base).await;
     assert_eq!(got.status, 226, "{}", got.text());
     assert_eq!(got.header("im"), Some("json-patch"));
     assert_eq!(got.header("etag"), Some(current.as_str()));
@@ -66,14 +64,7 @@ async fn a_delta_read_answers_226_with_the_patch_from_the_version_the_client_hol
     );
     assert_eq!(apply_json_patch(&first.body, &got.body), written.json());
 
-    let merge = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "merge-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let merge = delta_get(proxy.addr, "merge-patch", &base).await;
     assert_eq!(merge.status, 226, "{}", merge.text());
     assert_eq!(merge.header("im"), Some("merge-patch"));
     assert_eq!(merge.header("content-type"), Some("application/merge-patch+json"));
@@ -159,14 +150,7 @@ async fn a_delta_of_one_member_in_a_256_kib_document_is_a_few_bytes() {
     let patch = r#"[{"op":"replace","path":"/items/1300/price","value":2.5}]"#;
     let written = send(proxy.addr, "PATCH", DOC, &[JSON_PATCH], patch).await;
     assert_eq!(written.status, 200, "{}", written.text());
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy.addr, "json-patch", &base).await;
     assert_eq!(got.status, 226, "{}", got.text());
     assert_eq!(apply_json_patch(&first.body, &got.body), written.json());
     assert!(got.body.len() < 100, "{} bytes: {}", got.body.len(), got.text());
@@ -320,14 +304,7 @@ async fn without_merge_or_history_a_stale_patch_is_412() {
         .await;
         assert_eq!(got.status, 412, "{route}: {}", got.text());
         assert_eq!(upstream.count(&Method::PUT, DOC), 1, "{route}");
-        let delta = send(
-            proxy.addr,
-            "GET",
-            DOC,
-            &[("a-im", "json-patch"), ("if-none-match", &base)],
-            "",
-        )
-        .await;
+        let delta = delta_get(proxy.addr, "json-patch", &base).await;
         let expected = if route.contains("history = 0") { 200 } else { 226 };
         assert_eq!(delta.status, expected, "{route}");
     }
@@ -339,14 +316,7 @@ async fn a_delta_no_smaller_than_the_document_is_the_document() {
     let base = etag(&get(proxy.addr, DOC).await);
     let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#).await;
     assert_eq!(written.status, 200);
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy.addr, "json-patch", &base).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json(), json!({"a":2}));
 }
@@ -358,14 +328,7 @@ async fn a_no_store_response_is_never_kept_as_a_version() {
     let base = etag(&get(proxy.addr, DOC).await);
     let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], r#"{"a":2}"#).await;
     assert_eq!(written.status, 200, "{}", written.text());
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy.addr, "json-patch", &base).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["a"], 2);
 }
@@ -382,14 +345,7 @@ async fn versions_kept_by_the_cache_become_history_when_replaced() {
             .status,
         200
     );
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy.addr, "json-patch", &base).await;
     assert_eq!(got.status, 226, "{}", got.text());
     assert_eq!(got.json(), json!([{"op":"replace","path":"/a","value":2}]));
 
@@ -399,14 +355,7 @@ async fn versions_kept_by_the_cache_become_history_when_replaced() {
     let base = etag(&get(proxy2.addr, DOC).await);
     upstream2.set_doc(DOC, &format!(r#"{{"a":3,{BIO}}}"#));
     assert_eq!(get(proxy2.addr, DOC).await.json()["a"], 3);
-    let got = send(
-        proxy2.addr,
-        "GET",
-        DOC,
-        &[("a-im", "merge-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get(proxy2.addr, "merge-patch", &base).await;
     assert_eq!(got.status, 226, "{}", got.text());
     assert_eq!(got.json(), json!({"a":3}));
     drop(upstream);
