@@ -1,5 +1,6 @@
-//! The admin listener: `GET /healthz` and `GET /metrics` (Prometheus text, when the
-//! server runs a [`PatchLayer`]).
+//! The admin listener: `GET /healthz`, `GET /metrics` (Prometheus text) and
+//! `GET /changes` (the change feed, [`crate::feed`]), the last two when the server runs a
+//! [`PatchLayer`].
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -22,7 +23,14 @@ pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: w
         let layer = layer.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = respond(layer.as_ref(), req.method(), req.uri().path());
+                let response = match (req.method(), req.uri().path(), layer.as_ref()) {
+                    (&Method::GET, "/changes", Some(layer)) => crate::feed::respond(
+                        layer.feed(),
+                        req.uri().query(),
+                        req.headers().get("last-event-id"),
+                    ),
+                    _ => respond(layer.as_ref(), req.method(), req.uri().path()),
+                };
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

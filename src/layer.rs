@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub in_flight: Vec<AtomicUsize>,
     /// `[cluster]`: leases and coherence through Redis; `None`: this process alone.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// `route.changes`: confirmed writes, for the admin listener's `/changes`.
+    pub feed: crate::feed::Feed,
 }
 
 /// The part of `cache.max_bytes` kept for recent versions: an eighth, when a route keeps
@@ -115,6 +117,7 @@ impl PatchLayer {
                     .cluster
                     .as_ref()
                     .map(|cluster| crate::cluster::Cluster::new(cluster, &config.routes)),
+                feed: crate::feed::Feed::new(&config.routes),
             }),
         };
         layer.start_cluster();
@@ -138,6 +141,11 @@ impl PatchLayer {
     /// The metrics this layer records, for an admin endpoint.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.shared.metrics)
+    }
+
+    /// The change feed of the routes with `changes = true`.
+    pub fn feed(&self) -> &crate::feed::Feed {
+        &self.shared.feed
     }
 
     /// Upstream writes sent and not answered yet (they run even after their client left).

@@ -16,6 +16,7 @@ pub mod config; // proxy.toml: raw TOML → validated Config
 mod delta; // delta reads: 226 IM Used with a patch from a recent version
 pub mod demo; // embedded legacy API for `patchgate demo`
 pub mod etag; // entity tags (RFC 9110 §8.8.3)
+pub mod feed; // the change feed: confirmed writes as server-sent events on the admin listener
 pub mod headers; // header names, hop-by-hop stripping, Content-Length, Via (leaf)
 mod landing; // sent writes run to their end; resources whose state is unknown
 pub mod layer; // PatchLayer / PatchService: the request walk

@@ -188,6 +188,8 @@ pub struct Route {
     pub history: usize,
     /// What a PATCH whose `If-Match` names an older kept version gets.
     pub on_stale: OnStale,
+    /// Confirmed writes are published on the admin listener's `GET /changes` feed.
+    pub changes: bool,
     /// Only set for https upstreams.
     pub ca_file: Option<PathBuf>,
 }
@@ -344,6 +346,9 @@ impl Route {
         }
         if self.on_stale == OnStale::Merge {
             line.push_str(" on_stale=merge");
+        }
+        if self.changes {
+            line.push_str(" changes=true");
         }
         line
     }

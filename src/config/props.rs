@@ -121,6 +121,7 @@ const ROUTE_KEYS: &[(&str, &str)] = &[
     ("refresh_after_write", "false"),
     ("batch_patches", "true"),
     ("batch_reads", "true"),
+    ("changes", "true"),
     ("ca_file", "\"ca.pem\""),
 ];
 

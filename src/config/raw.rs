@@ -90,6 +90,7 @@ pub(super) struct RawRoute {
     pub max_in_flight: Option<Spanned<i64>>,
     pub history: Option<Spanned<i64>>,
     pub on_stale: Text,
+    pub changes: Option<Spanned<bool>>,
     pub ca_file: Text,
 }
 

@@ -425,6 +425,7 @@ impl Checker<'_> {
             refresh_after_write: raw.refresh_after_write.is_some_and(Spanned::into_inner),
             batch_patches: raw.batch_patches.is_none_or(Spanned::into_inner),
             batch_reads: raw.batch_reads.is_none_or(Spanned::into_inner),
+            changes: raw.changes.is_some_and(Spanned::into_inner),
             max_in_flight: self.optional(raw.max_in_flight, &key("max_in_flight"), None, |n| {
                 positive(*n).map(Some)
             })?,

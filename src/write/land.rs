@@ -200,9 +200,12 @@ impl Ctx {
             parts,
             method,
             current,
+            current_known,
             new_body,
         } = sending;
         let (current, method) = (current.as_deref(), method.clone());
+        // What the change feed says the write replaced: only a version read for it.
+        let replaced = current.filter(|_| *current_known);
         // A failed write must not leave a cached body the upstream may not hold.
         let mut guard = Invalidate::new(&self.shared.cache, route.id, &key.path);
         let upstream_tag = current
@@ -223,6 +226,7 @@ impl Ctx {
         self.invalidate_after_write(route, &key.path);
         let Some(new_body) = new_body else {
             guard.disarm();
+            self.shared.feed.publish(route.id, &key.path, replaced, None);
             return Ok(Attempt::Done(finish_response(response), None));
         };
         let (resp_parts, resp_body) = response.into_parts();
@@ -262,6 +266,9 @@ impl Ctx {
         {
             self.shared.cache.remember(key, old, route.config.history);
         }
+        self.shared
+            .feed
+            .publish(route.id, &key.path, replaced, Some(&entry));
         if parts.method == Method::PATCH {
             self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));

@@ -123,7 +123,23 @@ struct Sending {
     parts: request::Parts,
     method: Method,
     current: Option<Arc<Entry>>,
+    /// `current` is the version this write replaces as far as patchgate can tell: read
+    /// for it (or kept by a `freshness = "exclusive"` route), not a cached copy a blind
+    /// PUT or DELETE lent its ETag. Decides what the change feed says of the old version.
+    current_known: bool,
     new_body: Option<Bytes>,
+}
+
+/// After a conflict, or a write whose outcome never came, the cache cannot be trusted:
+/// read the upstream.
+fn force_upstream(walk: &Walk<'_>) -> bool {
+    walk.retries > 0 || walk.resource.is_uncertain()
+}
+
+/// An unconditional PUT or DELETE replaces whatever is there: no need to read it first
+/// (a cached copy still lends its upstream ETag to the write).
+fn blind(walk: &Walk<'_>) -> bool {
+    !force_upstream(walk) && walk.conditions.is_empty() && !matches!(walk.intent, Intent::Patch(_))
 }
 
 impl Ctx {
@@ -222,9 +238,13 @@ impl Ctx {
         lock: &WriteGuard,
         exchange: &mut Exchange,
     ) -> Result<Write, Next> {
-        let current = self.current_state(walk, exchange).await?;
+        let blind = blind(walk);
+        let current = self.current_state(walk, blind, exchange).await?;
         self.preconditions(walk, current.as_ref())?;
-        self.apply_all(walk, current, lock)
+        let mut write = self.apply_all(walk, current, lock)?;
+        write.sending.current_known =
+            !blind || walk.route.config.freshness == crate::config::Freshness::Exclusive;
+        Ok(write)
     }
 
     /// Phase **current**: the representation the write applies to (`None`: missing, for
@@ -232,14 +252,10 @@ impl Ctx {
     async fn current_state(
         &self,
         walk: &Walk<'_>,
+        blind: bool,
         exchange: &mut Exchange,
     ) -> Result<Option<Arc<Entry>>, Next> {
-        // After a conflict, or a write whose outcome never came, the cache cannot be
-        // trusted: read the upstream.
-        let force_upstream = walk.retries > 0 || walk.resource.is_uncertain();
-        // An unconditional PUT or DELETE replaces whatever is there: no need to read it
-        // first (a cached copy still lends its upstream ETag to the write).
-        let blind = !force_upstream && walk.conditions.is_empty() && !matches!(walk.intent, Intent::Patch(_));
+        let force_upstream = force_upstream(walk);
         let lookup = if blind {
             match self.shared.cache.get(&walk.key, &walk.parts.headers) {
                 Some(entry) => Lookup::Found(entry),
@@ -358,6 +374,7 @@ impl Ctx {
                 parts: clone_parts(&walk.parts),
                 method: self.write_method(walk),
                 current,
+                current_known: true,
                 new_body,
             },
             batch,

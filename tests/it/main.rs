@@ -4,6 +4,7 @@ mod support;
 
 mod batch;
 mod cache_control;
+mod changes;
 mod cli;
 mod cluster;
 mod custom_service;
