@@ -23,15 +23,18 @@ pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: w
         let layer = layer.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = match (req.method(), req.uri().path(), layer.as_ref()) {
-                    (&Method::GET, "/changes", Some(layer)) => crate::feed::respond(
-                        layer.feed(),
-                        req.uri().query(),
-                        req.headers().get("last-event-id"),
-                    ),
-                    _ => respond(layer.as_ref(), req.method(), req.uri().path()),
-                };
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                let layer = layer.clone();
+                async move {
+                    let response = match (req.method(), req.uri().path(), layer.as_ref()) {
+                        (&Method::GET, "/changes", Some(layer)) => {
+                            layer
+                                .changes(req.uri().query(), req.headers().get("last-event-id"))
+                                .await
+                        }
+                        _ => respond(layer.as_ref(), req.method(), req.uri().path()),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;

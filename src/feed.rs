@@ -75,6 +75,8 @@ pub enum Refusal {
     NoFeed,
     /// The starting point is before the oldest kept event, or after the last one.
     Gone { oldest: Option<u64>, last: u64 },
+    /// `[cluster]`: the shared feed is in Redis, which did not answer (why, no URL).
+    Unreachable(String),
 }
 
 /// An opened stream: the kept events to replay, then the live ones.
@@ -118,28 +120,46 @@ impl Feed {
     /// Records one confirmed upstream write of `path`: `old` is the representation it
     /// replaced (`None`: unknown or missing), `new` the one it made (`None`: deleted).
     pub fn publish(&self, route: u32, path: &str, old: Option<&Entry>, new: Option<&Entry>) {
-        let Some(feed) = self.route(route) else {
-            return;
-        };
-        // Outside the lock: the diff is the costly part.
+        if let Some(tail) = self.prepare(route, path, old, new) {
+            self.publish_prepared(route, &tail);
+        }
+    }
+
+    /// The event's JSON after its `"seq":N` member (`,"path":…}`), or `None` when the
+    /// route has no feed. The diff is the costly part: done outside any lock.
+    pub(crate) fn prepare(
+        &self,
+        route: u32,
+        path: &str,
+        old: Option<&Entry>,
+        new: Option<&Entry>,
+    ) -> Option<Vec<u8>> {
+        self.route(route)?;
         let patch = match (old, new) {
             (Some(old), Some(new)) => json_patch(old.body_bytes(), new.body_bytes()),
             _ => None,
         };
         let old_etag = old.map(|e| e.etag().to_string());
         let new_etag = new.map(|e| e.etag().to_string());
+        Some(tail(
+            path,
+            old_etag.as_deref(),
+            new_etag.as_deref(),
+            patch.as_deref(),
+        ))
+    }
+
+    /// Numbers, keeps and broadcasts one prepared event in this instance's ring.
+    fn publish_prepared(&self, route: u32, tail: &[u8]) {
+        let Some(feed) = self.route(route) else {
+            return;
+        };
         let mut kept = feed.lock();
         let seq = kept.last + 1;
         kept.last = seq;
         let change = Change {
             seq,
-            text: render(
-                seq,
-                path,
-                old_etag.as_deref(),
-                new_etag.as_deref(),
-                patch.as_deref(),
-            ),
+            text: render(seq, tail),
         };
         if kept.ring.len() >= KEPT {
             kept.ring.pop_front();
@@ -147,6 +167,14 @@ impl Feed {
         kept.ring.push_back(change.clone());
         // No receiver is no error: nobody follows the feed right now.
         let _ = feed.live.send(change);
+    }
+
+    /// Whether `route` names a route with a feed.
+    pub(crate) fn has(&self, route: &str) -> bool {
+        self.names
+            .get(route)
+            .and_then(|id| self.routes.get(*id))
+            .is_some_and(Option::is_some)
     }
 
     /// Opens a stream of `route`'s events after `since` (`None`: only new ones).
@@ -192,20 +220,14 @@ fn json_patch(old: &[u8], new: &[u8]) -> Option<Bytes> {
     Some(crate::patch::diff(&old, &new).json_patch())
 }
 
-/// One SSE event: `id`, `event: change` and one line of JSON. The patch is compact JSON
+/// The event's JSON after `{"seq":N`: `,"path":…,"patch":…}`. The patch is compact JSON
 /// already (no line break), inserted as it is.
-fn render(
-    seq: u64,
-    path: &str,
-    old_etag: Option<&str>,
-    new_etag: Option<&str>,
-    patch: Option<&[u8]>,
-) -> Bytes {
+fn tail(path: &str, old_etag: Option<&str>, new_etag: Option<&str>, patch: Option<&[u8]>) -> Vec<u8> {
     let string = |s: Option<&str>| serde_json::to_string(&s).unwrap_or_else(|_| "null".to_owned());
-    let mut out = Vec::with_capacity(96 + path.len() + patch.map_or(0, <[u8]>::len));
+    let mut out = Vec::with_capacity(64 + path.len() + patch.map_or(0, <[u8]>::len));
     out.extend_from_slice(
         format!(
-            "id: {seq}\nevent: change\ndata: {{\"seq\":{seq},\"path\":{},\"old_etag\":{},\"new_etag\":{},\"patch\":",
+            ",\"path\":{},\"old_etag\":{},\"new_etag\":{},\"patch\":",
             string(Some(path)),
             string(old_etag),
             string(new_etag)
@@ -213,7 +235,16 @@ fn render(
         .as_bytes(),
     );
     out.extend_from_slice(patch.unwrap_or(b"null"));
-    out.extend_from_slice(b"}\n\n");
+    out.push(b'}');
+    out
+}
+
+/// One SSE event: `id`, `event: change` and one line of JSON, `{"seq":N` then `tail`.
+pub(crate) fn render(seq: u64, tail: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(48 + tail.len());
+    out.extend_from_slice(format!("id: {seq}\nevent: change\ndata: {{\"seq\":{seq}").as_bytes());
+    out.extend_from_slice(tail);
+    out.extend_from_slice(b"\n\n");
     Bytes::from(out)
 }
 
@@ -239,24 +270,33 @@ impl Subscription {
                 };
                 Some((text, (live, heartbeat)))
             });
-        let frames = futures_util::stream::iter(replay)
-            .chain(follow)
-            .map(|text| Ok::<_, BoxError>(Frame::data(text)));
-        let mut response = Response::new(body::boxed(StreamBody::new(frames)));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // Tells nginx not to buffer the stream.
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        response
+        event_stream(futures_util::stream::iter(replay).chain(follow))
     }
 }
 
-/// `GET /changes?route=NAME&since=SEQ` (or `Last-Event-ID`, which wins over `since`).
+/// `GET /changes?route=NAME&since=SEQ` (or `Last-Event-ID`, which wins over `since`), from
+/// this instance's ring.
 pub fn respond(feed: &Feed, query: Option<&str>, last_event_id: Option<&HeaderValue>) -> Response<Body> {
+    let (route, start) = match request(query, last_event_id) {
+        Ok(request) => request,
+        Err(detail) => return bad_request(detail),
+    };
+    match feed.subscribe(route, start) {
+        Ok(subscription) => subscription.into_response(),
+        Err(refusal) => refused(&refusal),
+    }
+}
+
+/// The `400` of a `/changes` request [`request`] refused.
+pub(crate) fn bad_request(detail: &str) -> Response<Body> {
+    problem(StatusCode::BAD_REQUEST, "bad-feed-request", detail)
+}
+
+/// The route and the starting point a `/changes` request names, or why it is a `400`.
+pub(crate) fn request<'a>(
+    query: Option<&'a str>,
+    last_event_id: Option<&HeaderValue>,
+) -> Result<(&'a str, Option<u64>), &'static str> {
     let mut route = None;
     let mut since = None;
     for pair in query.unwrap_or("").split('&') {
@@ -267,11 +307,7 @@ pub fn respond(feed: &Feed, query: Option<&str>, last_event_id: Option<&HeaderVa
         }
     }
     let Some(route) = route else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "bad-feed-request",
-            "the query needs route=NAME",
-        );
+        return Err("the query needs route=NAME");
     };
     // A reconnecting client resumes from the last event it saw, whatever its URL says.
     let resume = last_event_id
@@ -282,22 +318,22 @@ pub fn respond(feed: &Feed, query: Option<&str>, last_event_id: Option<&HeaderVa
         Some(text) => match text.parse::<u64>() {
             Ok(seq) => Some(seq),
             Err(_) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-feed-request",
-                    "since and Last-Event-ID must be a sequence number (0 or more)",
-                );
+                return Err("since and Last-Event-ID must be a sequence number (0 or more)");
             }
         },
     };
-    match feed.subscribe(route, start) {
-        Ok(subscription) => subscription.into_response(),
-        Err(Refusal::NoFeed) => problem(
+    Ok((route, start))
+}
+
+/// The answer to a stream that was not opened.
+pub(crate) fn refused(refusal: &Refusal) -> Response<Body> {
+    match refusal {
+        Refusal::NoFeed => problem(
             StatusCode::NOT_FOUND,
             "no-feed",
             "no route of that name has changes = true",
         ),
-        Err(Refusal::Gone { oldest, last }) => {
+        Refusal::Gone { oldest, last } => {
             let detail = match oldest {
                 Some(oldest) => format!(
                     "events after that sequence number are no longer kept (kept: {oldest} to {last}); \
@@ -310,7 +346,42 @@ pub fn respond(feed: &Feed, query: Option<&str>, last_event_id: Option<&HeaderVa
             };
             problem(StatusCode::GONE, "feed-gone", &detail)
         }
+        Refusal::Unreachable(cause) => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let mut response = crate::problem::problem_response(
+                status,
+                &serde_json::json!({
+                    "type": "https://patchgate.dev/problems/feed-unavailable",
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": "the change feed all instances share is in Redis, which did not answer; retry",
+                    "cause": cause,
+                }),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
     }
+}
+
+/// A `text/event-stream` response of `texts`.
+pub(crate) fn event_stream<S>(texts: S) -> Response<Body>
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    let frames = texts.map(|text| Ok::<_, BoxError>(Frame::data(text)));
+    let mut response = Response::new(body::boxed(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Tells nginx not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
 }
 
 fn problem(status: StatusCode, kind: &str, detail: &str) -> Response<Body> {

@@ -65,6 +65,28 @@ pub(crate) struct Shared {
     pub feed: crate::feed::Feed,
 }
 
+impl Shared {
+    /// Publishes a confirmed write of `path` on the route's change feed, if it has one:
+    /// this instance's ring, or with `[cluster]` the shared Redis stream (awaited: one
+    /// round trip before the write is answered and its lease released, so that the
+    /// events of one resource are in the order of its writes).
+    pub(crate) async fn publish_change(
+        &self,
+        route: &CompiledRoute,
+        path: &str,
+        old: Option<&crate::cache::Entry>,
+        new: Option<&crate::cache::Entry>,
+    ) {
+        let Some(cluster) = &self.cluster else {
+            self.feed.publish(route.id, path, old, new);
+            return;
+        };
+        if let Some(tail) = self.feed.prepare(route.id, path, old, new) {
+            cluster.publish_change(&route.config.name, &tail).await;
+        }
+    }
+}
+
 /// The part of `cache.max_bytes` kept for recent versions: an eighth, when a route keeps
 /// any.
 fn history_share(config: &Config) -> u64 {
@@ -146,6 +168,26 @@ impl PatchLayer {
     /// The change feed of the routes with `changes = true`.
     pub fn feed(&self) -> &crate::feed::Feed {
         &self.shared.feed
+    }
+
+    /// `GET /changes?route=NAME&since=SEQ` on the admin listener: this instance's feed,
+    /// or with `[cluster]` the one all instances share (see [`crate::feed`]).
+    pub async fn changes(&self, query: Option<&str>, last_event_id: Option<&HeaderValue>) -> Response<Body> {
+        let Some(cluster) = &self.shared.cluster else {
+            return crate::feed::respond(&self.shared.feed, query, last_event_id);
+        };
+        let (route, since) = match crate::feed::request(query, last_event_id) {
+            Ok(request) => request,
+            Err(detail) => return crate::feed::bad_request(detail),
+        };
+        if !self.shared.feed.has(route) {
+            return crate::feed::refused(&crate::feed::Refusal::NoFeed);
+        }
+        self.start_cluster();
+        match cluster.changes(route, since).await {
+            Ok(events) => crate::feed::event_stream(events),
+            Err(refusal) => crate::feed::refused(&refusal),
+        }
     }
 
     /// Upstream writes sent and not answered yet (they run even after their client left).

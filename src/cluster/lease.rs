@@ -325,7 +325,7 @@ impl Cluster {
 
     /// Runs a script. Every script here may run twice: a command whose connection
     /// dropped is sent once more, on the connection the manager makes anew.
-    async fn eval<T: redis::FromRedisValue>(
+    pub(super) async fn eval<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         keys: &[&str],

@@ -17,11 +17,14 @@
 //!   silent instance's window closes before the writer stops waiting, and reads cost no
 //!   Redis round trip. A write holding the lease passes a barrier (its own `PING`)
 //!   before it reads the cache.
+//! - **Change feed** ([`changes`]): one Redis stream per route with `changes = true`,
+//!   appended by the writer and read by every instance's `/changes`.
 //! - **Redis unreachable**: writes are refused (`503`, `Retry-After`) before anything is
 //!   sent; reads skip the cache and the running exchanges and ask the upstream; the
 //!   cache is emptied when the subscription comes back, because notices may have been
 //!   missed meanwhile.
 
+mod changes;
 mod lease;
 mod message;
 mod watch;
@@ -96,11 +99,12 @@ impl ClusterSpec {
     fn build(
         &self,
         pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+        response_timeout: std::time::Duration,
     ) -> redis::RedisResult<redis::cluster::ClusterClient> {
         let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes.clone())
             .use_protocol(redis::ProtocolVersion::RESP3)
             .connection_timeout(self.timeout)
-            .response_timeout(self.timeout)
+            .response_timeout(response_timeout)
             .retries(1);
         if let Some(password) = &self.password {
             builder = builder.password(password);
@@ -191,7 +195,7 @@ fn source(config: &config::Cluster) -> Result<Source, ClusterError> {
             root_cert,
             timeout: config.timeout,
         };
-        spec.build(None).map_err(invalid)?;
+        spec.build(None, config.timeout).map_err(invalid)?;
         return Ok(Source::Cluster(spec));
     }
     if let Some(sentinel) = &config.sentinel {
@@ -284,6 +288,7 @@ pub(crate) struct Counters {
     pub invalidations_sent: AtomicU64,
     pub invalidations_received: AtomicU64,
     pub redis_errors: AtomicU64,
+    pub feed_events_lost: AtomicU64,
 }
 
 impl Cluster {
@@ -566,6 +571,11 @@ impl Cluster {
                 "redis_errors",
                 "Redis commands or connections that failed.",
                 &c.redis_errors,
+            ),
+            (
+                "feed_events_lost",
+                "Change feed events not appended to the shared stream (Redis did not answer).",
+                &c.feed_events_lost,
             ),
         ] {
             let _ = write!(

@@ -180,7 +180,9 @@ async fn subscribe(cluster: &Cluster, source: &Source) -> Result<Feed, String> {
     };
     if let Source::Cluster(spec) = source {
         let (tx, mut pushes) = mpsc::unbounded_channel();
-        let client = spec.build(Some(tx)).map_err(|e| describe(&e))?;
+        let client = spec
+            .build(Some(tx), cluster.settings.timeout)
+            .map_err(|e| describe(&e))?;
         let mut connection = match tokio::time::timeout(limit * 2, client.get_async_connection()).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => return Err(describe(&e)),

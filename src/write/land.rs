@@ -226,7 +226,7 @@ impl Ctx {
         self.invalidate_after_write(route, &key.path);
         let Some(new_body) = new_body else {
             guard.disarm();
-            self.shared.feed.publish(route.id, &key.path, replaced, None);
+            self.shared.publish_change(route, &key.path, replaced, None).await;
             return Ok(Attempt::Done(finish_response(response), None));
         };
         let (resp_parts, resp_body) = response.into_parts();
@@ -267,8 +267,8 @@ impl Ctx {
             self.shared.cache.remember(key, old, route.config.history);
         }
         self.shared
-            .feed
-            .publish(route.id, &key.path, replaced, Some(&entry));
+            .publish_change(route, &key.path, replaced, Some(&entry))
+            .await;
         if parts.method == Method::PATCH {
             self.shared.metrics.event(route.id, Event::PatchApplied);
             return Ok(Attempt::Done(patched(&entry, route, parts), Some(entry)));

@@ -28,13 +28,13 @@ async fn setup(route_extra: &str) -> (LegacyUpstream, TestProxy) {
 
 /// One parsed server-sent event.
 #[derive(Debug)]
-struct Event {
-    id: u64,
-    data: Value,
+pub(crate) struct Event {
+    pub(crate) id: u64,
+    pub(crate) data: Value,
 }
 
 /// An open `text/event-stream` response, read event by event.
-struct Sse {
+pub(crate) struct Sse {
     body: Incoming,
     buffer: Vec<u8>,
 }
@@ -42,7 +42,7 @@ struct Sse {
 impl Sse {
     /// `GET /changes?{query}` on the admin listener; panics unless it answers 200 with an
     /// event stream.
-    async fn open(admin: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Sse {
+    pub(crate) async fn open(admin: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Sse {
         let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -72,7 +72,7 @@ impl Sse {
 
     /// The next event (comments skipped); `None` when the stream ends or nothing comes
     /// within `timeout`.
-    async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
+    pub(crate) async fn next_within(&mut self, timeout: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
@@ -92,7 +92,7 @@ impl Sse {
         }
     }
 
-    async fn next(&mut self) -> Event {
+    pub(crate) async fn next(&mut self) -> Event {
         self.next_within(EVENT_TIMEOUT)
             .await
             .expect("an event within the timeout")

@@ -49,13 +49,14 @@ const SHORT_LEASE: &str = "lease = \"3s\"\ntimeout = \"500ms\"\nlease_poll = \"1
 const LEASE: Duration = Duration::from_secs(3);
 
 /// The cluster metric families and their types.
-const FAMILIES: [(&str, &str); 6] = [
+const FAMILIES: [(&str, &str); 7] = [
     ("patchgate_cluster_redis_up", "gauge"),
     ("patchgate_cluster_lease_waits_total", "counter"),
     ("patchgate_cluster_lease_losses_total", "counter"),
     ("patchgate_cluster_invalidations_sent_total", "counter"),
     ("patchgate_cluster_invalidations_received_total", "counter"),
     ("patchgate_cluster_redis_errors_total", "counter"),
+    ("patchgate_cluster_feed_events_lost_total", "counter"),
 ];
 
 /// One instance's config: a route `/api/{*rest}` → `upstream`, coordinating through `redis`.
@@ -1611,4 +1612,133 @@ async fn on_a_redis_cluster_writes_are_serialized_and_reads_coherent() {
         assert!(metric(proxy.admin, "patchgate_cluster_invalidations_received_total").await >= 1.0);
         assert_eq!(metric(proxy.admin, "patchgate_cluster_redis_up").await, 1.0);
     }
+}
+
+/// Two instances whose route has `changes = true`, both connected to `redis`.
+async fn feed_instances(redis: &str, upstream: &LegacyUpstream, cluster: &str) -> Vec<TestProxy> {
+    upstream.set_doc(DOC, r#"{"v":0}"#);
+    let toml = config(&upstream.url(), redis, ROOMY, cluster, "changes = true");
+    let toml = if redis.is_empty() {
+        toml.replace("redis = \"\"\n", "")
+    } else {
+        toml
+    };
+    let proxies = instances(2, &toml).await;
+    for proxy in &proxies {
+        assert!(until(Duration::from_secs(3), || healthy(proxy.admin)).await);
+    }
+    proxies
+}
+
+/// Writes `{"v":v}` through `proxy`; returns the new ETag.
+async fn write_v(proxy: &TestProxy, v: u64) -> String {
+    let got = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH], merge(json!({ "v": v }))).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    got.header("etag").expect("an ETag").to_owned()
+}
+
+/// The next event on `sse`: number `seq`, of the write that returned `etag`.
+async fn expect_event(sse: &mut crate::changes::Sse, seq: u64, etag: &str) {
+    let event = sse.next().await;
+    assert_eq!(event.id, seq, "{:?}", event.data);
+    assert_eq!(event.data["path"], json!(DOC));
+    assert_eq!(event.data["new_etag"], json!(etag), "event {seq}");
+}
+
+/// Writes through both instances, seen on one stream, in order; `since` and
+/// `Last-Event-ID` on the other instance continue it without a gap.
+async fn one_feed_for_every_instance(proxies: &[TestProxy]) {
+    let (a, b) = (&proxies[0], &proxies[1]);
+    let mut on_a = crate::changes::Sse::open(a.admin, "route=api", &[]).await;
+    let mut tags = Vec::new();
+    for v in 1..=6u64 {
+        let writer = if v % 2 == 0 { b } else { a };
+        tags.push(write_v(writer, v).await);
+    }
+    for (seq, tag) in (1..).zip(&tags) {
+        expect_event(&mut on_a, seq, tag).await;
+    }
+    // A patch from the version the write replaced, whichever instance read it.
+    let mut replay = crate::changes::Sse::open(b.admin, "route=api&since=2", &[]).await;
+    for (seq, tag) in (3..).zip(&tags[2..]) {
+        expect_event(&mut replay, seq, tag).await;
+    }
+    let mut resumed =
+        crate::changes::Sse::open(b.admin, "route=api&since=0", &[("last-event-id", "4")]).await;
+    for (seq, tag) in (5..).zip(&tags[4..]) {
+        expect_event(&mut resumed, seq, tag).await;
+    }
+    for v in 7..=8u64 {
+        let tag = write_v(if v % 2 == 0 { b } else { a }, v).await;
+        expect_event(&mut on_a, v, &tag).await;
+        expect_event(&mut replay, v, &tag).await;
+        expect_event(&mut resumed, v, &tag).await;
+    }
+    assert!(
+        resumed.next_within(Duration::from_millis(200)).await.is_none(),
+        "no event twice"
+    );
+}
+
+#[tokio::test]
+async fn the_change_feed_is_one_for_every_instance() {
+    let redis = RedisServer::start().await;
+    let upstream = LegacyUpstream::start().await;
+    let proxies = feed_instances(&redis.url(), &upstream, "").await;
+    one_feed_for_every_instance(&proxies).await;
+    let mut keys = redis.keys("*").await;
+    keys.retain(|k| k.contains("api") && !k.contains(":lease:"));
+    keys.sort();
+    assert_eq!(keys, ["patchgate:changes:api", "patchgate:seq:api"]);
+}
+
+#[tokio::test]
+async fn the_change_feed_is_one_for_every_instance_on_a_redis_cluster() {
+    let nodes = RedisServer::start_cluster(3).await;
+    let upstream = LegacyUpstream::start().await;
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let cluster = format!("cluster_nodes = [{}]", seeds.join(", "));
+    let proxies = feed_instances("", &upstream, &cluster).await;
+    one_feed_for_every_instance(&proxies).await;
+}
+
+#[tokio::test]
+async fn the_shared_feed_is_gone_before_its_first_kept_event_and_unavailable_without_redis() {
+    let mut redis = RedisServer::start().await;
+    let upstream = LegacyUpstream::start().await;
+    let proxies = feed_instances(&redis.url(), &upstream, "").await;
+    let (a, b) = (&proxies[0], &proxies[1]);
+    // Nothing published yet: from 0 is fine, from 1 was never given.
+    let mut empty = crate::changes::Sse::open(b.admin, "route=api&since=0", &[]).await;
+    assert!(empty.next_within(Duration::from_millis(100)).await.is_none());
+    assert_eq!(get(b.admin, "/changes?route=api&since=1").await.status, 410);
+    for v in 1..=6u64 {
+        write_v(if v % 2 == 0 { b } else { a }, v).await;
+    }
+    // As if trimming had dropped events 1 to 3.
+    redis
+        .command(&["XTRIM", "patchgate:changes:api", "MINID", "4-1"])
+        .await
+        .expect("XTRIM");
+    for since in [0, 1, 2, 7] {
+        let got = get(a.admin, &format!("/changes?route=api&since={since}")).await;
+        assert_eq!(got.status, 410, "since={since}: {}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/problem+json"));
+    }
+    let mut from_3 = crate::changes::Sse::open(a.admin, "route=api&since=3", &[]).await;
+    assert_eq!(from_3.next().await.id, 4);
+    assert_eq!(get(a.admin, "/changes?route=nope").await.status, 404);
+
+    redis.stop().await;
+    let got = get(b.admin, "/changes?route=api&since=3").await;
+    assert_unavailable(&got, "/changes without redis");
+    // The open stream ends, so that its client reconnects.
+    let mut ended = false;
+    for _ in 0..3 {
+        if from_3.next_within(Duration::from_secs(3)).await.is_none() {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "a stream whose redis went away ends");
 }
