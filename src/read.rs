@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use crate::body::{self, Body};
 use crate::cache::{Entry, Generation, Key, make_entry, replayed, tag_room};
 use crate::config::{EtagMode, Freshness};
+use crate::etag::EntityTag;
 use crate::headers::{ACCEPT_PATCH, CONDITIONALS, VIA_PATCHGATE, finish_response};
 use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
@@ -66,7 +67,7 @@ impl Ctx {
                     && !head
                     && route.config.history > 0
                     && let Some(format) = crate::delta::wanted(&parts.headers)
-                    && let Some(response) = self.delta(at, &entry, &conditions, format)
+                    && let Some(response) = self.delta(at, &entry, &conditions, format).await
                 {
                     return Ok(response);
                 }
@@ -89,9 +90,31 @@ impl Ctx {
         }
     }
 
+    /// Keeps `entry` as a recent version of `key` (and, with `[cluster]`, shares it).
+    pub(crate) fn remember(&self, route: &CompiledRoute, key: &Key, entry: &Arc<Entry>) {
+        let keep = route.config.history;
+        if self.shared.cache.remember(key, entry, keep) && self.shared.cluster.is_some() {
+            crate::cluster::share_version(&self.shared, &route.config.name, key, entry, keep);
+        }
+    }
+
+    /// The recent version of `key` tagged `tag`: kept here, or by another instance.
+    pub(crate) async fn version(
+        &self,
+        route: &CompiledRoute,
+        key: &Key,
+        tag: &EntityTag,
+    ) -> Option<Arc<Entry>> {
+        if let Some(version) = self.shared.cache.version(key, tag) {
+            return Some(version);
+        }
+        let cluster = self.shared.cluster.as_ref()?;
+        cluster.find_version(&route.config.name, key, tag).await
+    }
+
     /// `226 IM Used` with the patch from the first version `If-None-Match` names that is
     /// still kept to `current`; `None` when there is none (then the usual answer).
-    fn delta(
+    async fn delta(
         &self,
         at: Target<'_>,
         current: &Arc<Entry>,
@@ -100,10 +123,14 @@ impl Ctx {
     ) -> Option<Response<Body>> {
         use crate::delta::{DELTA_BASE, IM};
         let Target { route, key, .. } = at;
-        let base = conditions
-            .if_none_match_tags()
-            .iter()
-            .find_map(|tag| self.shared.cache.version(key, tag))?;
+        let mut base = None;
+        for tag in conditions.if_none_match_tags() {
+            base = self.version(route, key, &tag).await;
+            if base.is_some() {
+                break;
+            }
+        }
+        let base = base?;
         let (Ok(base_doc), Ok(current_doc)) = (
             crate::patch::Document::parse(base.body_bytes()),
             crate::patch::Document::parse(current.body_bytes()),
@@ -342,7 +369,7 @@ impl Ctx {
                 if let (Some(previous), Lookup::Found(entry)) = (previous, &lookup)
                     && !previous.same_tag(entry)
                 {
-                    self.shared.cache.remember(key, &previous, route.config.history);
+                    self.remember(route, key, &previous);
                 }
                 Ok(lookup)
             }
@@ -425,7 +452,7 @@ impl Ctx {
         // is history now.
         let entry = stored.unwrap_or_else(|unstored| {
             let entry = Arc::new(unstored);
-            self.shared.cache.remember(key, &entry, route.config.history);
+            self.remember(route, key, &entry);
             entry
         });
         Ok(Lookup::Found(entry))

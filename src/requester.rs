@@ -37,6 +37,11 @@ impl Requester {
         Requester(bytes.into_boxed_slice())
     }
 
+    /// The fingerprint's bytes (every key-header value, in order).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// No key-header value at all: a response may be shared with every such request.
     pub fn is_anonymous(&self) -> bool {
         self.0.is_empty()

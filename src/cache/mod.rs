@@ -325,7 +325,8 @@ impl Cache {
     /// Records `entry` as the newest version of `key`, keeping at most `keep` of them.
     /// Never what the cache itself could not keep for `key`: `no-store`, `private` without
     /// a requester, `Vary: *`.
-    pub fn remember(&self, key: &Key, entry: &Arc<Entry>, keep: usize) {
+    /// Returns whether it is a version not seen before.
+    pub fn remember(&self, key: &Key, entry: &Arc<Entry>, keep: usize) -> bool {
         let headers = &entry.headers;
         if keep == 0
             || self.history.is_newest(key, entry)
@@ -333,9 +334,10 @@ impl Cache {
             || (!key.has_requester() && policy::private(headers))
             || policy::vary_names(headers).is_none()
         {
-            return;
+            return false;
         }
         self.history.record(key, entry, keep);
+        true
     }
 
     /// The recent version of `key` tagged `tag` (strong comparison).

@@ -27,6 +27,7 @@
 mod changes;
 mod lease;
 mod message;
+mod versions;
 mod watch;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use crate::config;
 use crate::layer::Shared;
 
 pub(crate) use lease::Lease;
+pub(crate) use versions::share_version;
 
 /// Why a write cannot be coordinated right now; each is a `503` with `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

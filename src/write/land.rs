@@ -255,7 +255,7 @@ impl Ctx {
                 .insert(key.clone(), &parts.headers, entry)
                 .unwrap_or_else(|unstored| {
                     let entry = Arc::new(unstored);
-                    self.shared.cache.remember(key, &entry, route.config.history);
+                    self.remember(route, key, &entry);
                     entry
                 })
         };
@@ -264,7 +264,7 @@ impl Ctx {
         if let Some(old) = &sending.current
             && !old.same_tag(&entry)
         {
-            self.shared.cache.remember(key, old, route.config.history);
+            self.remember(route, key, old);
         }
         self.shared
             .publish_change(route, &key.path, replaced, Some(&entry))

@@ -240,7 +240,7 @@ impl Ctx {
     ) -> Result<Write, Next> {
         let blind = blind(walk);
         let current = self.current_state(walk, blind, exchange).await?;
-        self.preconditions(walk, current.as_ref())?;
+        self.preconditions(walk, current.as_ref()).await?;
         let mut write = self.apply_all(walk, current, lock)?;
         write.sending.current_known =
             !blind || walk.route.config.freshness == crate::config::Freshness::Exclusive;
@@ -279,7 +279,7 @@ impl Ctx {
 
     /// Phase **preconditions** (RFC 9110 §13.2.2): a failure is answered with the
     /// current representation.
-    fn preconditions(&self, walk: &mut Walk<'_>, current: Option<&Arc<Entry>>) -> Result<(), Next> {
+    async fn preconditions(&self, walk: &mut Walk<'_>, current: Option<&Arc<Entry>>) -> Result<(), Next> {
         let etag = current.map(|e| e.etag());
         let state = Current {
             exists: current.is_some(),
@@ -290,7 +290,7 @@ impl Ctx {
         if evaluate(&walk.conditions, &state, false) == Outcome::Proceed {
             return Ok(());
         }
-        match self.stale(walk, current) {
+        match self.stale(walk, current).await {
             stale::Stale::Rebase(base) => {
                 self.shared.metrics.event(walk.route.id, Event::StaleMerged);
                 walk.rebased_from = Some(base);

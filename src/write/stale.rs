@@ -32,7 +32,7 @@ pub(super) enum Stale {
 }
 
 impl Ctx {
-    pub(super) fn stale(&self, walk: &Walk<'_>, current: Option<&Arc<Entry>>) -> Stale {
+    pub(super) async fn stale(&self, walk: &Walk<'_>, current: Option<&Arc<Entry>>) -> Stale {
         let route = walk.route;
         if route.config.on_stale != OnStale::Merge || route.config.history == 0 {
             return Stale::Reject;
@@ -43,7 +43,7 @@ impl Ctx {
         let Some(tag) = walk.conditions.sole_if_match() else {
             return Stale::Reject;
         };
-        let Some(base) = self.shared.cache.version(&walk.key, &tag) else {
+        let Some(base) = self.version(route, &walk.key, &tag).await else {
             return Stale::Reject;
         };
         let (Ok(base_doc), Ok(current_doc)) = (

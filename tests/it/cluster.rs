@@ -1742,3 +1742,69 @@ async fn the_shared_feed_is_gone_before_its_first_kept_event_and_unavailable_wit
     }
     assert!(ended, "a stream whose redis went away ends");
 }
+
+#[tokio::test]
+async fn a_version_one_instance_kept_is_a_base_on_another() {
+    let redis = RedisServer::start().await;
+    let upstream = LegacyUpstream::start().await;
+    let bio = "a long member that no change below touches, so deltas stay smaller than the document";
+    upstream.set_doc(
+        DOC,
+        &json!({"name":"Ada","age":36,"city":"London","bio":bio}).to_string(),
+    );
+    let route = "freshness = \"exclusive\"\non_stale = \"merge\"";
+    let proxies = instances(2, &config(&upstream.url(), &redis.url(), ROOMY, "", route)).await;
+    let (a, b) = (proxies[0].addr, proxies[1].addr);
+    let seen = get(a, DOC).await;
+    let base = seen.header("etag").expect("an ETag").to_owned();
+    // B writes: the version A holds is B's to keep, and A's copy is dropped.
+    let other = send(b, "PATCH", DOC, &[MERGE_PATCH], r#"{"age":37}"#).await;
+    assert_eq!(other.status, 200, "{}", other.text());
+    // A has never kept that version itself: it finds it through Redis.
+    let mut delta = None;
+    for _ in 0..50 {
+        let got = send(
+            a,
+            "GET",
+            DOC,
+            &[("a-im", "merge-patch"), ("if-none-match", &base)],
+            "",
+        )
+        .await;
+        if got.status == 226 {
+            delta = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delta = delta.expect("a delta from the version B kept");
+    assert_eq!(delta.json(), json!({"age":37}));
+    let merged = send(
+        a,
+        "PATCH",
+        DOC,
+        &[JSON_PATCH, ("if-match", &base)],
+        r#"[{"op":"replace","path":"/city","value":"Paris"}]"#,
+    )
+    .await;
+    assert_eq!(merged.status, 200, "{}", merged.text());
+    assert_eq!(merged.header("rebased-from"), Some(base.as_str()));
+    assert_eq!(
+        doc_json(&upstream),
+        json!({"name":"Ada","age":37,"city":"Paris","bio":bio})
+    );
+    // Another requester never finds it.
+    let bob = send(
+        a,
+        "GET",
+        DOC,
+        &[
+            ("authorization", "Bearer bob"),
+            ("a-im", "merge-patch"),
+            ("if-none-match", &base),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(bob.status, 200, "{}", bob.text());
+}
