@@ -5,8 +5,15 @@ use patchgate::{Config, Proxy};
 
 /// A reverse proxy that gives a legacy JSON API strong ETags, PATCH, enforced
 /// preconditions and no lost updates.
+/// What `--version` says is built in: every feature ships in every build.
+const BUILT_IN: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nbuilt in: HTTP/1.1 and h2 (hyper), TLS (rustls, ring), JSON Patch and JSON Merge Patch, ",
+    "history (merges, delta reads, change feed), cluster (Redis, Sentinel, Redis Cluster)"
+);
+
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, long_version = BUILT_IN, about)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = "proxy.toml")]

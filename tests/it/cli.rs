@@ -106,7 +106,15 @@ fn check_names_the_bad_key_with_line_and_column_and_exits_1() {
 fn version_and_help_work() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("patchgate "));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(concat!("patchgate ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(
+        version.contains("built in:") && version.contains("cluster"),
+        "{version}"
+    );
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
