@@ -169,7 +169,7 @@ impl Lease {
     /// (`server.write_timeout`): by the time it was taken, when that leaves room enough
     /// (the usual case: a write sent right after its lease was taken), else by asking
     /// Redis, which pushes its expiry a whole `cluster.lease` ahead.
-    pub(crate) async fn prove(&self) -> Result<(), Refusal> {
+    pub(crate) async fn prove(&self) -> Result<(), crate::problem::Error> {
         let Some(cluster) = &self.shared.cluster else {
             return Ok(());
         };
@@ -182,9 +182,9 @@ impl Lease {
             Ok(false) => {
                 cluster.counters.lease_losses.fetch_add(1, Relaxed);
                 tracing::warn!(key = %self.key, "lease lost before the write was sent: not sent");
-                Err(Refusal::LeaseLost)
+                Err(cluster.refused(Refusal::LeaseLost))
             }
-            Err(()) => Err(Refusal::Unreachable),
+            Err(()) => Err(cluster.refused(Refusal::Unreachable)),
         }
     }
 

@@ -128,13 +128,9 @@ impl Ctx {
             written,
         } = write;
         if let Some(lease) = &lease
-            && let Err(refusal) = lease.prove().await
+            && let Err(error) = lease.prove().await
         {
             batch.settle(|| Verdict::Alone);
-            let error = match &self.shared.cluster {
-                Some(cluster) => cluster.refused(refusal),
-                None => Error::UpstreamUnreachable,
-            };
             return (Err(error), "-");
         }
         let mut exchange = Exchange {

@@ -27,7 +27,19 @@ fn etag(got: &Response) -> String {
 
 /// A GET asking for a delta (`A-IM`) from the version `base`.
 async fn delta_get(addr: std::net::SocketAddr, format: &str, base: &str) -> Response {
-    send(addr, "GET", DOC, &[("a-im", format), ("if-none-match", base)], "").await
+    delta_get_as(addr, &[], format, base).await
+}
+
+/// [`delta_get`] with more request headers.
+async fn delta_get_as(
+    addr: std::net::SocketAddr,
+    extra: &[(&str, &str)],
+    format: &str,
+    base: &str,
+) -> Response {
+    let mut headers = extra.to_vec();
+    headers.extend([("a-im", format), ("if-none-match", base)]);
+    send(addr, "GET", DOC, &headers, "").await
 }
 
 /// Applies an RFC 6902 patch with the json-patch crate (an independent implementation).
@@ -113,23 +125,9 @@ async fn one_requesters_versions_are_never_another_requesters_base() {
     let base = etag(&send(proxy.addr, "GET", DOC, &[alice], "").await);
     let written = send(proxy.addr, "PATCH", DOC, &[MERGE_PATCH, alice], r#"{"a":2}"#).await;
     assert_eq!(written.status, 200);
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[bob, ("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get_as(proxy.addr, &[bob], "json-patch", &base).await;
     assert_eq!(got.status, 200, "bob never saw that version: {}", got.text());
-    let got = send(
-        proxy.addr,
-        "GET",
-        DOC,
-        &[alice, ("a-im", "json-patch"), ("if-none-match", &base)],
-        "",
-    )
-    .await;
+    let got = delta_get_as(proxy.addr, &[alice], "json-patch", &base).await;
     assert_eq!(got.status, 226, "{}", got.text());
 }
 
