@@ -1,7 +1,7 @@
 //! Memory benchmark: the resident memory of the `patchgate` binary against what it caches.
 //!
 //! Starts, in this process, a legacy upstream that serves `GET /docs/{n}` with a distinct
-//! JSON document of at least `PATCHGATE_MEM_SIZE` bytes (1024, which makes 1155) for
+//! JSON document of exactly `PATCHGATE_MEM_SIZE` bytes (1024) for
 //! every `n`, generated on the fly, and runs the release binary as a child process in front of it (`freshness =
 //! "exclusive"`, logging at `warn`). Then it reads `PATCHGATE_MEM_DOCS` (100000) distinct
 //! documents through the proxy over 32 keep-alive connections, twice:
@@ -58,8 +58,7 @@ fn main() {
 }
 
 async fn run(docs: usize, size: usize) {
-    let template = String::from_utf8(common::document(size)).expect("documents are UTF-8");
-    // The generator stops at the first item that reaches `size`: count what is served.
+    let template = exact_document(size);
     let length = template.len();
     let upstream = start_upstream(template).await;
     let body_bytes = (docs * length) as u64;
@@ -104,6 +103,21 @@ async fn run(docs: usize, size: usize) {
         );
         eprintln!("  (resident before the fill: {:.1} MiB)", baseline as f64 / MIB);
         proxy.stop();
+    }
+}
+
+/// A document of exactly `size` bytes (the generator's stops at the first item that
+/// reaches it): a shorter one with a `"pad"` member making up the difference.
+fn exact_document(size: usize) -> String {
+    const PAD: usize = r#","pad":"""#.len();
+    let mut target = size;
+    loop {
+        let doc = String::from_utf8(common::document(target)).expect("documents are UTF-8");
+        if doc.len() + PAD <= size || target == 0 {
+            let fill = "x".repeat(size.saturating_sub(doc.len() + PAD));
+            return format!("{},\"pad\":\"{fill}\"}}", &doc[..doc.len() - 1]);
+        }
+        target -= 1;
     }
 }
 
