@@ -1,5 +1,8 @@
-//! Route selection: path templates (matchit), first match in file order, prefix
-//! stripping, and the path-safety check that keeps a request inside its route.
+//! Route selection: path templates (matchit), first match in file order (found through
+//! an index of the templates' literal prefixes: `index`), prefix stripping, and the
+//! path-safety check that keeps a request inside its route.
+
+mod index;
 
 use crate::config::Route;
 
@@ -21,6 +24,8 @@ pub struct CompiledRoute {
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<CompiledRoute>,
+    /// Positions in `routes` by the literal prefix of their templates.
+    index: index::Index,
 }
 
 impl RouteTable {
@@ -53,13 +58,24 @@ impl RouteTable {
                     }
                 }
             })
-            .collect();
-        RouteTable { routes }
+            .collect::<Vec<_>>();
+        let mut index = index::Index::default();
+        for (position, route) in routes.iter().enumerate() {
+            index.insert(&route.config.path, position);
+        }
+        RouteTable { routes, index }
     }
 
     /// The first route whose template matches `path` (the raw, still-encoded path).
     pub fn find(&self, path: &str) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| r.router.at(path).is_ok())
+        let matches = |position: usize| {
+            self.routes
+                .get(position)
+                .is_some_and(|r| r.router.at(path).is_ok())
+        };
+        self.index
+            .first(path, matches)
+            .and_then(|position| self.routes.get(position))
     }
 
     pub fn get(&self, id: u32) -> Option<&CompiledRoute> {
