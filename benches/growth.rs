@@ -115,12 +115,13 @@ async fn docs(counts: &[usize]) {
         common::size_label(1024)
     );
     println!(
-        "| documents | RSS after the fill | RSS − bodies, per document | GET hits/s (32 connections, random documents) | hit ratio |"
+        "| documents | RSS after the fill | (RSS − RSS at start − bodies) per document | GET hits/s (32 connections, random documents) | hit ratio |"
     );
     println!("|---:|---:|---:|---:|---:|");
     let upstream = start_upstream(exact_document(1024)).await;
     for &n in counts {
         let proxy = Proxy::start(upstream, (n as u64 * 4096).max(64 << 20)).await;
+        let baseline = proxy.status("VmRSS:");
         fill(proxy.addr, n).await;
         let rss = proxy.status("VmRSS:");
         let before = metric(&proxy.metrics().await, "patchgate_cache_hits_total");
@@ -129,7 +130,7 @@ async fn docs(counts: &[usize]) {
         println!(
             "| {n} | {:.1} MiB | {:.0} B | {:.0} | {:.3} |",
             rss as f64 / MIB,
-            (rss as f64 - (n * 1024) as f64) / n as f64,
+            (rss as f64 - baseline as f64 - (n * 1024) as f64) / n as f64,
             answered as f64 / elapsed.as_secs_f64(),
             hits as f64 / answered.max(1) as f64,
         );
