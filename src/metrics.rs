@@ -300,18 +300,6 @@ impl Metrics {
             }
         }
 
-        out.push_str(
-            "# HELP patchgate_reloads_total Configuration reloads (SIGHUP, POST /reload), by result.\n",
-        );
-        out.push_str("# TYPE patchgate_reloads_total counter\n");
-        for (result, counter) in Reload::ALL.iter().zip(&self.reloads) {
-            let _ = writeln!(
-                out,
-                "patchgate_reloads_total{{result=\"{}\"}} {}",
-                result.as_str(),
-                counter.load(Ordering::Relaxed)
-            );
-        }
         for (name, kind, help, value) in [
             (
                 "cache_hits_total",
@@ -354,6 +342,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP patchgate_{name} {help}\n# TYPE patchgate_{name} {kind}\npatchgate_{name} {value}"
+            );
+        }
+        out.push_str(
+            "# HELP patchgate_reloads_total Configuration reloads (SIGHUP, POST /reload), by result.\n",
+        );
+        out.push_str("# TYPE patchgate_reloads_total counter\n");
+        for (result, counter) in Reload::ALL.iter().zip(&self.reloads) {
+            let _ = writeln!(
+                out,
+                "patchgate_reloads_total{{result=\"{}\"}} {}",
+                result.as_str(),
+                counter.load(Ordering::Relaxed)
             );
         }
         out
