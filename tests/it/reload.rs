@@ -63,7 +63,7 @@ async fn routes_change_under_load_and_no_request_fails() {
     }
     // Even generations: api → a, no `other` route; odd: api → b (cached), `other` → a.
     let generation = |n: usize| {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             config(&a.url(), "", None, "")
         } else {
             config(
@@ -115,7 +115,7 @@ async fn routes_change_under_load_and_no_request_fails() {
         let (status, answer) = reload(&proxy).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["result"], "applied", "{answer}");
-        let expected = if n % 2 == 0 { "a" } else { "b" };
+        let expected = if n.is_multiple_of(2) { "a" } else { "b" };
         let probe = get(proxy.addr, "/api/probe").await;
         assert_eq!(
             probe.json()["from"],
@@ -123,7 +123,7 @@ async fn routes_change_under_load_and_no_request_fails() {
             "generation {n}: new requests follow the new route"
         );
         let other = get(proxy.addr, "/other/probe").await;
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             assert_eq!(other.status, 404, "generation {n}: the removed route is gone");
         } else {
             assert_eq!(other.status, 200, "generation {n}");
