@@ -273,3 +273,57 @@ async fn a_proxy_without_a_file_answers_409() {
     assert_eq!(got.json()["result"], "unavailable");
     proxy.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_finish_on_the_config_they_started_with() {
+    let (a, b) = (LegacyUpstream::start().await, LegacyUpstream::start().await);
+    two_upstreams_with("/api/x")(&a, "a");
+    two_upstreams_with("/api/x")(&b, "b");
+    a.set_doc("/api/w", r#"{"n":0}"#);
+    b.set_doc("/api/w", r#"{"n":0}"#);
+    let path = file("reload-in-flight", &config(&a.url(), "", None, ""));
+    let proxy = TestProxy::start_file(&path).await;
+    a.set_delay(std::time::Duration::from_millis(300));
+    let addr = proxy.addr;
+    let read = tokio::spawn(async move { get(addr, "/api/x").await });
+    let write =
+        tokio::spawn(async move { send(addr, "PATCH", "/api/w", &[MERGE_PATCH], r#"{"n":1}"#).await });
+    let seen = || {
+        let requests = a.requests();
+        requests.iter().any(|r| r.path() == "/api/x") && requests.iter().any(|r| r.path() == "/api/w")
+    };
+    assert!(eventually(std::time::Duration::from_secs(5), seen).await);
+
+    write_file_and_reload(&proxy, &path, &config(&b.url(), "", None, "")).await;
+    assert_eq!(
+        get(addr, "/api/x").await.json()["from"],
+        "b",
+        "a new request takes the new route"
+    );
+    let read = read.await.unwrap();
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.json()["from"],
+        "a",
+        "the read in flight finishes on the old route"
+    );
+    let write = write.await.unwrap();
+    assert_eq!(write.status, 200, "{}", write.text());
+    assert_eq!(
+        a.doc("/api/w").unwrap(),
+        r#"{"n":1}"#,
+        "the write in flight lands where it began"
+    );
+    assert_eq!(b.doc("/api/w").unwrap(), r#"{"n":0}"#);
+    proxy.stop().await.unwrap();
+}
+
+async fn write_file_and_reload(proxy: &TestProxy, path: &Path, text: &str) {
+    write(path, text);
+    let (status, answer) = reload(proxy).await;
+    assert_eq!(
+        (status, &answer["result"]),
+        (200, &serde_json::json!("applied")),
+        "{answer}"
+    );
+}
