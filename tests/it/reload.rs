@@ -327,3 +327,40 @@ async fn write_file_and_reload(proxy: &TestProxy, path: &Path, text: &str) {
         "{answer}"
     );
 }
+
+/// The attacker's reload: a fingerprint made under one `cache.key_headers` can have the
+/// same bytes as another requester's under the next (`x-tenant: acme` then `x-user: acme`).
+#[tokio::test]
+async fn new_key_headers_never_let_one_requester_reach_an_entry_cached_for_another() {
+    let upstream = LegacyUpstream::start().await;
+    upstream.set_doc("/api/x", "{}");
+    upstream.set_body_per("x-tenant");
+    let keyed = |name: &str| {
+        config(&upstream.url(), "freshness = \"exclusive\"", None, "").replace(
+            "[server]",
+            &format!("[cache]\nkey_headers = [\"{name}\"]\n\n[server]"),
+        )
+    };
+    let path = file("reload-key-headers", &keyed("x-tenant"));
+    let proxy = TestProxy::start_file(&path).await;
+    let acme = send(proxy.addr, "GET", "/api/x", &[("x-tenant", "acme")], Bytes::new()).await;
+    assert_eq!(acme.json()["x-tenant"], "acme");
+    let again = send(proxy.addr, "GET", "/api/x", &[("x-tenant", "acme")], Bytes::new()).await;
+    assert_eq!(again.json()["x-tenant"], "acme");
+    assert_eq!(upstream.count(&http::Method::GET, "/api/x"), 1, "cached for acme");
+
+    write_file_and_reload(&proxy, &path, &keyed("x-user")).await;
+    let other = send(proxy.addr, "GET", "/api/x", &[("x-user", "acme")], Bytes::new()).await;
+    assert_eq!(other.status, 200);
+    assert!(
+        !other.text().contains("acme"),
+        "tenant acme's entry leaked: {}",
+        other.text()
+    );
+    assert_eq!(
+        upstream.count(&http::Method::GET, "/api/x"),
+        2,
+        "asked the upstream"
+    );
+    proxy.stop().await.unwrap();
+}
