@@ -15,7 +15,6 @@
 //! → response (problem+json for patchgate's own refusals) → one log line and metrics.
 //! Per-request log facts live in [`Exchange`]; shared state in one `Arc<Shared>`.
 
-use arc_swap::ArcSwap;
 use std::{
     convert::Infallible,
     future::Future,
@@ -28,6 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use tower::{Layer, Service};
@@ -139,6 +139,7 @@ impl PatchLayer {
     /// Puts `config`'s routes, limits and cache sizes in place for new requests (a
     /// reload, after validation); requests in flight keep the generation they loaded.
     /// `[cluster]` is the one the layer was built with: it needs a restart to change.
+    /// One call at a time ([`crate::reload::Reloader`] serializes them).
     pub fn apply(&self, config: &Config) {
         let shared = &self.shared;
         let settings = Settings::new(config, &shared.route_ids, Some(&shared.settings.load()));

@@ -364,3 +364,55 @@ async fn new_key_headers_never_let_one_requester_reach_an_entry_cached_for_anoth
     );
     proxy.stop().await.unwrap();
 }
+
+fn gauge(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test]
+async fn limits_and_cache_sizes_change_live() {
+    let upstream = LegacyUpstream::start().await;
+    for i in 0..10 {
+        upstream.set_doc(&format!("/api/d/{i}"), &format!(r#"{{"i":{i}}}"#));
+    }
+    let cached = "freshness = \"exclusive\"";
+    let path = file("reload-limits", &config(&upstream.url(), cached, None, ""));
+    let proxy = TestProxy::start_file(&path).await;
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
+    let put = send(
+        proxy.addr,
+        "PUT",
+        "/api/d/0",
+        &[("content-type", "application/json")],
+        big.clone(),
+    )
+    .await;
+    assert!(put.status.is_success(), "{}", put.status);
+    for i in 0..10 {
+        assert_eq!(get(proxy.addr, &format!("/api/d/{i}")).await.status, 200);
+    }
+    assert!(gauge(&metrics(&proxy).await, "patchgate_cache_bytes") > 8 * 1024);
+
+    let smaller = config(&upstream.url(), cached, None, "max_body_bytes = \"1KiB\"")
+        .replace("max_body_bytes = \"64KiB\"\n", "")
+        .replace(
+            "[server]",
+            "[cache]\nmax_bytes = \"4KiB\"\nmax_entry_bytes = \"1KiB\"\n\n[server]",
+        );
+    write_file_and_reload(&proxy, &path, &smaller).await;
+    let text = metrics(&proxy).await;
+    assert!(gauge(&text, "patchgate_cache_bytes") <= 4096, "{text}");
+    let put = send(
+        proxy.addr,
+        "PUT",
+        "/api/d/1",
+        &[("content-type", "application/json")],
+        big,
+    )
+    .await;
+    assert_eq!(put.status, 413, "the new max_body_bytes holds");
+    assert_eq!(get(proxy.addr, "/api/d/2").await.json()["i"], 2);
+    proxy.stop().await.unwrap();
+}
