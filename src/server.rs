@@ -3,6 +3,7 @@
 //! header-read timeout, graceful shutdown, and SIGHUP ([`reload_on_sighup`]). It serves any `Service` that answers every request
 //! (`Error = Infallible`); the binary's is [`PatchLayer`] over the pooled client.
 
+mod signals;
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,9 @@ use crate::layer::{PatchLayer, PatchService};
 use crate::reload::Reloader;
 use crate::upstream::{self, ClientError, ConnInfo};
 
+#[cfg(unix)]
+pub use signals::reload_on_sighup;
+pub use signals::shutdown_signal;
 pub use tls::{ListenerTls, TlsError, server_config};
 
 /// Why the proxy could not start; the text names the key in proxy.toml and the file or
@@ -424,45 +428,4 @@ where
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
-}
-
-/// Registers a SIGHUP handler now (so a signal sent once this returns is never the
-/// default "terminate") and returns the loop that reloads the configuration on each
-/// SIGHUP (see [`crate::reload`]; without a reloader, it logs that there is nothing to do).
-#[cfg(unix)]
-pub fn reload_on_sighup(reloader: Option<Arc<Reloader>>) -> io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup())?;
-    Ok(async move {
-        while hangups.recv().await.is_some() {
-            match &reloader {
-                None => tracing::info!("SIGHUP: no configuration file to reload"),
-                // It logs and counts the outcome itself.
-                Some(reloader) => drop(reloader.reload().await),
-            }
-        }
-    })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("signal received");
 }
