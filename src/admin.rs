@@ -1,6 +1,8 @@
-//! The admin listener: `GET /healthz`, `GET /metrics` (Prometheus text) and
+//! The admin listener: `GET /healthz`, `GET /metrics` (Prometheus text),
 //! `GET /changes` (the change feed, [`crate::feed`]), the last two when the server runs a
-//! [`PatchLayer`].
+//! [`PatchLayer`], and `POST /reload` (re-reads the config file, [`crate::reload`]).
+
+use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -9,9 +11,15 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::body::{self, Body};
 use crate::layer::PatchLayer;
+use crate::reload::{Outcome, Reloader};
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    layer: Option<PatchLayer>,
+    reloader: Option<Arc<Reloader>>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -21,11 +29,14 @@ pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: w
             _ = stop.changed() => return,
         };
         let layer = layer.clone();
+        let reloader = reloader.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let layer = layer.clone();
+                let reloader = reloader.clone();
                 async move {
                     let response = match (req.method(), req.uri().path(), layer.as_ref()) {
+                        (&Method::POST, "/reload", _) => reload(reloader.as_deref()).await,
                         (&Method::GET, "/changes", Some(layer)) => {
                             layer
                                 .changes(req.uri().query(), req.headers().get("last-event-id"))
@@ -40,6 +51,32 @@ pub async fn serve(listener: TcpListener, layer: Option<PatchLayer>, mut stop: w
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
+}
+
+/// `POST /reload`: `200` with what was applied (and which keys need a restart), `422`
+/// with the error when the file is invalid, `409` when the proxy has no file to re-read.
+async fn reload(reloader: Option<&Reloader>) -> Response<Body> {
+    let (status, text) = match reloader {
+        Some(reloader) => {
+            let outcome = reloader.reload().await;
+            let status = match outcome {
+                Outcome::Applied { .. } => StatusCode::OK,
+                Outcome::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, outcome.to_json())
+        }
+        None => (
+            StatusCode::CONFLICT,
+            r#"{"result":"unavailable","error":"started without a configuration file"}"#.to_owned(),
+        ),
+    };
+    let mut response = Response::new(body::full(text + "\n"));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn respond(layer: Option<&PatchLayer>, method: &Method, path: &str) -> Response<Body> {

@@ -15,7 +15,7 @@
 //!   whole document: `patch` is `null` when either version is unknown or not JSON.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,10 +62,11 @@ impl RouteFeed {
     }
 }
 
-/// Every route's feed, indexed by route id; `None` for routes without `changes`.
+/// The feeds of the routes with `changes = true`, by route name: a reload keeps a
+/// route's sequence and ring while its name keeps `changes = true`.
 pub struct Feed {
-    routes: Vec<Option<RouteFeed>>,
-    names: HashMap<String, usize>,
+    // A std lock: taken to find or replace a route's feed, never across an `.await`.
+    routes: RwLock<HashMap<String, Arc<RouteFeed>>>,
 }
 
 /// Why a stream was not opened.
@@ -87,39 +88,46 @@ pub struct Subscription {
 
 impl Feed {
     pub fn new(routes: &[Route]) -> Feed {
-        Feed {
-            routes: routes
-                .iter()
-                .map(|route| {
-                    route.changes.then(|| RouteFeed {
-                        kept: Mutex::new(Kept {
-                            last: 0,
-                            ring: VecDeque::new(),
-                        }),
-                        live: broadcast::channel(LIVE).0,
-                    })
+        let feed = Feed {
+            routes: RwLock::default(),
+        };
+        feed.configure(routes);
+        feed
+    }
+
+    /// Feeds for exactly the routes with `changes = true` (a reload): the ones that had
+    /// one keep it; streams of a route that lost it end.
+    pub fn configure(&self, routes: &[Route]) {
+        let mut feeds = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut kept = HashMap::new();
+        for route in routes.iter().filter(|route| route.changes) {
+            let feed = feeds.remove(&route.name).unwrap_or_else(|| {
+                Arc::new(RouteFeed {
+                    kept: Mutex::new(Kept {
+                        last: 0,
+                        ring: VecDeque::new(),
+                    }),
+                    live: broadcast::channel(LIVE).0,
                 })
-                .collect(),
-            names: routes
-                .iter()
-                .enumerate()
-                .map(|(id, route)| (route.name.clone(), id))
-                .collect(),
+            });
+            kept.insert(route.name.clone(), feed);
         }
+        *feeds = kept;
     }
 
     /// True when the route publishes its writes.
-    pub fn enabled(&self, route: u32) -> bool {
+    pub fn enabled(&self, route: &str) -> bool {
         self.route(route).is_some()
     }
 
-    fn route(&self, route: u32) -> Option<&RouteFeed> {
-        self.routes.get(usize::try_from(route).ok()?)?.as_ref()
+    fn route(&self, route: &str) -> Option<Arc<RouteFeed>> {
+        let feeds = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        feeds.get(route).cloned()
     }
 
     /// Records one confirmed upstream write of `path`: `old` is the representation it
     /// replaced (`None`: unknown or missing), `new` the one it made (`None`: deleted).
-    pub fn publish(&self, route: u32, path: &str, old: Option<&Entry>, new: Option<&Entry>) {
+    pub fn publish(&self, route: &str, path: &str, old: Option<&Entry>, new: Option<&Entry>) {
         if let Some(tail) = self.prepare(route, path, old, new) {
             self.publish_prepared(route, &tail);
         }
@@ -129,7 +137,7 @@ impl Feed {
     /// route has no feed. The diff is the costly part: done outside any lock.
     pub(crate) fn prepare(
         &self,
-        route: u32,
+        route: &str,
         path: &str,
         old: Option<&Entry>,
         new: Option<&Entry>,
@@ -150,7 +158,7 @@ impl Feed {
     }
 
     /// Numbers, keeps and broadcasts one prepared event in this instance's ring.
-    fn publish_prepared(&self, route: u32, tail: &[u8]) {
+    fn publish_prepared(&self, route: &str, tail: &[u8]) {
         let Some(feed) = self.route(route) else {
             return;
         };
@@ -171,20 +179,12 @@ impl Feed {
 
     /// Whether `route` names a route with a feed.
     pub(crate) fn has(&self, route: &str) -> bool {
-        self.names
-            .get(route)
-            .and_then(|id| self.routes.get(*id))
-            .is_some_and(Option::is_some)
+        self.enabled(route)
     }
 
     /// Opens a stream of `route`'s events after `since` (`None`: only new ones).
     pub fn subscribe(&self, route: &str, since: Option<u64>) -> Result<Subscription, Refusal> {
-        let feed = self
-            .names
-            .get(route)
-            .and_then(|id| self.routes.get(*id))
-            .and_then(Option::as_ref)
-            .ok_or(Refusal::NoFeed)?;
+        let feed = self.route(route).ok_or(Refusal::NoFeed)?;
         let kept = feed.lock();
         let replay = match since {
             None => Vec::new(),
@@ -432,10 +432,10 @@ mod tests {
     fn events_are_numbered_kept_and_replayed_after_since() {
         let feed = feed();
         let (old, new) = (entry(r#"{"a":1}"#), entry(r#"{"a":2}"#));
-        feed.publish(0, "/a/1", Some(&old), Some(&new));
-        feed.publish(0, "/a/1", Some(&new), None);
-        feed.publish(0, "/a/2", None, Some(&entry("not json")));
-        feed.publish(1, "/b/1", None, Some(&new));
+        feed.publish("a", "/a/1", Some(&old), Some(&new));
+        feed.publish("a", "/a/1", Some(&new), None);
+        feed.publish("a", "/a/2", None, Some(&entry("not json")));
+        feed.publish("b", "/b/1", None, Some(&new));
         let all = texts(&feed.subscribe("a", Some(0)).unwrap());
         assert_eq!(all.len(), 3);
         assert_eq!(
@@ -462,7 +462,7 @@ mod tests {
         let feed = feed();
         let doc = entry("{}");
         for _ in 0..KEPT + 5 {
-            feed.publish(0, "/a/1", None, Some(&doc));
+            feed.publish("a", "/a/1", None, Some(&doc));
         }
         let last = u64::try_from(KEPT).unwrap() + 5;
         assert_eq!(
@@ -484,7 +484,7 @@ mod tests {
         let doc = entry("{}");
         let subscription = feed.subscribe("a", Some(0)).unwrap();
         for _ in 0..LIVE + 1 {
-            feed.publish(0, "/a/1", None, Some(&doc));
+            feed.publish("a", "/a/1", None, Some(&doc));
         }
         // Publishing did not wait for it; it lagged, so its stream ends.
         let body = subscription.into_response().into_body().collect().await.unwrap();

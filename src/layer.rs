@@ -27,8 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use tower::{Layer, Service};
 
 use crate::body::{self, Body, BoxError};
@@ -38,27 +39,23 @@ use crate::headers::{ACCEPT_PATCH, content_length, finish_response};
 use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
-use crate::route::{self, CompiledRoute, RouteTable};
+use crate::route::{self, CompiledRoute};
+use crate::settings::{RouteIds, Settings};
 use crate::upstream::{self, Upstream};
 
 // The read and write paths import these from here.
 
-/// State shared by every request.
+/// State shared by every request, for the life of the process. What a reload replaces
+/// is in `settings`: each request loads it once ([`Ctx::settings`]).
 pub(crate) struct Shared {
-    pub routes: RouteTable,
-    pub max_body_bytes: u64,
-    pub max_entry_bytes: u64,
-    pub request_timeout: Duration,
-    pub write_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub key_headers: Vec<HeaderName>,
+    pub settings: ArcSwap<Settings>,
+    /// Route identities across reloads (see [`crate::settings`]).
+    pub route_ids: RouteIds,
     pub cache: Cache,
     /// Everything coordinated per resource: write queues, kept documents, uncertainty.
     pub resources: crate::resource::Resources,
     pub landings: Arc<crate::landing::Landings>,
     pub metrics: Arc<Metrics>,
-    /// Requests in flight per route (indexed by route id), for `max_in_flight`.
-    pub in_flight: Vec<AtomicUsize>,
     /// `[cluster]`: leases and coherence through Redis; `None`: this process alone.
     pub cluster: Option<crate::cluster::Cluster>,
     /// `route.changes`: confirmed writes, for the admin listener's `/changes`.
@@ -78,10 +75,10 @@ impl Shared {
         new: Option<&crate::cache::Entry>,
     ) {
         let Some(cluster) = &self.cluster else {
-            self.feed.publish(route.id, path, old, new);
+            self.feed.publish(&route.config.name, path, old, new);
             return;
         };
-        if let Some(tail) = self.feed.prepare(route.id, path, old, new) {
+        if let Some(tail) = self.feed.prepare(&route.config.name, path, old, new) {
             cluster.publish_change(&route.config.name, &tail).await;
         }
     }
@@ -115,17 +112,14 @@ pub struct PatchLayer {
 
 impl PatchLayer {
     pub fn new(config: &Config) -> PatchLayer {
-        let routes = RouteTable::new(&config.routes);
-        let names = routes.iter().map(|r| r.config.name.clone()).collect();
+        let route_ids = RouteIds::default();
+        let settings = Settings::new(config, &route_ids, None);
+        let metrics = Metrics::default();
+        metrics.name_routes(settings.routes.iter().map(|r| (r.id, r.config.name.as_str())));
         let layer = PatchLayer {
             shared: Arc::new(Shared {
-                routes,
-                max_body_bytes: config.server.max_body_bytes,
-                max_entry_bytes: config.cache.max_entry_bytes,
-                request_timeout: config.server.request_timeout,
-                write_timeout: config.server.write_timeout,
-                body_read_timeout: config.server.body_read_timeout,
-                key_headers: config.cache.key_headers.clone(),
+                settings: ArcSwap::from_pointee(settings),
+                route_ids,
                 cache: Cache::with_history(
                     config.cache.max_bytes,
                     config.cache.max_entry_bytes,
@@ -133,17 +127,35 @@ impl PatchLayer {
                 ),
                 resources: crate::resource::Resources::default(),
                 landings: Arc::default(),
-                metrics: Arc::new(Metrics::new(names)),
-                in_flight: config.routes.iter().map(|_| AtomicUsize::new(0)).collect(),
-                cluster: config
-                    .cluster
-                    .as_ref()
-                    .map(|cluster| crate::cluster::Cluster::new(cluster, &config.routes)),
+                metrics: Arc::new(metrics),
+                cluster: config.cluster.as_ref().map(crate::cluster::Cluster::new),
                 feed: crate::feed::Feed::new(&config.routes),
             }),
         };
         layer.start_cluster();
         layer
+    }
+
+    /// Puts `config`'s routes, limits and cache sizes in place for new requests (a
+    /// reload, after validation); requests in flight keep the generation they loaded.
+    /// `[cluster]` is the one the layer was built with: it needs a restart to change.
+    /// One call at a time ([`crate::reload::Reloader`] serializes them).
+    pub fn apply(&self, config: &Config) {
+        let shared = &self.shared;
+        let settings = Settings::new(config, &shared.route_ids, Some(&shared.settings.load()));
+        shared
+            .metrics
+            .name_routes(settings.routes.iter().map(|r| (r.id, r.config.name.as_str())));
+        shared.feed.configure(&config.routes);
+        let live: std::collections::HashSet<u32> = settings.routes.iter().map(|r| r.id).collect();
+        shared.settings.store(Arc::new(settings));
+        shared.cache.resize(
+            config.cache.max_bytes,
+            config.cache.max_entry_bytes,
+            history_share(config),
+        );
+        // Unreachable already (no route has their ids); this gives their bytes back.
+        shared.cache.retain_routes(|route| live.contains(&route));
     }
 
     /// Connects `[cluster]` once a runtime is there (also called by every request).
@@ -275,9 +287,10 @@ where
         }
         let ctx = Ctx {
             shared: Arc::clone(&self.shared),
+            settings: self.shared.settings.load_full(),
             upstream: Arc::clone(&self.upstream),
         };
-        let limit = self.shared.body_read_timeout;
+        let limit = ctx.settings.body_read_timeout;
         let req = req.map(|b| body::Deadline::bound(body::boxed(b), limit));
         Box::pin(async move { Ok(ctx.handle(req).await) })
     }
@@ -287,6 +300,8 @@ where
 #[derive(Clone)]
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
+    /// The generation this request started with, kept to its end.
+    pub settings: Arc<Settings>,
     upstream: Arc<Upstream>,
 }
 
@@ -319,7 +334,7 @@ impl Ctx {
             .record_request(exchange.route, &method, status);
         let route = exchange
             .route
-            .and_then(|id| self.shared.routes.get(id))
+            .and_then(|id| self.settings.routes.get(id))
             .map_or("-", |r| r.config.name.as_str());
         tracing::info!(
             route,
@@ -343,12 +358,12 @@ impl Ctx {
         }
         let version = req.version();
         requester::join_h2_cookies(version, req.headers_mut());
-        exchange.requester = Requester::of(&self.shared.key_headers, req.headers());
+        exchange.requester = Requester::of(&self.settings.key_headers, req.headers());
         let path = req.uri().path();
         if !route::is_safe_path(path) {
             return Err(Error::UnsafePath);
         }
-        let route = self.shared.routes.find(path).ok_or(Error::NoRoute)?;
+        let route = self.settings.routes.find(path).ok_or(Error::NoRoute)?;
         exchange.route = Some(route.id);
         let _slot = match route.config.max_in_flight {
             Some(limit) => Some(self.admit(route, limit)?),
@@ -377,12 +392,8 @@ impl Ctx {
     }
 
     /// Takes one of the route's `max_in_flight` slots, or refuses with 503.
-    fn admit(&self, route: &CompiledRoute, limit: usize) -> Result<Slot<'_>, Error> {
-        let counter = self
-            .shared
-            .in_flight
-            .get(route.id as usize)
-            .ok_or(Error::NoRoute)?;
+    fn admit<'r>(&self, route: &'r CompiledRoute, limit: usize) -> Result<Slot<'r>, Error> {
+        let counter = &*route.in_flight;
         if counter.fetch_add(1, Ordering::AcqRel) >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
             self.shared.metrics.event(route.id, Event::Shed);
@@ -394,7 +405,7 @@ impl Ctx {
     /// Streams the request to the upstream and the response back, unchanged but for
     /// hop-by-hop and forwarding headers. The body is counted as it streams.
     pub async fn forward(&self, route: &CompiledRoute, req: Request<Body>) -> Result<Response<Body>, Error> {
-        let max = self.shared.max_body_bytes;
+        let max = self.settings.max_body_bytes;
         if content_length(req.headers()).is_some_and(|len| len > max) {
             return Err(Error::BodyTooLarge { max });
         }
@@ -413,7 +424,7 @@ impl Ctx {
 
     /// One upstream exchange, bounded by `request_timeout` up to the response head.
     pub async fn send(&self, route: &CompiledRoute, req: Request<Body>) -> Result<Response<Body>, Error> {
-        self.send_within(route, req, self.shared.request_timeout).await
+        self.send_within(route, req, self.settings.request_timeout).await
     }
 
     /// [`Self::send`] bounded by `within`; the latency goes to the route's metrics.
@@ -438,7 +449,7 @@ impl Ctx {
         limit: u64,
         room: usize,
     ) -> Result<Result<bytes::BytesMut, Body>, Error> {
-        upstream::read_or_stream(body, limit, room, self.shared.request_timeout)
+        upstream::read_or_stream(body, limit, room, self.settings.request_timeout)
             .await
             .map_err(Error::from)
     }

@@ -25,10 +25,12 @@ pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
 pub mod precondition; // conditional requests (RFC 9110 §13)
 pub mod problem; // problem+json errors, mapped once (RFC 9457)
 mod read; // the read path: cache, ETags, 304
+pub mod reload; // proxy.toml re-read on SIGHUP and POST /reload: validated, then applied or refused
 pub mod requester; // who is asking: one fingerprint decides every sharing
 mod resource; // one home per resource: write queue, read coalescer, kept document, uncertainty
 pub mod route; // templates, prefix stripping, path safety
 pub mod server; // accept, TLS, HTTP/1.1 + h2, graceful shutdown; serves any Service
+mod settings; // one generation of routes and limits; route identities across reloads
 pub mod upstream; // pooled client (resends after a reused connection closed), forwarding headers, timed exchanges and body reads, typed errors
 mod write; // the write path: lock, preconditions, patch, write, cache update
 

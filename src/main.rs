@@ -88,10 +88,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => {
             let config = Config::load(&cli.config)?;
             runtime.block_on(async {
-                let proxy = Proxy::bind(&config).await?;
+                let proxy = Proxy::bind(&config).await?.reload_from(&cli.config);
                 #[cfg(unix)]
                 tokio::spawn(
-                    patchgate::server::reload_on_sighup(proxy.tls())
+                    patchgate::server::reload_on_sighup(proxy.reloader())
                         .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?,
                 );
                 log_start(&proxy);

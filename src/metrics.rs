@@ -3,8 +3,12 @@
 //! Plain atomics: recording is on every request, rendering only on a scrape.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write,
-    sync::atomic::{AtomicI64, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -83,15 +87,44 @@ impl Event<'_> {
     }
 }
 
+/// Series are recorded by route id and printed by route name: a reload that gives a
+/// route a new id (see [`crate::settings`]) continues the series of its name.
+#[derive(Default)]
 pub struct Metrics {
-    route_names: Vec<String>,
+    route_names: DashMap<u32, Arc<str>>,
     requests: DashMap<(u32, Method, u16), AtomicU64>,
     in_flight: AtomicI64,
-    latency: Vec<Histogram>,
+    latency: DashMap<u32, Histogram>,
     /// Keyed by route and [`Event::series`]: rendering sorts by the names it prints.
     events: DashMap<(u32, &'static str, &'static str), AtomicU64>,
+    /// By [`Reload`].
+    reloads: [AtomicU64; 3],
 }
 
+/// How a reload ended, for `patchgate_reloads_total{result="…"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The new config is in use.
+    Applied,
+    /// In use, except keys that only a restart changes.
+    RestartNeeded,
+    /// Refused; the config in use stays.
+    Invalid,
+}
+
+impl Reload {
+    const ALL: [Reload; 3] = [Reload::Applied, Reload::RestartNeeded, Reload::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reload::Applied => "applied",
+            Reload::RestartNeeded => "restart_needed",
+            Reload::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     count: AtomicU64,
@@ -110,21 +143,30 @@ impl Drop for InFlight<'_> {
 const NO_ROUTE: u32 = u32::MAX;
 
 impl Metrics {
+    /// Metrics whose route ids are the positions in `route_names`.
     pub fn new(route_names: Vec<String>) -> Metrics {
-        let latency = route_names
-            .iter()
-            .map(|_| Histogram {
-                buckets: Default::default(),
-                count: AtomicU64::new(0),
-                sum_micros: AtomicU64::new(0),
-            })
-            .collect();
-        Metrics {
-            route_names,
-            requests: DashMap::new(),
-            in_flight: AtomicI64::new(0),
-            latency,
-            events: DashMap::new(),
+        let metrics = Metrics::default();
+        metrics.name_routes(
+            route_names
+                .iter()
+                .enumerate()
+                .map(|(id, name)| (u32::try_from(id).unwrap_or(u32::MAX), name.as_str())),
+        );
+        metrics
+    }
+
+    /// Names route ids (new ones at a reload); each route's latency series starts at 0.
+    pub fn name_routes<'a>(&self, routes: impl Iterator<Item = (u32, &'a str)>) {
+        for (id, name) in routes {
+            self.route_names.entry(id).or_insert_with(|| Arc::from(name));
+            self.latency.entry(id).or_default();
+        }
+    }
+
+    /// Counts one reload by how it ended.
+    pub fn record_reload(&self, result: Reload) {
+        if let Some(counter) = self.reloads.get(result as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -146,7 +188,7 @@ impl Metrics {
     }
 
     pub fn record_upstream_latency(&self, route: u32, elapsed: Duration) {
-        let Some(h) = self.latency.get(route as usize) else {
+        let Some(h) = self.latency.get(&route) else {
             return;
         };
         let secs = elapsed.as_secs_f64();
@@ -167,27 +209,26 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn route_label(&self, route: u32) -> &str {
-        self.route_names.get(route as usize).map_or("", String::as_str)
+    fn route_label(&self, route: u32) -> Arc<str> {
+        self.route_names
+            .get(&route)
+            .map_or_else(|| Arc::from(""), |name| Arc::clone(&name))
     }
 
     pub fn render(&self, cache: &CacheStats) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP patchgate_requests_total Requests answered, by route, method and status.\n");
         out.push_str("# TYPE patchgate_requests_total counter\n");
-        let mut rows: Vec<_> = self
-            .requests
-            .iter()
-            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
-            .collect();
-        rows.sort_by(|a, b| (a.0.0, a.0.1.as_str(), a.0.2).cmp(&(b.0.0, b.0.1.as_str(), b.0.2)));
+        let mut rows: BTreeMap<(Arc<str>, String, u16), u64> = BTreeMap::new();
+        for e in &self.requests {
+            let (route, method, status) = e.key();
+            let label = (self.route_label(*route), method.to_string(), *status);
+            *rows.entry(label).or_default() += e.value().load(Ordering::Relaxed);
+        }
         for ((route, method, status), n) in rows {
             let _ = writeln!(
                 out,
-                "patchgate_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {n}",
-                self.route_label(route),
-                method,
-                status
+                "patchgate_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
             );
         }
         out.push_str("# HELP patchgate_in_flight_requests Requests being handled now.\n");
@@ -202,22 +243,29 @@ impl Metrics {
             "# HELP patchgate_upstream_latency_seconds Upstream exchange latency up to the response head.\n",
         );
         out.push_str("# TYPE patchgate_upstream_latency_seconds histogram\n");
-        for (i, h) in self.latency.iter().enumerate() {
-            let route = self.route_label(i as u32);
+        let mut histograms: BTreeMap<Arc<str>, ([u64; LATENCY_BUCKETS.len()], u64, u64)> = BTreeMap::new();
+        for e in &self.latency {
+            let (buckets, count, sum) = histograms.entry(self.route_label(*e.key())).or_default();
+            for (total, bucket) in buckets.iter_mut().zip(&e.value().buckets) {
+                *total += bucket.load(Ordering::Relaxed);
+            }
+            *count += e.value().count.load(Ordering::Relaxed);
+            *sum += e.value().sum_micros.load(Ordering::Relaxed);
+        }
+        for (route, (buckets, count, sum_micros)) in histograms {
             let mut cumulative = 0;
-            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
-                cumulative += bucket.load(Ordering::Relaxed);
+            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(buckets) {
+                cumulative += bucket;
                 let _ = writeln!(
                     out,
                     "patchgate_upstream_latency_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
-            let count = h.count.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
                 "patchgate_upstream_latency_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
             );
-            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let sum = sum_micros as f64 / 1e6;
             let _ = writeln!(
                 out,
                 "patchgate_upstream_latency_seconds_sum{{route=\"{route}\"}} {sum}"
@@ -228,20 +276,20 @@ impl Metrics {
             );
         }
 
-        let mut events: Vec<_> = self
-            .events
-            .iter()
-            .map(|e| (*e.key(), e.value().load(Ordering::Relaxed)))
-            .collect();
         // A family's lines stay together under one TYPE line (the text format's rule).
-        events.sort_by_key(|&((route, family, reason), _)| (family, route, reason));
+        let mut events: BTreeMap<(&str, Arc<str>, &str), u64> = BTreeMap::new();
+        for e in &self.events {
+            let (route, family, reason) = *e.key();
+            *events
+                .entry((family, self.route_label(route), reason))
+                .or_default() += e.value().load(Ordering::Relaxed);
+        }
         let mut last_family = "";
-        for ((route, family, reason), n) in events {
+        for ((family, route, reason), n) in events {
             if family != last_family {
                 let _ = writeln!(out, "# TYPE patchgate_{family}_total counter");
                 last_family = family;
             }
-            let route = self.route_label(route);
             if reason.is_empty() {
                 let _ = writeln!(out, "patchgate_{family}_total{{route=\"{route}\"}} {n}");
             } else {
@@ -294,6 +342,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP patchgate_{name} {help}\n# TYPE patchgate_{name} {kind}\npatchgate_{name} {value}"
+            );
+        }
+        out.push_str(
+            "# HELP patchgate_reloads_total Configuration reloads (SIGHUP, POST /reload), by result.\n",
+        );
+        out.push_str("# TYPE patchgate_reloads_total counter\n");
+        for (result, counter) in Reload::ALL.iter().zip(&self.reloads) {
+            let _ = writeln!(
+                out,
+                "patchgate_reloads_total{{result=\"{}\"}} {}",
+                result.as_str(),
+                counter.load(Ordering::Relaxed)
             );
         }
         out

@@ -360,9 +360,9 @@ impl Ctx {
                 exchange.cache = "miss";
                 // Reads keep what the cache may hold; writes need the whole document.
                 let limit = if parts.method == Method::GET || parts.method == Method::HEAD {
-                    self.shared.max_entry_bytes
+                    self.settings.max_entry_bytes
                 } else {
-                    self.shared.max_entry_bytes.max(self.shared.max_body_bytes)
+                    self.settings.max_entry_bytes.max(self.settings.max_body_bytes)
                 };
                 let lookup = self.store(since, at, response, limit).await?;
                 // The version this one replaces becomes history.

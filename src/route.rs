@@ -4,12 +4,20 @@
 
 mod index;
 
+use std::sync::{Arc, atomic::AtomicUsize};
+
 use crate::config::Route;
 
 /// A configured route with its template compiled once.
 #[derive(Debug)]
 pub struct CompiledRoute {
+    /// The route's identity: the same number across reloads exactly while everything
+    /// that decides what its cached bytes mean stays the same (see
+    /// [`crate::settings::RouteIds`]); never reused. Cache keys and resources carry it.
     pub id: u32,
+    /// Requests in flight on this route, for `max_in_flight`; carried over a reload to
+    /// the route of the same name, so that a reload does not reset the count.
+    pub in_flight: Arc<AtomicUsize>,
     pub config: Route,
     /// `scheme://authority`, prefixed to every upstream path.
     pub origin: String,
@@ -29,19 +37,34 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Routes numbered by their position, each with a counter of its own.
+    pub fn new(routes: &[Route]) -> RouteTable {
+        let mut next = 0;
+        RouteTable::with_identities(routes, |_| {
+            next += 1;
+            (next - 1, Arc::default())
+        })
+    }
+
+    /// Routes whose id and in-flight counter `identify` gives.
+    ///
     /// Config validation already inserted each template into a router, so a failure here
     /// only drops that route (logged) instead of panicking.
-    pub fn new(routes: &[Route]) -> RouteTable {
+    pub fn with_identities(
+        routes: &[Route],
+        mut identify: impl FnMut(&Route) -> (u32, Arc<AtomicUsize>),
+    ) -> RouteTable {
         let routes = routes
             .iter()
-            .enumerate()
-            .filter_map(|(i, route)| {
+            .filter_map(|route| {
+                let (id, in_flight) = identify(route);
                 let mut router = matchit::Router::new();
                 let authority = route.upstream.authority.as_str();
                 let host = http::HeaderValue::from_str(authority);
                 match (router.insert(route.path.clone(), ()), host) {
                     (Ok(()), Ok(host)) => Some(CompiledRoute {
-                        id: u32::try_from(i).unwrap_or(u32::MAX),
+                        id,
+                        in_flight,
                         config: route.clone(),
                         origin: format!("{}://{authority}", route.upstream.scheme),
                         host,
@@ -80,6 +103,10 @@ impl RouteTable {
 
     pub fn get(&self, id: u32) -> Option<&CompiledRoute> {
         self.routes.iter().find(|r| r.id == id)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| r.config.name == name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &CompiledRoute> {

@@ -1,12 +1,15 @@
-//! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1, reloaded on SIGHUP: see
-//! [`ListenerTls`]), HTTP/1.1 and h2/h2c through hyper-util's auto builder, a header-read
-//! timeout, graceful shutdown. It serves any `Service` that answers every request
+//! The listening side: accept, TLS (rustls, ALPN h2 + http/1.1; its pair replaced by a
+//! reload: see [`ListenerTls`]), HTTP/1.1 and h2/h2c through hyper-util's auto builder, a
+//! header-read timeout, graceful shutdown, and SIGHUP ([`reload_on_sighup`]). It serves any `Service` that answers every request
 //! (`Error = Infallible`); the binary's is [`PatchLayer`] over the pooled client.
 
+mod signals;
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::{convert::Infallible, fmt, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, fmt, future::Future, io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -17,12 +20,18 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Service, ServiceExt};
 
+use arc_swap::ArcSwap;
+
 use crate::admin;
 use crate::body::BoxError;
 use crate::config::Config;
 use crate::layer::{PatchLayer, PatchService};
+use crate::reload::Reloader;
 use crate::upstream::{self, ClientError, ConnInfo};
 
+#[cfg(unix)]
+pub use signals::reload_on_sighup;
+pub use signals::shutdown_signal;
 pub use tls::{ListenerTls, TlsError, server_config};
 
 /// Why the proxy could not start; the text names the key in proxy.toml and the file or
@@ -74,10 +83,44 @@ pub struct Proxy<S = PatchService> {
     layer: Option<PatchLayer>,
     service: S,
     tls: Option<Arc<ListenerTls>>,
+    /// What a reload changes on the listening side, read per connection.
+    listening: Arc<ArcSwap<Listening>>,
+    /// Bound at accept: a reload cannot change it.
+    max_connections: Option<usize>,
+    /// The config it was built from, until [`Proxy::reload_from`] names its file.
+    config: Config,
+    reloader: Option<Arc<Reloader>>,
+}
+
+/// The listening side's settings a reload replaces: new connections take the current
+/// ones; shutdown reads them when it starts.
+pub(crate) struct Listening {
+    builder: Arc<auto::Builder<TokioExecutor>>,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
     write_timeout: Duration,
-    max_connections: Option<usize>,
+}
+
+impl Listening {
+    pub(crate) fn new(config: &Config) -> Listening {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.server.header_read_timeout)
+            // A client may shut down its sending side once the request is out (`nc -N`,
+            // health checkers) and still read the answer; without this hyper drops the
+            // connection at that EOF, unanswered.
+            .half_close(true)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        Listening {
+            builder: Arc::new(builder),
+            header_read_timeout: config.server.header_read_timeout,
+            shutdown_grace: config.server.shutdown_grace,
+            write_timeout: config.server.write_timeout,
+        }
+    }
 }
 
 /// After the writes that outlived `shutdown_grace` have landed, how long their clients
@@ -162,11 +205,30 @@ impl<S> Proxy<S> {
             layer,
             service,
             tls,
-            header_read_timeout: config.server.header_read_timeout,
+            listening: Arc::new(ArcSwap::from_pointee(Listening::new(config))),
             max_connections: config.server.max_connections,
-            shutdown_grace: config.server.shutdown_grace,
-            write_timeout: config.server.write_timeout,
+            config: config.clone(),
+            reloader: None,
         }
+    }
+
+    /// Makes SIGHUP ([`reload_on_sighup`]) and the admin listener's `POST /reload`
+    /// re-read `path`, the file this proxy's config came from (see [`crate::reload`]).
+    #[must_use]
+    pub fn reload_from(mut self, path: impl Into<PathBuf>) -> Self {
+        self.reloader = Some(Arc::new(Reloader::new(
+            path.into(),
+            self.config.clone(),
+            self.layer.clone(),
+            self.tls.clone(),
+            Arc::clone(&self.listening),
+        )));
+        self
+    }
+
+    /// What reloads this proxy, once [`Proxy::reload_from`] named its file.
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.clone()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -177,7 +239,7 @@ impl<S> Proxy<S> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The listener's TLS state, to reload its certificate (see [`reload_on_sighup`]).
+    /// The listener's TLS state (a reload replaces its pair).
     pub fn tls(&self) -> Option<Arc<ListenerTls>> {
         self.tls.clone()
     }
@@ -200,26 +262,14 @@ where
             layer,
             service,
             tls,
-            header_read_timeout,
-            shutdown_grace,
-            write_timeout,
+            listening,
             max_connections,
+            config: _,
+            reloader,
         } = self;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            // A client may shut down its sending side once the request is out (`nc -N`,
-            // health checkers) and still read the answer; without this hyper drops the
-            // connection at that EOF, unanswered.
-            .half_close(true)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
         let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
-        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, layer.clone(), admin_stopped)));
+        let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, layer.clone(), reloader, admin_stopped)));
 
         // Past max_connections, connections wait in the kernel's backlog, not in memory.
         let slots = max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
@@ -245,12 +295,13 @@ where
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            let live = listening.load();
             let conn = Connection {
-                builder: Arc::clone(&builder),
+                builder: Arc::clone(&live.builder),
                 service: service.clone(),
                 watcher: graceful.watcher(),
                 tls: tls.clone(),
-                handshake_timeout: header_read_timeout,
+                handshake_timeout: live.header_read_timeout,
             };
             tokio::spawn(async move {
                 conn.serve(stream, peer).await;
@@ -258,6 +309,10 @@ where
             });
         }
         drop(listener);
+        let (shutdown_grace, write_timeout) = {
+            let live = listening.load();
+            (live.shutdown_grace, live.write_timeout)
+        };
         tracing::info!(grace = ?shutdown_grace, "shutting down: draining in-flight requests");
         let drained = graceful.shutdown();
         tokio::pin!(drained);
@@ -373,52 +428,4 @@ where
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
-}
-
-/// Registers a SIGHUP handler now (so a signal sent once this returns is never the
-/// default "terminate") and returns the loop that reloads `tls` on each SIGHUP.
-#[cfg(unix)]
-pub fn reload_on_sighup(tls: Option<Arc<ListenerTls>>) -> io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup())?;
-    Ok(async move {
-        while hangups.recv().await.is_some() {
-            match &tls {
-                None => tracing::info!("SIGHUP: no [server.tls], nothing to reload"),
-                Some(tls) => match tls.reload() {
-                    Ok(()) => tracing::info!(
-                        cert = %tls.files().cert.display(),
-                        key = %tls.files().key.display(),
-                        "TLS certificate reloaded"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "TLS reload failed; keeping the certificate in use")
-                    }
-                },
-            }
-        }
-    })
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("signal received");
 }

@@ -23,7 +23,8 @@ pub const ENTRY_OVERHEAD: u64 = 1024;
 
 /// The bytes and entries reserved against `max_bytes`.
 pub(super) struct Budget {
-    max_bytes: u64,
+    /// Lowered or raised by a reload ([`Cache::resize`]).
+    max_bytes: AtomicU64,
     bytes: AtomicU64,
     entries: AtomicU64,
 }
@@ -31,14 +32,18 @@ pub(super) struct Budget {
 impl Budget {
     pub(super) fn new(max_bytes: u64) -> Budget {
         Budget {
-            max_bytes,
+            max_bytes: AtomicU64::new(max_bytes),
             bytes: AtomicU64::new(0),
             entries: AtomicU64::new(0),
         }
     }
 
     pub(super) fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.max_bytes.load(Acquire)
+    }
+
+    pub(super) fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Release);
     }
 
     pub(super) fn bytes(&self) -> u64 {
@@ -55,7 +60,9 @@ impl Budget {
         let reserved = self
             .bytes
             .fetch_update(AcqRel, Acquire, |bytes| {
-                bytes.checked_add(charge).filter(|&total| total <= self.max_bytes)
+                bytes
+                    .checked_add(charge)
+                    .filter(|&total| total <= self.max_bytes())
             })
             .is_ok();
         if reserved {
@@ -83,14 +90,27 @@ impl Cache {
             if self.budget.try_reserve(charge) {
                 return true;
             }
-            let Some(victim) = self.ring.victim() else {
+            if !self.evict_one() {
                 return false;
-            };
-            let Some(place) = &victim.place else { continue };
-            let resource = self.resource(place.route, &place.path);
-            let evicted = self.remove_where(resource, |entry| Arc::ptr_eq(entry, &victim));
-            self.evictions.fetch_add(evicted, Relaxed);
+            }
         }
+    }
+
+    /// Evicts until the entries fit `max_bytes` (after a reload lowered it).
+    pub(super) fn evict_to_bound(&self) {
+        while self.budget.bytes() > self.budget.max_bytes() && self.evict_one() {}
+    }
+
+    /// Evicts the CLOCK ring's next victim; false when the ring is empty.
+    fn evict_one(&self) -> bool {
+        let Some(victim) = self.ring.victim() else {
+            return false;
+        };
+        let Some(place) = &victim.place else { return true };
+        let resource = self.resource(place.route, &place.path);
+        let evicted = self.remove_where(resource, |entry| Arc::ptr_eq(entry, &victim));
+        self.evictions.fetch_add(evicted, Relaxed);
+        true
     }
 }
 

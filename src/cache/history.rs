@@ -26,13 +26,14 @@ pub(super) struct History {
     /// Versions in `versions`.
     live: AtomicU64,
     bytes: AtomicU64,
-    max_bytes: u64,
+    /// Changed by a reload ([`History::set_max_bytes`]).
+    max_bytes: AtomicU64,
 }
 
 impl History {
     pub(super) fn new(max_bytes: u64) -> History {
         History {
-            max_bytes,
+            max_bytes: AtomicU64::new(max_bytes),
             ..History::default()
         }
     }
@@ -52,7 +53,7 @@ impl History {
     /// Records `entry` as the newest version of `key`, keeping at most `keep`.
     pub(super) fn record(&self, key: &Key, entry: &Arc<Entry>, keep: usize) {
         let charge = charge(entry);
-        if keep == 0 || charge > self.max_bytes || self.is_newest(key, entry) {
+        if keep == 0 || charge > self.max_bytes.load(Relaxed) || self.is_newest(key, entry) {
             return;
         }
         let Ok(mut order) = self.order.lock() else { return };
@@ -71,8 +72,21 @@ impl History {
             }
         }
         drop(versions);
-        // The byte bound: the oldest recorded anywhere go first.
-        while self.bytes.load(Relaxed) > self.max_bytes {
+        self.trim(&mut order);
+    }
+
+    /// A new byte bound; versions over it go at once, oldest first.
+    pub(super) fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Relaxed);
+        let Ok(mut order) = self.order.lock() else { return };
+        self.trim(&mut order);
+    }
+
+    /// The byte bound: the oldest recorded anywhere go first. Then versions that left by
+    /// count are dropped from the order now and then, so that it stays within twice what
+    /// is kept.
+    fn trim(&self, order: &mut VecDeque<(Key, Arc<Entry>)>) {
+        while self.bytes.load(Relaxed) > self.max_bytes.load(Relaxed) {
             let Some((old_key, old)) = order.pop_front() else {
                 break;
             };
@@ -88,8 +102,6 @@ impl History {
                 self.bytes.fetch_sub(self::charge(&old), Relaxed);
             }
         }
-        // Versions that left by count are dropped from the order now and then, so that
-        // it stays within twice what is kept.
         let live = usize::try_from(self.live.load(Relaxed)).unwrap_or(usize::MAX);
         if order.len() > 2 * live + 64 {
             order.retain(|(key, version)| {

@@ -97,7 +97,8 @@ pub struct Cache {
     history: history::History,
     header_sets: HeaderSets,
     hasher: RandomState,
-    max_entry_bytes: u64,
+    /// Changed by a reload ([`Cache::resize`]).
+    max_entry_bytes: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -122,12 +123,44 @@ impl Cache {
             generations: Generations::default(),
             header_sets: HeaderSets::default(),
             hasher: RandomState::new(),
-            max_entry_bytes,
+            max_entry_bytes: AtomicU64::new(max_entry_bytes),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
+        }
+    }
+
+    /// New bounds (a reload): as [`Cache::with_history`] would set them. Lowering them
+    /// evicts at once (CLOCK order) down to the new bound; from the moment it is lowered
+    /// no reservation passes it.
+    pub fn resize(&self, max_bytes: u64, max_entry_bytes: u64, history_bytes: u64) {
+        let history_bytes = history_bytes.min(max_bytes);
+        self.max_entry_bytes.store(max_entry_bytes, Relaxed);
+        self.budget.set_max_bytes(max_bytes - history_bytes);
+        self.history.set_max_bytes(history_bytes);
+        self.evict_to_bound();
+    }
+
+    /// Drops the entries of every route id `live` refuses (routes a reload removed or
+    /// changed: no request reaches them any more), giving their bytes back.
+    pub fn retain_routes(&self, live: impl Fn(u32) -> bool) {
+        let doomed: Vec<u64> = self
+            .resources
+            .iter()
+            .filter(|r| {
+                r.value()
+                    .as_slice()
+                    .iter()
+                    .any(|entry| entry.place.as_ref().is_some_and(|place| !live(place.route)))
+            })
+            .map(|r| *r.key())
+            .collect();
+        for resource in doomed {
+            self.remove_where(resource, |entry| {
+                entry.place.as_ref().is_some_and(|place| !live(place.route))
+            });
         }
     }
 
@@ -233,7 +266,7 @@ impl Cache {
         // A `private` response may be stored only where it cannot reach another user:
         // under key values no other requester has (RFC 9111 §5.2.2.7).
         let shared_private = !key.has_requester() && policy::private(&entry.headers);
-        if entry.body_len() as u64 > self.max_entry_bytes
+        if entry.body_len() as u64 > self.max_entry_bytes.load(Relaxed)
             || policy::no_store(&entry.headers)
             || shared_private
             || refused()
@@ -395,7 +428,7 @@ impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("max_bytes", &self.budget.max_bytes())
-            .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("max_entry_bytes", &self.max_entry_bytes.load(Relaxed))
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

@@ -166,14 +166,14 @@ impl Cluster {
 
 impl Lease {
     /// Shows that this lease holds for longer than the write about to be sent can take
-    /// (`server.write_timeout`): by the time it was taken, when that leaves room enough
+    /// (`write_timeout`, the write's own generation's): by the time it was taken, when that leaves room enough
     /// (the usual case: a write sent right after its lease was taken), else by asking
     /// Redis, which pushes its expiry a whole `cluster.lease` ahead.
-    pub(crate) async fn prove(&self) -> Result<(), crate::problem::Error> {
+    pub(crate) async fn prove(&self, write_timeout: Duration) -> Result<(), crate::problem::Error> {
         let Some(cluster) = &self.shared.cluster else {
             return Ok(());
         };
-        let needed = self.shared.write_timeout + cluster.settings.timeout;
+        let needed = write_timeout + cluster.settings.timeout;
         if !self.lost.load(Relaxed) && self.taken_at.elapsed() + needed < cluster.settings.lease {
             return Ok(());
         }

@@ -30,7 +30,6 @@ mod message;
 mod versions;
 mod watch;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -264,8 +263,6 @@ pub(crate) struct Cluster {
     came_up: tokio::sync::Notify,
     /// The last reason Redis was unreachable, for `/healthz` and the logs.
     cause: Mutex<String>,
-    /// Route names as Redis keys and notices spell them, and back.
-    route_ids: HashMap<String, u32>,
     pub counters: Counters,
 }
 
@@ -294,7 +291,7 @@ pub(crate) struct Counters {
 }
 
 impl Cluster {
-    pub(crate) fn new(settings: &config::Cluster, routes: &[config::Route]) -> Cluster {
+    pub(crate) fn new(settings: &config::Cluster) -> Cluster {
         let source = match source(settings) {
             Ok(source) => Some(Arc::new(source)),
             Err(error) => {
@@ -315,11 +312,6 @@ impl Cluster {
             acks: dashmap::DashMap::new(),
             next_seq: AtomicU64::new(1),
             cause: Mutex::new("not connected yet".to_owned()),
-            route_ids: routes
-                .iter()
-                .enumerate()
-                .map(|(id, route)| (route.name.clone(), id as u32))
-                .collect(),
             counters: Counters::default(),
         }
     }
@@ -531,10 +523,6 @@ impl Cluster {
 
     fn channel(&self) -> String {
         format!("{}events", self.prefix())
-    }
-
-    fn route_id(&self, name: &str) -> Option<u32> {
-        self.route_ids.get(name).copied()
     }
 
     /// Renders the cluster's metric families.

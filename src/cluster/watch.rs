@@ -331,7 +331,7 @@ fn apply(shared: &Weak<Shared>, payload: &[u8]) {
             route,
             path,
         } => {
-            let route = cluster.route_id(route);
+            let route = route_id(&shared, route);
             if instance != cluster.instance
                 && let Some(route) = route
             {
@@ -346,7 +346,7 @@ fn apply(shared: &Weak<Shared>, payload: &[u8]) {
             }
         }
         Message::Released { route, path, .. } => {
-            if let Some(route) = cluster.route_id(route) {
+            if let Some(route) = route_id(&shared, route) {
                 shared.resources.lease_released(route, path);
             }
         }
@@ -356,4 +356,10 @@ fn apply(shared: &Weak<Shared>, payload: &[u8]) {
             }
         }
     }
+}
+
+/// The id of the route that notices name `name` in the settings in use now: an entry of
+/// an earlier generation's route is unreachable anyway (see [`crate::settings`]).
+fn route_id(shared: &Shared, name: &str) -> Option<u32> {
+    shared.settings.load().routes.by_name(name).map(|route| route.id)
 }

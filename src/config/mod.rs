@@ -35,7 +35,7 @@ pub struct Config {
 }
 
 /// `[cluster]`: writes serialized and caches kept coherent across instances by Redis.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Cluster {
     /// One server: `redis://`, `rediss://`, `valkey://` or `valkeys://`, as written; it
     /// may hold a password, so it is never printed (see [`Cluster::redacted`]). `None`
@@ -60,7 +60,7 @@ pub struct Cluster {
 }
 
 /// `sentinels` + `sentinel_master`: Redis Sentinel tells which server is the primary.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Sentinel {
     /// Sentinel URLs (`redis://host:26379`), at least one, all TLS or none.
     pub nodes: Vec<String>,

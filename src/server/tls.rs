@@ -92,35 +92,41 @@ impl fmt::Display for PemProblem<'_> {
 
 /// The listener's TLS config, swappable while connections are served.
 pub struct ListenerTls {
-    files: Tls,
-    // A std lock: held only to clone or replace an `Arc`, never across an `.await`.
-    current: RwLock<Arc<ServerConfig>>,
+    // A std lock: held only to clone or replace, never across an `.await`.
+    current: RwLock<(Tls, Arc<ServerConfig>)>,
 }
 
 impl ListenerTls {
     /// Loads `cert` and `key`; errors name the file and the key in proxy.toml.
     pub fn load(files: &Tls) -> Result<ListenerTls, TlsError> {
         Ok(ListenerTls {
-            current: RwLock::new(server_config(files)?),
-            files: files.clone(),
+            current: RwLock::new((files.clone(), server_config(files)?)),
         })
     }
 
     /// An acceptor over the pair in use now, for one new connection.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let config = self.current.read().unwrap_or_else(|p| p.into_inner());
-        TlsAcceptor::from(Arc::clone(&config))
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        TlsAcceptor::from(Arc::clone(&current.1))
     }
 
     /// Re-reads both files; on error the pair in use stays and the error says why.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let fresh = server_config(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let files = self.files();
+        let fresh = server_config(&files)?;
+        self.install(files, fresh);
         Ok(())
     }
 
-    pub fn files(&self) -> &Tls {
-        &self.files
+    /// Serves `config`, made by [`server_config`] from `files`, to new connections (a
+    /// configuration reload, which loads it first to validate the new config).
+    pub fn install(&self, files: Tls, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (files, config);
+    }
+
+    /// The files in use.
+    pub fn files(&self) -> Tls {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 }
 

@@ -80,7 +80,7 @@ impl Ctx {
 
     /// The whole client body, bounded by `max_body_bytes` (413).
     async fn client_body(&self, parts: &request::Parts, body: Body) -> Result<Bytes, Error> {
-        let max = self.shared.max_body_bytes;
+        let max = self.settings.max_body_bytes;
         if content_length(&parts.headers).is_some_and(|len| len > max) {
             return Err(Error::BodyTooLarge { max });
         }

@@ -99,7 +99,7 @@ impl Ctx {
         let flying = self.shared.landings.fly();
         Detached::new(async move {
             let _flying = flying;
-            let Some(route) = ctx.shared.routes.get(route_id) else {
+            let Some(route) = ctx.settings.routes.get(route_id) else {
                 return Landed {
                     result: Err(Error::NoRoute),
                     lock,
@@ -128,7 +128,7 @@ impl Ctx {
             written,
         } = write;
         if let Some(lease) = &lease
-            && let Err(error) = lease.prove().await
+            && let Err(error) = lease.prove(self.settings.write_timeout).await
         {
             batch.settle(|| Verdict::Alone);
             return (Err(error), "-");
@@ -209,7 +209,7 @@ impl Ctx {
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
         let response = self
-            .send_within(route, request, self.shared.write_timeout)
+            .send_within(route, request, self.settings.write_timeout)
             .await?;
         let status = response.status();
         if status == StatusCode::PRECONDITION_FAILED {
@@ -228,7 +228,11 @@ impl Ctx {
         let (resp_parts, resp_body) = response.into_parts();
         // Let the upstream's response finish on its connection before replying.
         let upstream_body = self
-            .read_body(resp_body, self.shared.max_body_bytes, self.shared.write_timeout)
+            .read_body(
+                resp_body,
+                self.settings.max_body_bytes,
+                self.settings.write_timeout,
+            )
             .await
             .unwrap_or_default();
         // Without a new upstream tag, an upstream that tags its documents must be asked

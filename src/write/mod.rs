@@ -223,7 +223,7 @@ impl Ctx {
                 lock.resource(),
                 &walk.route.config.name,
                 &walk.key.path,
-                self.shared.request_timeout,
+                self.settings.request_timeout,
             )
             .await
             .map_err(|refusal| cluster.refused(refusal))?;
@@ -391,7 +391,7 @@ impl Ctx {
         lock: WriteGuard,
     ) -> Result<land::Landed, Error> {
         let landing = self.launch(walk.route, write, lock);
-        tokio::time::timeout(self.shared.request_timeout, landing)
+        tokio::time::timeout(self.settings.request_timeout, landing)
             .await
             .map_err(|_| Error::WriteStillRunning)
     }
@@ -480,7 +480,7 @@ impl Ctx {
     }
 
     fn max_body(&self) -> usize {
-        usize::try_from(self.shared.max_body_bytes).unwrap_or(usize::MAX)
+        usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX)
     }
 
     fn too_large(&self) -> Error {

@@ -1,4 +1,4 @@
-//! The binary: `check`, `--version`, and SIGTERM handling.
+//! The binary: `check`, `--version`, SIGTERM handling, and SIGHUP reloading the config.
 
 use std::{
     io::{BufRead, BufReader},
@@ -225,4 +225,90 @@ fn check_shows_the_cluster_without_its_password_and_requires_password_env() {
         "{stdout}"
     );
     assert!(!stdout.contains("s3cret"), "{stdout}");
+}
+
+/// The binary's JSON log lines, read on a thread.
+fn follow(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or_default());
+        }
+    });
+    rx
+}
+
+/// The first line whose message is `message`, within 10 s.
+fn wait_for(rx: &std::sync::mpsc::Receiver<serde_json::Value>, message: &str) -> serde_json::Value {
+    loop {
+        let line = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(10)))
+            .unwrap_or_else(|_| panic!("no {message:?} log line"));
+        if line["message"] == message {
+            return line;
+        }
+    }
+}
+
+fn signal(signal: &str, child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_routes_names_keys_that_need_a_restart_and_refuses_a_bad_file_by_line() {
+    let (a, b) = (LegacyUpstream::start().await, LegacyUpstream::start().await);
+    a.set_doc("/api/x", r#"{"from":"a"}"#);
+    b.set_doc("/api/x", r#"{"from":"b"}"#);
+    let path = write_config("sighup.toml", &one_route(&a.url(), "", ""));
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = follow(&mut child);
+    let addr: std::net::SocketAddr = wait_for(&logs, "patchgate listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(get(addr, "/api/x").await.json()["from"], "a");
+
+    let moved = one_route(&b.url(), "", "").replace("127.0.0.1:0", "127.0.0.1:1");
+    std::fs::write(&path, &moved).unwrap();
+    signal("-HUP", &child);
+    let line = wait_for(
+        &logs,
+        "configuration reloaded; these keys keep their running values until a restart",
+    );
+    assert_eq!(line["restart_needed"], "server.listen", "{line}");
+    assert_eq!(
+        get(addr, "/api/x").await.json()["from"],
+        "b",
+        "still on the old listener"
+    );
+
+    let bad = moved.replace("[[route]]\n", "[[route]]\nfreshness = \"sometimes\"\n");
+    let row = bad.lines().position(|l| l.starts_with("freshness")).unwrap() + 1;
+    std::fs::write(&path, &bad).unwrap();
+    signal("-HUP", &child);
+    let line = wait_for(
+        &logs,
+        "configuration reload refused; keeping the configuration in use",
+    );
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("sighup.toml:{row}:")) && error.contains("route[0].freshness"),
+        "{error}"
+    );
+    assert_eq!(get(addr, "/api/x").await.json()["from"], "b");
+
+    signal("-TERM", &child);
+    let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -17,6 +17,7 @@ mod limits;
 mod pooled;
 mod protocol;
 mod reads;
+mod reload;
 mod soak;
 mod tls;
 mod upstream_selftest;

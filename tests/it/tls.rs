@@ -514,9 +514,12 @@ fn kill(signal: &str, pid: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_makes_the_running_binary_serve_the_new_certificate_and_keep_open_connections() {
+async fn sighup_makes_the_running_binary_reload_its_config_routes_and_certificate_and_keep_open_connections()
+{
     let upstream = LegacyUpstream::start().await;
     upstream.set_doc("/api/x", r#"{"v":1}"#);
+    let moved = LegacyUpstream::start().await;
+    moved.set_doc("/api/x", r#"{"v":2}"#);
     let pki = ListenerPki::new("sighup");
     let config = pki.dir.join("proxy.toml");
     std::fs::write(&config, one_route(&upstream.url(), "", &pki.server_tls())).unwrap();
@@ -541,23 +544,33 @@ async fn sighup_makes_the_running_binary_serve_the_new_certificate_and_keep_open
 
     let second = pki.ca.leaf("patchgate two");
     second.write(&pki.dir);
+    std::fs::write(&config, one_route(&moved.url(), "", &pki.server_tls())).unwrap();
     kill("-HUP", child.0.id());
-    logs.wait_for("TLS certificate reloaded").await;
-    let fresh = HttpsConn::connect(addr, &pki.ca(), &[HTTP11]).await;
-    assert_eq!(fresh.peer_cert, second.der);
-    assert_eq!(open.send("GET", "/api/x", &[], "").await.status, 200);
+    logs.wait_for("configuration reloaded").await;
+    let mut fresh = HttpsConn::connect(addr, &pki.ca(), &[HTTP11]).await;
+    assert_eq!(fresh.peer_cert, second.der, "a new handshake sees the new pair");
+    assert_eq!(fresh.send("GET", "/api/x", &[], "").await.text(), r#"{"v":2}"#);
+    let kept = open.send("GET", "/api/x", &[], "").await;
+    assert_eq!(kept.status, 200, "the open connection is not dropped");
+    assert_eq!(kept.text(), r#"{"v":2}"#, "its new requests take the new route");
 
     std::fs::remove_file(&pki.key).unwrap();
+    std::fs::write(&config, one_route(&upstream.url(), "", &pki.server_tls())).unwrap();
     kill("-HUP", child.0.id());
     let failed = logs
-        .wait_for("TLS reload failed; keeping the certificate in use")
+        .wait_for("configuration reload refused; keeping the configuration in use")
         .await;
     assert!(failed["error"].as_str().unwrap().contains("key.pem"), "{failed}");
     let mut after = HttpsConn::connect(addr, &pki.ca(), &[H2]).await;
     assert_eq!(after.peer_cert, second.der);
-    assert_eq!(after.send("GET", "/api/x", &[], "").await.status, 200);
+    let got = after.send("GET", "/api/x", &[], "").await;
+    assert_eq!(
+        got.text(),
+        r#"{"v":2}"#,
+        "a refused reload changes no route either"
+    );
 
-    drop((open, after));
+    drop((open, after, fresh));
     kill("-TERM", child.0.id());
     let status = tokio::task::block_in_place(|| child.0.wait()).unwrap();
     assert_eq!(status.code(), Some(0));

@@ -33,6 +33,22 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy = Proxy::with_listeners(&config, listener, Some(admin_listener)).unwrap();
+        TestProxy::run(proxy)
+    }
+
+    /// Starts the proxy from the file `path` (listen addresses as in [`TestProxy::start`]),
+    /// reloadable through the admin listener's `POST /reload`.
+    pub async fn start_file(path: &std::path::Path) -> TestProxy {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Proxy::with_listeners(&config, listener, Some(admin_listener))
+            .unwrap()
+            .reload_from(path);
+        TestProxy::run(proxy)
+    }
+
+    fn run(proxy: Proxy) -> TestProxy {
         let addr = proxy.local_addr().unwrap();
         let admin = proxy.admin_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
