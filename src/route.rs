@@ -34,6 +34,8 @@ pub struct RouteTable {
     routes: Vec<CompiledRoute>,
     /// Positions in `routes` by the literal prefix of their templates.
     index: index::Index,
+    /// (id, position in `routes`), sorted by id: ids are not positions after a reload.
+    ids: Vec<(u32, usize)>,
 }
 
 impl RouteTable {
@@ -86,7 +88,9 @@ impl RouteTable {
         for (position, route) in routes.iter().enumerate() {
             index.insert(&route.config.path, position);
         }
-        RouteTable { routes, index }
+        let mut ids: Vec<(u32, usize)> = routes.iter().enumerate().map(|(p, r)| (r.id, p)).collect();
+        ids.sort_unstable();
+        RouteTable { routes, index, ids }
     }
 
     /// The first route whose template matches `path` (the raw, still-encoded path).
@@ -102,7 +106,10 @@ impl RouteTable {
     }
 
     pub fn get(&self, id: u32) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| r.id == id)
+        let at = self.ids.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        self.ids
+            .get(at)
+            .and_then(|&(_, position)| self.routes.get(position))
     }
 
     pub fn by_name(&self, name: &str) -> Option<&CompiledRoute> {
@@ -219,6 +226,22 @@ mod tests {
         ] {
             assert!(!is_safe_path(path), "{path} should be unsafe");
         }
+    }
+
+    #[test]
+    fn routes_are_found_by_id_whatever_their_position() {
+        let toml = ["a", "b", "c"]
+            .map(|name| format!("[[route]]\nname = \"{name}\"\npath = \"/{name}/{{id}}\"\nupstream = \"http://127.0.0.1:9\"\n"))
+            .concat();
+        let config = crate::config::Config::from_toml(&toml, "t.toml").unwrap();
+        let mut ids = [7, 2, 5].into_iter();
+        let table = RouteTable::with_identities(&config.routes, |_| (ids.next().unwrap(), Arc::default()));
+        let name = |id| table.get(id).map(|r| r.config.name.as_str());
+        assert_eq!(
+            [name(7), name(2), name(5), name(0)],
+            [Some("a"), Some("b"), Some("c"), None]
+        );
+        assert_eq!(table.find("/c/1").map(|r| r.id), Some(5));
     }
 
     #[test]
