@@ -208,6 +208,7 @@ impl Ctx {
             .and_then(|e| e.upstream_etag())
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
+        let asked = std::time::SystemTime::now();
         let response = self
             .send_within(route, request, self.shared.write_timeout)
             .await?;
@@ -220,6 +221,10 @@ impl Ctx {
             return Ok(Attempt::Done(finish_response(response), None));
         }
         self.invalidate_after_write(route, &key.path);
+        let http = route.config.freshness == Freshness::Http;
+        if http {
+            self.invalidate_named(parts, response.headers());
+        }
         let Some(new_body) = new_body else {
             guard.disarm();
             self.shared.publish_change(route, &key.path, replaced, None).await;
@@ -241,6 +246,9 @@ impl Ctx {
                 Lookup::Found(entry) => entry,
                 Lookup::Other(response) => return Ok(Attempt::Done(response, None)),
             }
+        } else if http {
+            let answer = (&resp_parts, &upstream_body, asked);
+            self.http_written(route, key, parts, current, new_body, answer)
         } else {
             let headers = written_headers(current, &resp_parts.headers, parts);
             let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
@@ -274,6 +282,53 @@ impl Ctx {
             .headers_mut()
             .insert(header::ETAG, entry.etag().into_header_value());
         Ok(Attempt::Done(finish_response(response), Some(entry)))
+    }
+
+    /// `freshness = "http"`: a PUT whose answer is a full representation of the target
+    /// (a `200` with a body and `Content-Location` naming the target, RFC 9110 §9.3.4 and
+    /// §8.7) stores that answer as the upstream sent it; any other write stores nothing
+    /// (the entry was dropped), and the new body is only the client's answer.
+    fn http_written(
+        &self,
+        route: &CompiledRoute,
+        key: &crate::cache::Key,
+        parts: &request::Parts,
+        current: Option<&Entry>,
+        new_body: &Bytes,
+        (answer, upstream_body, asked): (&http::response::Parts, &Bytes, std::time::SystemTime),
+    ) -> Arc<Entry> {
+        use crate::read::http_cache;
+        let representation = parts.method == Method::PUT
+            && answer.status == StatusCode::OK
+            && !upstream_body.is_empty()
+            && answer
+                .headers
+                .get_all(header::CONTENT_LOCATION)
+                .iter()
+                .any(|value| {
+                    super::respond::same_origin_path(value, parts)
+                        .is_some_and(|path| path == parts.uri.path())
+                });
+        if representation {
+            let mut body = bytes::BytesMut::with_capacity(upstream_body.len() + tag_room(&answer.headers));
+            body.extend_from_slice(upstream_body);
+            let entry = make_entry(route.config.etag, &answer.headers, body, &self.shared.cache);
+            http_cache::stamp(route, &entry, &answer.headers, &answer.headers, asked);
+            if http_cache::refused(&entry, &parts.headers) {
+                return Arc::new(entry);
+            }
+            return self
+                .shared
+                .cache
+                .insert(key.clone(), &parts.headers, entry)
+                .unwrap_or_else(Arc::new);
+        }
+        let headers = written_headers(current, &answer.headers, parts);
+        let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
+        body.extend_from_slice(new_body);
+        let entry = Arc::new(make_entry(route.config.etag, &headers, body, &self.shared.cache));
+        self.remember(route, key, &entry);
+        entry
     }
 
     pub(super) fn write_request(

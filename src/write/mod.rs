@@ -505,6 +505,15 @@ impl Ctx {
     }
 }
 
+/// A copy of a request's head (its body stays with the request).
+pub(crate) fn head_of<B>(req: &Request<B>) -> request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = req.uri().clone();
+    parts.headers = req.headers().clone();
+    parts
+}
+
 fn answer(response: Response<Body>) -> Next {
     Next::Done(Ok(response))
 }
