@@ -6,6 +6,8 @@
 
 pub(crate) mod http_cache;
 
+use http_cache::Timing;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -58,9 +60,7 @@ impl Ctx {
         };
         match self.read_current(at, exchange).await? {
             Lookup::Found(entry) => {
-                // Answered by the cache, not the upstream, for this request: its age.
-                let aged =
-                    route.config.freshness == Freshness::Http && matches!(exchange.cache, "hit" | "batched");
+                let aged = route.config.freshness == Freshness::Http;
                 let conditions = Conditions::from_headers(&parts.headers);
                 let etag = entry.etag();
                 let current = Current {
@@ -347,8 +347,9 @@ impl Ctx {
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
         let mut cached = cached;
-        let asked = SystemTime::now();
+        let mut asked = Timing::now();
         let mut response = self.ask(route, read, cached.as_deref()).await?;
+        asked.received = SystemTime::now();
         // RFC 9111 §4.3.4: a 304 with another validator is not about the stored body,
         // which it therefore does not confirm: read the resource again in full.
         if response.status() == StatusCode::NOT_MODIFIED
@@ -357,7 +358,9 @@ impl Ctx {
                 .is_some_and(|entry| !entry.confirmed_by(response.headers()))
         {
             cached = None;
+            asked = Timing::now();
             response = self.ask(route, self.upstream_read(route, parts)?, None).await?;
+            asked.received = SystemTime::now();
         }
         // An answer to a read sent after the last write's outcome was lost shows the
         // resource as it is.
@@ -435,7 +438,7 @@ impl Ctx {
         at: Target<'_>,
         response: Response<Body>,
         limit: u64,
-        asked: SystemTime,
+        asked: Timing,
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
         let request = &parts.headers;
@@ -455,6 +458,7 @@ impl Ctx {
         let mut entry = make_entry(route.config.etag, &parts.headers, body, &self.shared.cache);
         let http = route.config.freshness == Freshness::Http;
         if http {
+            http_cache::keep_date(&mut entry, &parts.headers, &self.shared.cache);
             http_cache::stamp(route, &entry, &parts.headers, &parts.headers, asked);
         }
         // Never store a response that sets cookies: it belongs to one client, who gets
@@ -501,13 +505,20 @@ impl Ctx {
         at: Target<'_>,
         entry: &Arc<Entry>,
         not_modified: &HeaderMap,
-        asked: SystemTime,
+        asked: Timing,
     ) -> Arc<Entry> {
         let Target { route, key, parts } = at;
         let request = &parts.headers;
         let cache = &self.shared.cache;
         let http = route.config.freshness == Freshness::Http;
-        let Some(headers) = entry.updated_headers(not_modified, |name| replayed(name, not_modified)) else {
+        let updated = if http {
+            entry.updated_headers(not_modified, |name| {
+                http_cache::replayed_after_304(name, not_modified)
+            })
+        } else {
+            entry.updated_headers(not_modified, |name| replayed(name, not_modified))
+        };
+        let Some(headers) = updated else {
             // Only a duration or http freshness reads the storage time: elsewhere the
             // entry the upstream just confirmed is served as it is.
             match route.config.freshness {

@@ -208,10 +208,11 @@ impl Ctx {
             .and_then(|e| e.upstream_etag())
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
-        let asked = std::time::SystemTime::now();
+        let mut asked = crate::read::http_cache::Timing::now();
         let response = self
             .send_within(route, request, self.shared.write_timeout)
             .await?;
+        asked.received = std::time::SystemTime::now();
         let status = response.status();
         if status == StatusCode::PRECONDITION_FAILED {
             return Ok(Attempt::Conflict);
@@ -295,7 +296,7 @@ impl Ctx {
         parts: &request::Parts,
         current: Option<&Entry>,
         new_body: &Bytes,
-        (answer, upstream_body, asked): (&http::response::Parts, &Bytes, std::time::SystemTime),
+        (answer, upstream_body, asked): (&http::response::Parts, &Bytes, crate::read::http_cache::Timing),
     ) -> Arc<Entry> {
         use crate::read::http_cache;
         let representation = parts.method == Method::PUT
@@ -312,7 +313,8 @@ impl Ctx {
         if representation {
             let mut body = bytes::BytesMut::with_capacity(upstream_body.len() + tag_room(&answer.headers));
             body.extend_from_slice(upstream_body);
-            let entry = make_entry(route.config.etag, &answer.headers, body, &self.shared.cache);
+            let mut entry = make_entry(route.config.etag, &answer.headers, body, &self.shared.cache);
+            http_cache::keep_date(&mut entry, &answer.headers, &self.shared.cache);
             http_cache::stamp(route, &entry, &answer.headers, &answer.headers, asked);
             if http_cache::refused(&entry, &parts.headers) {
                 return Arc::new(entry);
