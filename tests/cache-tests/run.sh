@@ -11,8 +11,9 @@
 # its engine under test-engine/, which this script also finds).
 #
 # Environment: ORIGIN_PORT (8000), PROXY_PORT (8001), PATCHGATE (the binary; default: a
-# release build of this repository), ID (run one test id verbosely), KEEP=1 (keep the scratch
-# directory), OUT (where results.json goes; default: the scratch directory).
+# release build of this repository), FRESHNESS (the route's freshness, default "http"), ID
+# (run one test id verbosely), KEEP=1 (keep the scratch directory), OUT (where results.json
+# goes; default: the scratch directory).
 set -euo pipefail
 
 VERSION=0.4.5
@@ -57,7 +58,7 @@ request_timeout = "30s"
 name = "all"
 path = "/{*rest}"
 upstream = "http://127.0.0.1:$origin_port"
-freshness = "http"
+freshness = "${FRESHNESS:-http}"
 TOML
 
 # The suite's origin reads its settings the way `npm run server` would pass them.
