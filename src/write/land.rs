@@ -285,54 +285,6 @@ impl Ctx {
         Ok(Attempt::Done(finish_response(response), Some(entry)))
     }
 
-    /// `freshness = "http"`: a PUT whose answer is a full representation of the target
-    /// (a `200` with a body and `Content-Location` naming the target, RFC 9110 §9.3.4 and
-    /// §8.7) stores that answer as the upstream sent it; any other write stores nothing
-    /// (the entry was dropped), and the new body is only the client's answer.
-    fn http_written(
-        &self,
-        route: &CompiledRoute,
-        key: &crate::cache::Key,
-        parts: &request::Parts,
-        current: Option<&Entry>,
-        new_body: &Bytes,
-        (answer, upstream_body, asked): (&http::response::Parts, &Bytes, crate::read::http_cache::Timing),
-    ) -> Arc<Entry> {
-        use crate::read::http_cache;
-        let representation = parts.method == Method::PUT
-            && answer.status == StatusCode::OK
-            && !upstream_body.is_empty()
-            && answer
-                .headers
-                .get_all(header::CONTENT_LOCATION)
-                .iter()
-                .any(|value| {
-                    super::respond::same_origin_path(value, parts)
-                        .is_some_and(|path| path == parts.uri.path())
-                });
-        if representation {
-            let mut body = bytes::BytesMut::with_capacity(upstream_body.len() + tag_room(&answer.headers));
-            body.extend_from_slice(upstream_body);
-            let mut entry = make_entry(route.config.etag, &answer.headers, body, &self.shared.cache);
-            http_cache::keep_date(&mut entry, &answer.headers, &self.shared.cache);
-            http_cache::stamp(route, &entry, &answer.headers, &answer.headers, asked);
-            if http_cache::refused(&entry, &parts.headers) {
-                return Arc::new(entry);
-            }
-            return self
-                .shared
-                .cache
-                .insert(key.clone(), &parts.headers, entry)
-                .unwrap_or_else(Arc::new);
-        }
-        let headers = written_headers(current, &answer.headers, parts);
-        let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
-        body.extend_from_slice(new_body);
-        let entry = Arc::new(make_entry(route.config.etag, &headers, body, &self.shared.cache));
-        self.remember(route, key, &entry);
-        entry
-    }
-
     pub(super) fn write_request(
         &self,
         route: &CompiledRoute,
@@ -371,7 +323,11 @@ impl Ctx {
 
 /// The representation headers of what patchgate just wrote: the old document's, the
 /// written body's type, and the validators the upstream's write response gave.
-fn written_headers(current: Option<&Entry>, response: &HeaderMap, parts: &request::Parts) -> HeaderMap {
+pub(super) fn written_headers(
+    current: Option<&Entry>,
+    response: &HeaderMap,
+    parts: &request::Parts,
+) -> HeaderMap {
     let mut headers = current.map(|e| HeaderMap::clone(&e.headers)).unwrap_or_default();
     headers.remove(header::LAST_MODIFIED);
     let content_type = match (&parts.method, parts.headers.get(header::CONTENT_TYPE)) {

@@ -20,6 +20,7 @@
 // Phases return `Result<_, Next>`; see `Next` for why it is not boxed.
 #![allow(clippy::result_large_err)]
 
+mod http_write;
 mod intent;
 mod land;
 mod respond;
