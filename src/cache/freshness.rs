@@ -3,9 +3,10 @@
 //! §4.2.1 (freshness lifetime: `s-maxage`, `max-age`, `Expires` − `Date`), §4.2.2
 //! (heuristic freshness, only when the route asks for it), §4.2.3 (current age, with the
 //! upstream's `Age`), §4.2.4 and §5.2.2 (serving stale: never past `must-revalidate`,
-//! `proxy-revalidate` or `s-maxage`), §5.2.1 (request directives). Anything invalid
-//! makes a response stale rather than guessed fresh (§4.2.1: "caches are encouraged to
-//! consider responses that have invalid freshness information to be stale").
+//! `proxy-revalidate` or `s-maxage`), §5.2.1 (request directives). Invalid freshness
+//! information makes a response stale rather than guessed fresh (§4.2.1: "caches are
+//! encouraged to consider responses that have invalid freshness information to be
+//! stale"); an invalid `Age` is not available, so 0 (§4.2.3).
 
 use std::time::{Duration, SystemTime};
 
@@ -154,23 +155,28 @@ pub(crate) fn lifetime(headers: &HeaderMap, date: SystemTime, heuristic: bool) -
 }
 
 /// RFC 9111 §4.2.3 `corrected_initial_age`: the larger of the apparent age (response
-/// time − `Date`) and the upstream's `Age` plus the response delay. An `Age` that is
-/// not one field line of delta-seconds makes the response as old as it can be (stale).
+/// time − `Date`) and the upstream's `Age` plus the response delay.
 pub(crate) fn initial_age(headers: &HeaderMap, requested: SystemTime, received: SystemTime) -> Duration {
-    let mut ages = headers.get_all(header::AGE).iter();
-    let age_value = match (ages.next(), ages.next()) {
-        (None, _) => Some(0),
-        (Some(age), None) => age.to_str().ok().and_then(delta_seconds),
-        (Some(_), Some(_)) => None,
-    };
-    let Some(age_value) = age_value else {
-        return Duration::from_secs(u64::from(CAP));
-    };
     let apparent = date(headers).map_or(Duration::ZERO, |date| {
         received.duration_since(date).unwrap_or(Duration::ZERO)
     });
     let delay = received.duration_since(requested).unwrap_or(Duration::ZERO);
-    apparent.max(Duration::from_secs(u64::from(age_value)) + delay)
+    apparent.max(Duration::from_secs(u64::from(age_value(headers))) + delay)
+}
+
+/// RFC 9111 §4.2.3 `age_value`: the upstream's `Age`, "or 0, if not available". `Age` is
+/// a singleton field: of several field lines or list members only the first counts
+/// (RFC 9110 §5.5), without any parameter; a value that is not delta-seconds is not
+/// available. (The current cache-tests suite expects this; its npm release 0.4.5, older
+/// than RFC 9111, took an invalid `Age` as stale.)
+pub(crate) fn age_value(headers: &HeaderMap) -> u32 {
+    headers
+        .get(header::AGE)
+        .and_then(|line| line.to_str().ok())
+        .and_then(|line| line.split(',').next())
+        .and_then(|item| item.split(';').next())
+        .and_then(|value| delta_seconds(value.trim()))
+        .unwrap_or(0)
 }
 
 /// What a request's `Cache-Control` (or, without one, `Pragma: no-cache`, §5.4) asks of

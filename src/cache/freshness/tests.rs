@@ -119,14 +119,27 @@ fn initial_age_is_the_larger_of_apparent_age_and_age_plus_delay() {
 }
 
 #[test]
-fn an_invalid_age_makes_the_response_stale() {
-    let oldest = Duration::from_secs(u64::from(CAP));
-    for bad in ["abc", "-7200", "7200.0", "7200,0", "0, 0", "7200;foo=bar"] {
-        let h = headers(&[("age", bad)]);
-        assert_eq!(initial_age(&h, at(0), at(0)), oldest, "{bad}");
+fn age_is_its_first_member_without_parameters_and_0_when_invalid() {
+    let age = |lines: &[&str]| {
+        let pairs: Vec<(&str, &str)> = lines.iter().map(|v| ("age", *v)).collect();
+        age_value(&headers(&pairs))
+    };
+    assert_eq!(age(&[]), 0);
+    assert_eq!(age(&["7200"]), 7200);
+    assert_eq!(age(&["7200, 0"]), 7200);
+    assert_eq!(age(&["0,7200"]), 0);
+    assert_eq!(age(&["7200", "0"]), 7200);
+    assert_eq!(age(&["0", "7200"]), 0);
+    assert_eq!(age(&["7200;foo=bar"]), 7200);
+    assert_eq!(age(&["2147483649"]), CAP);
+    for invalid in ["abc", "-7200", "7200.0", ""] {
+        assert_eq!(age(&[invalid]), 0, "{invalid}");
     }
-    let two = headers(&[("age", "0"), ("age", "0")]);
-    assert_eq!(initial_age(&two, at(0), at(0)), oldest);
+    let old = headers(&[("age", "2147483648")]);
+    assert_eq!(
+        initial_age(&old, at(0), at(0)),
+        Duration::from_secs(u64::from(CAP))
+    );
 }
 
 #[test]
