@@ -380,11 +380,19 @@ impl Ctx {
             ref m if is_miscased_standard(m) => Err(Error::MethodNotImplemented),
             _ => {
                 // POST and other methods pass through; a success still changes the
-                // resource and its collection, so their cached copies go.
+                // resource and its collection, so their cached copies go. With
+                // `freshness = "http"`, any non-error answer does, and so do the
+                // `Location` and `Content-Location` targets (RFC 9111 §4.4).
                 let path = route.upstream_path(req.uri().path());
+                let http = route.config.freshness == crate::config::Freshness::Http;
+                let head = http.then(|| crate::write::head_of(&req));
                 let response = self.forward(route, req).await?;
-                if response.status().is_success() {
+                let status = response.status();
+                if status.is_success() || (http && status.as_u16() < 400) {
                     self.invalidate_after_write(route, &path);
+                    if let Some(head) = &head {
+                        self.invalidate_named(head, response.headers());
+                    }
                 }
                 Ok(response)
             }

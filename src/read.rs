@@ -4,7 +4,12 @@
 //! of a resource, from the cache when the route's freshness allows, else from the
 //! upstream (conditionally when the cached entry has upstream validators).
 
+pub(crate) mod http_cache;
+
+use http_cache::Timing;
+
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
 
@@ -55,6 +60,7 @@ impl Ctx {
         };
         match self.read_current(at, exchange).await? {
             Lookup::Found(entry) => {
+                let aged = route.config.freshness == Freshness::Http;
                 let conditions = Conditions::from_headers(&parts.headers);
                 let etag = entry.etag();
                 let current = Current {
@@ -72,14 +78,18 @@ impl Ctx {
                     return Ok(response);
                 }
                 let tag = etag.into_header_value();
-                Ok(match outcome {
+                let mut response = match outcome {
                     Outcome::NotModified => not_modified(&entry, tag, route),
                     // If-Match / If-Unmodified-Since on a read (RFC 9110 §13.1.1).
                     Outcome::Failed => {
                         represent_tagged(&entry, tag, route, StatusCode::PRECONDITION_FAILED, head)
                     }
                     Outcome::Proceed => represent_tagged(&entry, tag, route, StatusCode::OK, head),
-                })
+                };
+                if aged {
+                    http_cache::add_age(&mut response, &entry);
+                }
+                Ok(response)
             }
             Lookup::Other(mut response) => {
                 if head {
@@ -220,11 +230,19 @@ impl Ctx {
                 Freshness::Exclusive => true,
                 Freshness::For(ttl) => entry.age() < ttl,
                 Freshness::Revalidate => false,
+                Freshness::Http => http_cache::usable(entry, &parts.headers, is_read),
             } && !entry.no_cache();
             if fresh && !force_upstream && !self.shared.resources.is_uncertain(route.id, &key.path) {
                 exchange.cache = "hit";
                 return Ok(Lookup::Found(Arc::clone(entry)));
             }
+        }
+        if is_read
+            && route.config.freshness == Freshness::Http
+            && let Some(response) = http_cache::only_if_cached(&parts.headers)
+        {
+            exchange.cache = "miss";
+            return Ok(Lookup::Other(response));
         }
         // A write reads on its own, under its lock: never an exchange older than that.
         if cached.is_none() && is_read && route.config.freshness != Freshness::Revalidate {
@@ -329,7 +347,9 @@ impl Ctx {
         // refused if the resource was invalidated since this point.
         let since = self.shared.cache.generation(route.id, &key.path);
         let mut cached = cached;
+        let mut asked = Timing::now();
         let mut response = self.ask(route, read, cached.as_deref()).await?;
+        asked.received = SystemTime::now();
         // RFC 9111 §4.3.4: a 304 with another validator is not about the stored body,
         // which it therefore does not confirm: read the resource again in full.
         if response.status() == StatusCode::NOT_MODIFIED
@@ -338,7 +358,9 @@ impl Ctx {
                 .is_some_and(|entry| !entry.confirmed_by(response.headers()))
         {
             cached = None;
+            asked = Timing::now();
             response = self.ask(route, self.upstream_read(route, parts)?, None).await?;
+            asked.received = SystemTime::now();
         }
         // An answer to a read sent after the last write's outcome was lost shows the
         // resource as it is.
@@ -354,7 +376,13 @@ impl Ctx {
             (StatusCode::NOT_MODIFIED, Some(entry)) => {
                 exchange.cache = "revalidated";
                 let not_modified = response.headers();
-                Ok(Lookup::Found(self.refresh(since, at, &entry, not_modified)))
+                Ok(Lookup::Found(self.refresh(
+                    since,
+                    at,
+                    &entry,
+                    not_modified,
+                    asked,
+                )))
             }
             (StatusCode::OK, previous) => {
                 exchange.cache = "miss";
@@ -364,7 +392,7 @@ impl Ctx {
                 } else {
                     self.settings.max_entry_bytes.max(self.settings.max_body_bytes)
                 };
-                let lookup = self.store(since, at, response, limit).await?;
+                let lookup = self.store(since, at, response, limit, asked).await?;
                 // The version this one replaces becomes history.
                 if let (Some(previous), Lookup::Found(entry)) = (previous, &lookup)
                     && !previous.same_tag(entry)
@@ -410,6 +438,7 @@ impl Ctx {
         at: Target<'_>,
         response: Response<Body>,
         limit: u64,
+        asked: Timing,
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
         let request = &parts.headers;
@@ -427,6 +456,11 @@ impl Ctx {
             }
         };
         let mut entry = make_entry(route.config.etag, &parts.headers, body, &self.shared.cache);
+        let http = route.config.freshness == Freshness::Http;
+        if http {
+            http_cache::keep_date(&mut entry, &parts.headers, &self.shared.cache);
+            http_cache::stamp(route, &entry, &parts.headers, &parts.headers, asked);
+        }
         // Never store a response that sets cookies: it belongs to one client, who gets
         // its cookies. In revalidate mode an entry without upstream validators would
         // never be used.
@@ -440,9 +474,10 @@ impl Ctx {
         }
         // Nor a `no-cache` one without validators: it could not be revalidated either
         // (RFC 9111 §5.2.2.4).
-        let useless = (route.config.freshness == Freshness::Revalidate || entry.no_cache())
+        let useless = ((route.config.freshness == Freshness::Revalidate || entry.no_cache())
             && entry.upstream_etag().is_none()
-            && entry.last_modified().is_none();
+            && entry.last_modified().is_none())
+            || (http && http_cache::refused(&entry, request));
         let stored = if useless {
             Err(entry)
         } else {
@@ -470,17 +505,27 @@ impl Ctx {
         at: Target<'_>,
         entry: &Arc<Entry>,
         not_modified: &HeaderMap,
+        asked: Timing,
     ) -> Arc<Entry> {
         let Target { route, key, parts } = at;
         let request = &parts.headers;
         let cache = &self.shared.cache;
-        let Some(headers) = entry.updated_headers(not_modified, |name| replayed(name, not_modified)) else {
-            // Only a duration freshness reads the storage time: elsewhere the entry the
-            // upstream just confirmed is served as it is.
-            if !matches!(route.config.freshness, Freshness::For(_)) {
-                return Arc::clone(entry);
+        let http = route.config.freshness == Freshness::Http;
+        let updated = if http {
+            entry.updated_headers(not_modified, |name| {
+                http_cache::replayed_after_304(name, not_modified)
+            })
+        } else {
+            entry.updated_headers(not_modified, |name| replayed(name, not_modified))
+        };
+        let Some(headers) = updated else {
+            // Only a duration or http freshness reads the storage time: elsewhere the
+            // entry the upstream just confirmed is served as it is.
+            match route.config.freshness {
+                Freshness::For(_) => entry.renew(),
+                Freshness::Http => http_cache::stamp(route, entry, &entry.headers, not_modified, asked),
+                Freshness::Revalidate | Freshness::Exclusive => return Arc::clone(entry),
             }
-            entry.renew();
             if cache.contains(entry) {
                 return Arc::clone(entry);
             }
@@ -489,6 +534,9 @@ impl Ctx {
                 .unwrap_or_else(|_| Arc::clone(entry));
         };
         let revised = entry.revised(cache.header_set(&headers, |_| true));
+        if http {
+            http_cache::stamp(route, &revised, &revised.headers, not_modified, asked);
+        }
         match cache.replace(since, entry, key.clone(), request, revised) {
             Ok(stored) => stored,
             Err(unstored) => Arc::new(unstored),

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -38,8 +38,14 @@ impl AsRef<[u8]> for BodyOf {
 /// The process's clock origin for entry ages.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// Where [`EPOCH`] sits on the entry clock: far enough from 0 that an entry the upstream
+/// says is old (RFC 9111 `Age`, up to 2^31 s) can be dated before the process started.
+const EPOCH_OFFSET: u64 = 1 << 62;
+
 fn since_epoch() -> u64 {
-    u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    u64::try_from(EPOCH.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_add(EPOCH_OFFSET)
 }
 
 /// What is stored: enough to answer a GET/HEAD/304 without the upstream and to revalidate.
@@ -50,11 +56,16 @@ pub struct Entry {
     /// ([`Entry::body`]), so it needs none of its own.
     buf: Box<[u8]>,
     tag: u32,
+    /// With `freshness = "http"`: the freshness lifetime in seconds (RFC 9111 §4.2.1),
+    /// set when stored or revalidated. Fills what would be padding after `tag`.
+    lifetime: AtomicU32,
     /// End-to-end response headers to replay (content-type, cache-control, vary, …);
     /// shared between entries that have the same ones.
     pub headers: Arc<HeaderMap>,
-    /// When the representation was read from the upstream: nanoseconds since [`EPOCH`],
-    /// half the size of an `Instant`; renewed in place after an upstream `304`.
+    /// When the representation was read from the upstream: nanoseconds since [`EPOCH`]
+    /// (plus its offset), half the size of an `Instant`; renewed in place after an
+    /// upstream `304`. With `freshness = "http"` dated back by the age the upstream's
+    /// answer already had (RFC 9111 §4.2.3), so that [`Entry::age`] is its current age.
     stored_at: AtomicU64,
     validators: Option<Box<Validators>>,
     /// Set by the cache when it stores the entry.
@@ -86,6 +97,7 @@ impl Entry {
         Entry {
             buf,
             tag,
+            lifetime: AtomicU32::new(0),
             headers,
             stored_at: AtomicU64::new(since_epoch()),
             validators: None,
@@ -139,6 +151,19 @@ impl Entry {
         self.stored_at.store(since_epoch(), Relaxed);
     }
 
+    /// `freshness = "http"`: the freshness lifetime (seconds) and the age the upstream's
+    /// answer had when it arrived just now (RFC 9111 §4.2.3 `corrected_initial_age`).
+    pub fn set_freshness(&self, lifetime: u32, initial_age: Duration) {
+        let back = u64::try_from(initial_age.as_nanos()).unwrap_or(u64::MAX);
+        self.lifetime.store(lifetime, Relaxed);
+        self.stored_at.store(since_epoch().saturating_sub(back), Relaxed);
+    }
+
+    /// `freshness = "http"`: the freshness lifetime in seconds (0 when never set).
+    pub fn lifetime(&self) -> u32 {
+        self.lifetime.load(Relaxed)
+    }
+
     /// The upstream's own ETag, verbatim, for revalidation and `If-Match` upstream.
     pub fn upstream_etag(&self) -> Option<&HeaderValue> {
         self.validators.as_ref()?.etag.as_ref()
@@ -183,6 +208,7 @@ impl Entry {
         Entry {
             buf: self.buf.clone(),
             tag: self.tag,
+            lifetime: AtomicU32::new(self.lifetime()),
             headers,
             stored_at: AtomicU64::new(since_epoch()),
             validators: None,
@@ -196,6 +222,7 @@ impl Entry {
         Entry {
             buf: self.buf.clone(),
             tag: self.tag,
+            lifetime: AtomicU32::new(self.lifetime()),
             headers: Arc::clone(&self.headers),
             stored_at: AtomicU64::new(self.stored_at.load(Relaxed)),
             validators: self.validators.clone(),

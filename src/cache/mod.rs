@@ -23,6 +23,7 @@
 mod budget;
 mod clock;
 mod entry;
+pub(crate) mod freshness;
 mod header_sets;
 mod history;
 mod invalidation;

@@ -111,11 +111,12 @@ pub(super) fn confirms(
 }
 
 /// Fields a `304` never changes in a stored response (RFC 9111 §3.2): its length, and
-/// the coding and range that describe the stored bytes, which it depends upon.
-const DESCRIBE_THE_BYTES: [HeaderName; 3] = [
+/// the coding, range and digest that describe the stored bytes, which it depends upon.
+const DESCRIBE_THE_BYTES: [HeaderName; 4] = [
     header::CONTENT_LENGTH,
     header::CONTENT_ENCODING,
     header::CONTENT_RANGE,
+    HeaderName::from_static("content-md5"),
 ];
 
 /// RFC 9111 §3.2: `stored` with each field of `fresh` that `replayed` picks replacing
@@ -305,6 +306,7 @@ mod tests {
             ("x-new", "n"),
             ("content-length", "10"),
             ("content-encoding", "gzip"),
+            ("content-md5", "N7UdGUp1E+RbVvZSTy1R8g=="),
             ("x-dropped", "d"),
         ]);
         let merged = updated(&stored, &fresh, |name| name != "x-dropped").unwrap();

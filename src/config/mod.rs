@@ -178,6 +178,9 @@ pub struct Route {
     /// At least 1.
     pub patch_max_ops: usize,
     pub refresh_after_write: bool,
+    /// With `freshness = "http"`: a response without explicit freshness but with
+    /// `Last-Modified` is fresh for a tenth of its age, at most a day (RFC 9111 §4.2.2).
+    pub heuristic_freshness: bool,
     /// Unconditional PATCHes waiting for one resource are written upstream together.
     pub batch_patches: bool,
     /// Concurrent revalidate reads with the same upstream request share one exchange.
@@ -212,6 +215,9 @@ pub enum Freshness {
     Exclusive,
     /// A hit younger than this (> 0) is answered directly.
     For(Duration),
+    /// RFC 9111 shared-cache freshness from the upstream's `Cache-Control`, `Expires`
+    /// and `Age`, and the request's `Cache-Control`.
+    Http,
 }
 
 /// A PATCH whose `If-Match` names a version that is no longer current.
@@ -335,6 +341,9 @@ impl Route {
         if self.refresh_after_write {
             line.push_str(" refresh_after_write=true");
         }
+        if self.heuristic_freshness {
+            line.push_str(" heuristic_freshness=true");
+        }
         if !self.batch_patches {
             line.push_str(" batch_patches=false");
         }
@@ -374,6 +383,7 @@ impl fmt::Display for Freshness {
             Freshness::Revalidate => f.write_str("revalidate"),
             Freshness::Exclusive => f.write_str("exclusive"),
             Freshness::For(d) => f.write_str(&format_duration(*d)),
+            Freshness::Http => f.write_str("http"),
         }
     }
 }
@@ -419,7 +429,8 @@ name = "people"                  # unique; used in logs and metrics
 path = "/api/people/{id}"        # `{name}` = one segment, `{*rest}` = the remainder
 upstream = "http://127.0.0.1:3000"   # http or https base URL; the request path is appended
 # strip_prefix = "/api"          # removed from the path before it is appended
-freshness = "revalidate"         # "revalidate" | "exclusive" | a duration such as "5s"
+freshness = "revalidate"         # "revalidate" | "exclusive" | "http" | a duration such as "5s"
+# heuristic_freshness = false    # freshness = "http" only: Last-Modified-based freshness
 etag = "auto"                    # "auto" | "upstream" | "hash"
 patch = ["json-patch", "merge-patch"]   # accepted PATCH formats; [] disables PATCH
 write_method = "PUT"             # how a patched body is written upstream: "PUT" | "POST"

@@ -119,6 +119,7 @@ const ROUTE_KEYS: &[(&str, &str)] = &[
     ("conflict_retries", "3"),
     ("patch_max_ops", "10"),
     ("refresh_after_write", "false"),
+    ("heuristic_freshness", "false"),
     ("batch_patches", "true"),
     ("batch_reads", "true"),
     ("changes", "true"),

@@ -85,6 +85,7 @@ pub(super) struct RawRoute {
     pub conflict_retries: Option<Spanned<i64>>,
     pub patch_max_ops: Option<Spanned<i64>>,
     pub refresh_after_write: Option<Spanned<bool>>,
+    pub heuristic_freshness: Option<Spanned<bool>>,
     pub batch_patches: Option<Spanned<bool>>,
     pub batch_reads: Option<Spanned<bool>>,
     pub max_in_flight: Option<Spanned<i64>>,

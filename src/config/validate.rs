@@ -397,12 +397,20 @@ impl Checker<'_> {
             |s| upstream(s),
         )?;
         let https = upstream.scheme == Scheme::HTTPS;
+        let freshness = self.optional(raw.freshness, &key("freshness"), Freshness::Revalidate, |s| {
+            freshness(s)
+        })?;
         Ok(Route {
             strip_prefix: self.optional(raw.strip_prefix, &key("strip_prefix"), None, |s| {
                 strip_prefix(s, &path).map(Some)
             })?,
-            freshness: self.optional(raw.freshness, &key("freshness"), Freshness::Revalidate, |s| {
-                freshness(s)
+            freshness,
+            heuristic_freshness: self.optional(raw.heuristic_freshness, &key("heuristic_freshness"), false, |on| {
+                if *on && freshness != Freshness::Http {
+                    Err("heuristic_freshness only applies to freshness = \"http\"; remove it or set freshness = \"http\"".to_owned())
+                } else {
+                    Ok(*on)
+                }
             })?,
             etag: self.optional(raw.etag, &key("etag"), EtagMode::Auto, |s| etag(s))?,
             patch: self.patch(raw.patch, &key("patch"))?,

@@ -167,11 +167,12 @@ pub(super) fn upstream(s: &str) -> Result<Upstream> {
     })
 }
 
-/// "revalidate" | "exclusive" | a duration greater than zero.
+/// "revalidate" | "exclusive" | "http" | a duration greater than zero.
 pub(super) fn freshness(s: &str) -> Result<Freshness> {
     match s {
         "revalidate" => Ok(Freshness::Revalidate),
         "exclusive" => Ok(Freshness::Exclusive),
+        "http" => Ok(Freshness::Http),
         _ if s
             .trim_start()
             .starts_with(|c: char| c.is_ascii_digit() || c == '-') =>
@@ -184,7 +185,7 @@ pub(super) fn freshness(s: &str) -> Result<Freshness> {
             }
         }
         _ => Err(format!(
-            "expected \"revalidate\", \"exclusive\" or a duration such as \"5s\", found {s:?}"
+            "expected \"revalidate\", \"exclusive\", \"http\" or a duration such as \"5s\", found {s:?}"
         )),
     }
 }
@@ -239,6 +240,7 @@ mod tests {
     fn freshness_accepts_keywords_and_positive_durations() {
         assert_eq!(freshness("revalidate"), Ok(Freshness::Revalidate));
         assert_eq!(freshness("exclusive"), Ok(Freshness::Exclusive));
+        assert_eq!(freshness("http"), Ok(Freshness::Http));
         assert_eq!(freshness("250ms"), Ok(Freshness::For(Duration::from_millis(250))));
         assert!(
             freshness("Revalidate")

@@ -208,9 +208,11 @@ impl Ctx {
             .and_then(|e| e.upstream_etag())
             .filter(|v| EntityTag::parse(v.as_bytes()).is_some_and(|t| !t.is_weak()));
         let request = self.write_request(route, parts, method, new_body.clone(), upstream_tag)?;
+        let mut asked = crate::read::http_cache::Timing::now();
         let response = self
             .send_within(route, request, self.settings.write_timeout)
             .await?;
+        asked.received = std::time::SystemTime::now();
         let status = response.status();
         if status == StatusCode::PRECONDITION_FAILED {
             return Ok(Attempt::Conflict);
@@ -220,6 +222,10 @@ impl Ctx {
             return Ok(Attempt::Done(finish_response(response), None));
         }
         self.invalidate_after_write(route, &key.path);
+        let http = route.config.freshness == Freshness::Http;
+        if http {
+            self.invalidate_named(parts, response.headers());
+        }
         let Some(new_body) = new_body else {
             guard.disarm();
             self.shared.publish_change(route, &key.path, replaced, None).await;
@@ -245,6 +251,9 @@ impl Ctx {
                 Lookup::Found(entry) => entry,
                 Lookup::Other(response) => return Ok(Attempt::Done(response, None)),
             }
+        } else if http {
+            let answer = (&resp_parts, &upstream_body, asked);
+            self.http_written(route, key, parts, current, new_body, answer)
         } else {
             let headers = written_headers(current, &resp_parts.headers, parts);
             let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
@@ -318,7 +327,11 @@ impl Ctx {
 
 /// The representation headers of what patchgate just wrote: the old document's, the
 /// written body's type, and the validators the upstream's write response gave.
-fn written_headers(current: Option<&Entry>, response: &HeaderMap, parts: &request::Parts) -> HeaderMap {
+pub(super) fn written_headers(
+    current: Option<&Entry>,
+    response: &HeaderMap,
+    parts: &request::Parts,
+) -> HeaderMap {
     let mut headers = current.map(|e| HeaderMap::clone(&e.headers)).unwrap_or_default();
     headers.remove(header::LAST_MODIFIED);
     let content_type = match (&parts.method, parts.headers.get(header::CONTENT_TYPE)) {

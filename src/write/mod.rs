@@ -20,6 +20,7 @@
 // Phases return `Result<_, Next>`; see `Next` for why it is not boxed.
 #![allow(clippy::result_large_err)]
 
+mod http_write;
 mod intent;
 mod land;
 mod respond;
@@ -503,6 +504,15 @@ impl Ctx {
             Intent::Delete => Method::DELETE,
         }
     }
+}
+
+/// A copy of a request's head (its body stays with the request).
+pub(crate) fn head_of<B>(req: &Request<B>) -> request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = req.uri().clone();
+    parts.headers = req.headers().clone();
+    parts
 }
 
 fn answer(response: Response<Body>) -> Next {

@@ -11,6 +11,7 @@ mod custom_service;
 mod forward;
 mod history;
 mod hostile;
+mod http_freshness;
 mod isolation;
 mod landing;
 mod limits;

@@ -38,7 +38,7 @@ fn unknown_freshness_reads_exactly_as_documented() {
     );
     assert_eq!(
         error(&src).to_string(),
-        "proxy.toml:14:13: route[1].freshness: expected \"revalidate\", \"exclusive\" or a duration such as \"5s\", found \"sometimes\""
+        "proxy.toml:14:13: route[1].freshness: expected \"revalidate\", \"exclusive\", \"http\" or a duration such as \"5s\", found \"sometimes\""
     );
 }
 
@@ -396,6 +396,28 @@ fn bad_sizes_and_durations_are_rejected() {
             "write \"revalidate\"",
         ),
     ]);
+}
+
+#[test]
+fn heuristic_freshness_needs_http_freshness() {
+    assert_errors(&[(
+        &with_route("freshness = \"5s\"\nheuristic_freshness = true\n"),
+        "route[0].heuristic_freshness",
+        6,
+        23,
+        "only applies to freshness = \"http\"",
+    )]);
+    let config = Config::from_toml(
+        &with_route("freshness = \"http\"\nheuristic_freshness = true\n"),
+        "proxy.toml",
+    )
+    .unwrap();
+    let route = &config.routes[0];
+    assert_eq!(route.freshness, Freshness::Http);
+    assert!(route.heuristic_freshness);
+    // Off says nothing wrong, whatever the freshness.
+    let config = Config::from_toml(&with_route("heuristic_freshness = false\n"), "proxy.toml").unwrap();
+    assert!(!config.routes[0].heuristic_freshness);
 }
 
 #[test]

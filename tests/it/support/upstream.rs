@@ -222,6 +222,13 @@ impl LegacyUpstream {
         self.shared.lock().extra_headers.insert(name, value);
     }
 
+    /// Adds (or replaces) a header on every answer to a PUT, POST or DELETE.
+    pub fn set_write_header(&self, name: &str, value: &str) {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("write header name");
+        let value = HeaderValue::from_str(value).expect("write header value");
+        self.shared.lock().write_headers.insert(name, value);
+    }
+
     /// Stops sending a header set by [`Self::set_extra_header`].
     pub fn remove_extra_header(&self, name: &str) {
         self.shared.lock().extra_headers.remove(name);

@@ -34,6 +34,8 @@ pub(super) struct State {
     pub(super) honour_if_match: bool,
     pub(super) last_modified: bool,
     pub(super) extra_headers: HeaderMap,
+    /// Added to every answer to a PUT, POST or DELETE.
+    pub(super) write_headers: HeaderMap,
     pub(super) normalize_on_put: bool,
     pub(super) delay: Duration,
     /// Extra time a write takes before it takes effect and is answered.
@@ -63,6 +65,7 @@ impl State {
             honour_if_match: false,
             last_modified: false,
             extra_headers: HeaderMap::new(),
+            write_headers: HeaderMap::new(),
             normalize_on_put: false,
             delay: Duration::ZERO,
             write_delay: Duration::ZERO,
@@ -189,6 +192,7 @@ impl State {
         });
         let doc = &self.docs[path];
         self.validators(&mut r.headers, &doc.body, Some(doc.modified));
+        r.headers.extend(self.write_headers.clone());
         if stored.is_none() {
             r.headers.insert(header::LOCATION, header_value(path));
             return r.empty();
@@ -202,7 +206,11 @@ impl State {
             return refused;
         }
         match self.docs.remove(path) {
-            Some(_) => reply(StatusCode::NO_CONTENT).empty(),
+            Some(_) => {
+                let mut r = reply(StatusCode::NO_CONTENT);
+                r.headers.extend(self.write_headers.clone());
+                r.empty()
+            }
             None => reply(StatusCode::NOT_FOUND).json(r#"{"error":"not found"}"#.into()),
         }
     }
@@ -224,6 +232,7 @@ impl State {
         let mut r = reply(StatusCode::CREATED);
         self.validators(&mut r.headers, &doc.body, Some(doc.modified));
         r.headers.insert(header::LOCATION, header_value(&location));
+        r.headers.extend(self.write_headers.clone());
         r.headers.insert(header::CONTENT_TYPE, doc.content_type.clone());
         r.body(doc.body.clone())
     }
