@@ -52,7 +52,7 @@ impl Ctx {
                 let Some(path) = same_origin_path(value, request) else {
                     continue;
                 };
-                if let Some(route) = self.shared.routes.find(&path)
+                if let Some(route) = self.settings.routes.find(&path)
                     && route.config.freshness == crate::config::Freshness::Http
                 {
                     self.shared
