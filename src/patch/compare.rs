@@ -13,14 +13,14 @@ use super::scan::materialize;
 /// `src`: the source of raw spans in `a` or `b` (an indexed document), parsed to compare.
 pub(super) fn equal(a: &Json, b: &Json, src: &[u8]) -> bool {
     match (a, b) {
-        (Json::Raw(_), _) | (_, Json::Raw(_)) => {
-            equal(&materialize(a, src), &materialize(b, src), src)
-        }
+        (Json::Raw(_), _) | (_, Json::Raw(_)) => equal(&materialize(a, src), &materialize(b, src), src),
         (Json::Null, Json::Null) => true,
         (Json::Bool(x), Json::Bool(y)) => x == y,
         (Json::Number(x), Json::Number(y)) => numbers_equal(x, y),
         (Json::String(x), Json::String(y)) => x == y,
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b, src)),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b, src))
+        }
         (Json::Object(x), Json::Object(y)) => objects_equal(x, y, src),
         _ => false,
     }
@@ -35,7 +35,8 @@ fn objects_equal(x: &Object, y: &Object, src: &[u8]) -> bool {
         return x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w, src)));
     }
     let index: HashMap<&str, &Json> = y.iter().collect();
-    x.iter().all(|(k, v)| index.get(k).is_some_and(|w| equal(v, w, src)))
+    x.iter()
+        .all(|(k, v)| index.get(k).is_some_and(|w| equal(v, w, src)))
 }
 
 /// RFC 6902 §4.6 "numbers: are considered equal if their values are numerically equal".
@@ -332,7 +333,11 @@ mod tests {
             .join(",");
         assert!(equal(&json(&format!("{{{a}}}")), &json(&format!("{{{b}}}")), &[]));
         let c = b.replace("\"k7\":7.0", "\"k7\":8");
-        assert!(!equal(&json(&format!("{{{a}}}")), &json(&format!("{{{c}}}")), &[]));
+        assert!(!equal(
+            &json(&format!("{{{a}}}")),
+            &json(&format!("{{{c}}}")),
+            &[]
+        ));
     }
 
     #[test]

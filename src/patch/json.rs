@@ -195,7 +195,12 @@ pub(super) fn to_vec(value: &Json, limit: usize, capacity: usize) -> Result<Vec<
 }
 
 /// [`to_vec`] of a value whose [`Raw`] parts are spans of `src`, copied verbatim.
-pub(super) fn to_vec_in(value: &Json, src: &[u8], limit: usize, capacity: usize) -> Result<Vec<u8>, Overflow> {
+pub(super) fn to_vec_in(
+    value: &Json,
+    src: &[u8],
+    limit: usize,
+    capacity: usize,
+) -> Result<Vec<u8>, Overflow> {
     let mut out = Vec::with_capacity(capacity.min(limit));
     write(&mut Limited { out: &mut out, limit }, value, src)?;
     Ok(out)

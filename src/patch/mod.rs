@@ -130,7 +130,9 @@ impl Document {
         if self.is_indexed() {
             let mut root = self.root.clone();
             let value = pointer::get_mut(&mut root, pointer, &self.src).ok()?;
-            return json::to_vec_in(value, &self.src, usize::MAX, 0).ok().map(Bytes::from);
+            return json::to_vec_in(value, &self.src, usize::MAX, 0)
+                .ok()
+                .map(Bytes::from);
         }
         let value = pointer::get(&self.root, pointer).ok()?;
         json::to_vec(value, usize::MAX, 0).ok().map(Bytes::from)
@@ -375,3 +377,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod props;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props_index;

@@ -212,7 +212,14 @@ pub(super) fn apply(doc: &mut Json, src: &[u8], ops: &[Op], budget: &mut Budget)
 }
 
 /// §4.1 add, accounting `size` (the value's serialized length) plus the member name.
-fn add(doc: &mut Json, src: &[u8], path: &Pointer, value: Json, size: usize, budget: &mut Budget) -> Result<(), String> {
+fn add(
+    doc: &mut Json,
+    src: &[u8],
+    path: &Pointer,
+    value: Json,
+    size: usize,
+    budget: &mut Budget,
+) -> Result<(), String> {
     let name = path.back().map_or(0, |t| json::encoded_str_len(&t.decoded()));
     let old = pointer::add(doc, path, value, src)?;
     budget.grow(size.saturating_add(name).saturating_add(2));

@@ -73,7 +73,9 @@ fn special(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
         != 0
 }
 
@@ -417,12 +419,19 @@ mod tests {
             "12345678901234567890123",
         ] {
             let root = index(text.as_bytes(), &[path("/a/1/b"), path("/c")]).unwrap();
-            assert_eq!(to_vec_in(&root, text.as_bytes(), usize::MAX, 0).unwrap(), text.as_bytes());
+            assert_eq!(
+                to_vec_in(&root, text.as_bytes(), usize::MAX, 0).unwrap(),
+                text.as_bytes()
+            );
         }
         let root = index(br#"{"a":{"b":[0,{"c":1}]}}"#, &[path("/a/b/1/c")]).unwrap();
         let Json::Object(obj) = root else { panic!() };
-        let Some(Json::Object(a)) = obj.get("a") else { panic!() };
-        let Some(Json::Array(b)) = a.get("b") else { panic!() };
+        let Some(Json::Object(a)) = obj.get("a") else {
+            panic!()
+        };
+        let Some(Json::Array(b)) = a.get("b") else {
+            panic!()
+        };
         assert!(matches!(b.first(), Some(Json::Raw(_))));
         assert!(matches!(b.get(1), Some(Json::Object(_))));
     }
@@ -430,9 +439,26 @@ mod tests {
     #[test]
     fn anything_the_tree_path_would_write_differently_or_reject_declines() {
         for text in [
-            " {}", "{} ", r#"{"a": 1}"#, "[1, 2]", r#""\/""#, r#""\u0041""#, r#""\u000a""#,
-            r#""\u001F""#, r#""\ud83d\ude00""#, r#"{"a":1,"a":2}"#, r#"{"a":{"x":1,"x":1}}"#,
-            "[1,]", "01", "1.", "-", "nul", "\"\u{1}\"", "[", "", "\"abc",
+            " {}",
+            "{} ",
+            r#"{"a": 1}"#,
+            "[1, 2]",
+            r#""\/""#,
+            r#""\u0041""#,
+            r#""\u000a""#,
+            r#""\u001F""#,
+            r#""\ud83d\ude00""#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":{"x":1,"x":1}}"#,
+            "[1,]",
+            "01",
+            "1.",
+            "-",
+            "nul",
+            "\"\u{1}\"",
+            "[",
+            "",
+            "\"abc",
         ] {
             assert!(index(text.as_bytes(), &[]).is_err(), "{text:?}");
             assert!(index(text.as_bytes(), &[path("/a/x")]).is_err(), "{text:?}");
@@ -453,7 +479,9 @@ mod tests {
         let text = br#"{"a\"\n\u0001":[[{}]]}"#;
         let root = index(text, &[path("/x")]).unwrap();
         let Json::Object(obj) = root else { panic!() };
-        let Some(Json::Raw(raw)) = obj.get("a\"\n\u{1}") else { panic!() };
+        let Some(Json::Raw(raw)) = obj.get("a\"\n\u{1}") else {
+            panic!()
+        };
         assert_eq!(raw.depth, 3);
     }
 }
