@@ -11,6 +11,7 @@
 //! which also gives the exact error for an invalid document.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use super::json::{Json, MAX_DEPTH, Object, Raw, Text};
 
@@ -125,10 +126,13 @@ impl<'a> Scan<'a> {
         let open = self.peek();
         self.pos += 1;
         if open == Some(b'[') {
-            let indices: Vec<(usize, &[String])> = wanted
+            // Sorted, so that each element finds its paths in one step along them.
+            let mut indices: Vec<(usize, &[String])> = wanted
                 .iter()
                 .filter_map(|w| Some((w.first()?.parse::<usize>().ok()?, w.get(1..)?)))
                 .collect();
+            indices.sort_unstable_by_key(|(n, _)| *n);
+            let mut next = indices.as_slice();
             let mut items = Vec::new();
             if self.peek() == Some(b']') {
                 self.pos += 1;
@@ -136,7 +140,10 @@ impl<'a> Scan<'a> {
             }
             loop {
                 let i = items.len();
-                let sub: Vec<&[String]> = indices.iter().filter(|(n, _)| *n == i).map(|(_, w)| *w).collect();
+                let here = next.iter().take_while(|(n, _)| *n == i).count();
+                let (these, rest) = next.split_at(here);
+                next = rest;
+                let sub: Vec<&[String]> = these.iter().map(|(_, w)| *w).collect();
                 items.push(self.node(depth + 1, &sub)?);
                 if self.list_next(b']')? {
                     return Ok(Json::Array(items));
@@ -148,15 +155,18 @@ impl<'a> Scan<'a> {
             self.pos += 1;
             return Ok(Json::Object(Object::from_members(members)));
         }
+        // By first token, so that a large object with many paths through it stays linear.
+        let mut by_name: HashMap<&str, Vec<&[String]>> = HashMap::new();
+        for w in wanted {
+            if let (Some(first), Some(rest)) = (w.first(), w.get(1..)) {
+                by_name.entry(first.as_str()).or_default().push(rest);
+            }
+        }
         let mark = self.names.len();
         loop {
             let (start, end) = self.name()?;
             let name = self.decode(start, end)?;
-            let sub: Vec<&[String]> = wanted
-                .iter()
-                .filter(|w| w.first().is_some_and(|t| *t == name))
-                .filter_map(|w| w.get(1..))
-                .collect();
+            let sub = by_name.remove(name.as_str()).unwrap_or_default();
             members.push((name, self.node(depth + 1, &sub)?));
             if self.list_next(b'}')? {
                 break;
@@ -472,6 +482,28 @@ mod tests {
         assert!(index(deep(MAX_DEPTH + 1).as_bytes(), &[]).is_err());
         let zeros = vec!["0"; MAX_DEPTH + 1].join("/");
         assert!(index(deep(MAX_DEPTH + 1).as_bytes(), &[path(&format!("/{zeros}"))]).is_err());
+    }
+
+    #[test]
+    fn several_paths_through_one_container_each_reach_their_child() {
+        let text = br#"{"a":[{"x":0},{"x":1},{"x":2,"y":[3]}],"b":{"c":{"d":4}}}"#;
+        let paths = ["/a/2/y/0", "/b/c/d", "/a/0/x", "/a/2/x", "/b/c/e"].map(path);
+        let Json::Object(root) = index(text, &paths).unwrap() else {
+            panic!()
+        };
+        let Some(Json::Array(a)) = root.get("a") else {
+            panic!()
+        };
+        let kinds: Vec<bool> = a.iter().map(|v| matches!(v, Json::Object(_))).collect();
+        assert_eq!(kinds, [true, false, true]);
+        let Some(Json::Object(two)) = a.get(2) else {
+            panic!()
+        };
+        assert!(matches!(two.get("y"), Some(Json::Array(_))));
+        let Some(Json::Object(b)) = root.get("b") else {
+            panic!()
+        };
+        assert!(matches!(b.get("c"), Some(Json::Object(_))));
     }
 
     #[test]
