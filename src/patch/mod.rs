@@ -282,7 +282,9 @@ impl Patch {
                 merge::merge(&mut doc.root, patch, &doc.src);
                 doc.source_len = doc.source_len.saturating_add(grown).saturating_add(1);
             }
-            // One operation other than `move` fails, if at all, before it changes anything.
+            // One operation other than `move` fails, if at all, before it changes anything
+            // (an indexed document may have expanded a raw container on the way: the same
+            // value, written the same).
             Kind::Json(ops) if ops.len() == 1 && !matches!(ops[0], Op::Move { .. }) => {
                 let mut budget = Budget::new(doc.source_len, usize::MAX);
                 ops::apply(&mut doc.root, &doc.src, ops, &mut budget)?;

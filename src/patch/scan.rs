@@ -65,19 +65,32 @@ pub(super) fn materialize<'a>(value: &'a Json, src: &[u8]) -> Cow<'a, Json> {
 struct Scan<'a> {
     b: &'a [u8],
     pos: usize,
-    /// Spans of the member names of the objects being scanned, innermost last.
-    names: Vec<(usize, usize)>,
+    /// Spans of the member names of the objects being scanned, innermost last, with
+    /// their [`fingerprint`]s.
+    names: Vec<(usize, usize, u64)>,
 }
 
-/// Whether any byte of `w` is `"`, `\` or a control character (below 0x20).
-fn special(w: u64) -> bool {
+/// The index of the first byte of `w` (little endian) that is `"`, `\` or a control
+/// character (below 0x20), or 8. Each test flags its first matching byte exactly (a
+/// borrow only runs upwards from it), so the lowest flag is the answer.
+fn special(w: u64) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    zero(w ^ (ONES * u64::from(b'"')))
+    let flags = zero(w ^ (ONES * u64::from(b'"')))
         | zero(w ^ (ONES * u64::from(b'\\')))
-        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
-        != 0
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+    (flags.trailing_zeros() / 8) as usize
+}
+
+/// A member name's first bytes and its length: names whose prints differ differ.
+fn fingerprint(name: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    for (slot, &b) in word.iter_mut().zip(name.iter().take(7)) {
+        *slot = b;
+    }
+    word[7] = u8::try_from(name.len()).unwrap_or(u8::MAX);
+    u64::from_le_bytes(word)
 }
 
 impl<'a> Scan<'a> {
@@ -254,7 +267,8 @@ impl<'a> Scan<'a> {
         self.string()?;
         let span = (start, self.pos - 1);
         self.expect(b':')?;
-        self.names.push(span);
+        let print = fingerprint(self.b.get(span.0..span.1).unwrap_or_default());
+        self.names.push((span.0, span.1, print));
         Ok(span)
     }
 
@@ -263,12 +277,12 @@ impl<'a> Scan<'a> {
     fn unique(&mut self, mark: usize) -> Scanned<()> {
         let b = self.b;
         let names = self.names.get(mark..).unwrap_or_default();
-        let text = |&(s, e): &(usize, usize)| b.get(s..e).unwrap_or_default();
+        let text = |&(s, e, _): &(usize, usize, u64)| b.get(s..e).unwrap_or_default();
         let repeated = if names.len() <= 16 {
             names
                 .iter()
                 .enumerate()
-                .any(|(i, x)| names.iter().skip(i + 1).any(|y| text(x) == text(y)))
+                .any(|(i, x)| names.iter().skip(i + 1).any(|y| x.2 == y.2 && text(x) == text(y)))
         } else {
             let mut sorted: Vec<&[u8]> = names.iter().map(text).collect();
             sorted.sort_unstable();
@@ -285,10 +299,11 @@ impl<'a> Scan<'a> {
             while let Some(chunk) = self.b.get(self.pos..self.pos + 8) {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(chunk);
-                if special(u64::from_le_bytes(word)) {
+                let at = special(u64::from_le_bytes(word));
+                self.pos += at;
+                if at < 8 {
                     break;
                 }
-                self.pos += 8;
             }
             match self.peek() {
                 Some(b'"') => {
@@ -413,11 +428,30 @@ mod tests {
             for byte in [b'"', b'\\', 0, 0x1f] {
                 let mut word = [b'a'; 8];
                 word[lane] = byte;
-                assert!(special(u64::from_le_bytes(word)), "{byte} at {lane}");
+                assert_eq!(special(u64::from_le_bytes(word)), lane, "{byte} at {lane}");
+                // Whatever follows the first one.
+                for later in lane + 1..8 {
+                    word[later] = [b'"', 0, 0x80, b'\\'][later % 4];
+                }
+                assert_eq!(special(u64::from_le_bytes(word)), lane, "{byte} at {lane}");
             }
         }
-        assert!(!special(u64::from_le_bytes(*b"az AZ~\x7f\xff")));
-        assert!(!special(u64::from_le_bytes(*b"\x20\x21\x23\x5b\x5d\x80\xc3\xa9")));
+        assert_eq!(special(u64::from_le_bytes(*b"az AZ~\x7f\xff")), 8);
+        assert_eq!(
+            special(u64::from_le_bytes(*b"\x20\x21\x23\x5b\x5d\x80\xc3\xa9")),
+            8
+        );
+        assert_eq!(
+            special(u64::from_le_bytes(*b"\xff\xa0\x9f\x80\x7f\x60\x5c\x00")),
+            6
+        );
+        assert_ne!(fingerprint(b"abc"), fingerprint(b"abc\x00"));
+        assert_ne!(fingerprint(b"abcdefg"), fingerprint(b"abcdefgh"));
+        assert_eq!(
+            fingerprint(b"abcdefgh"),
+            fingerprint(b"abcdefgi"),
+            "a print, not an identity"
+        );
     }
 
     #[test]
