@@ -83,14 +83,26 @@ fn special(w: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
-/// A member name's first bytes and its length: names whose prints differ differ.
-fn fingerprint(name: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    for (slot, &b) in word.iter_mut().zip(name.iter().take(7)) {
-        *slot = b;
+/// A member name's first bytes, and its length when shorter than 8: names whose prints
+/// differ differ (a name of 8 bytes or more has no control character in its 8th byte,
+/// where a shorter one's print holds its length). `b[start..end]` is the name.
+fn fingerprint(b: &[u8], start: usize, end: usize) -> u64 {
+    let len = end.saturating_sub(start);
+    let word = match b.get(start..).and_then(|rest| rest.first_chunk::<8>()) {
+        Some(&word) => u64::from_le_bytes(word),
+        None => {
+            let mut word = [0u8; 8];
+            for (slot, &byte) in word.iter_mut().zip(b.get(start..end).unwrap_or_default()) {
+                *slot = byte;
+            }
+            u64::from_le_bytes(word)
+        }
+    };
+    if len >= 8 {
+        word
+    } else {
+        (word & ((1u64 << (8 * len)) - 1)) | ((len as u64) << 56)
     }
-    word[7] = u8::try_from(name.len()).unwrap_or(u8::MAX);
-    u64::from_le_bytes(word)
 }
 
 impl<'a> Scan<'a> {
@@ -267,7 +279,7 @@ impl<'a> Scan<'a> {
         self.string()?;
         let span = (start, self.pos - 1);
         self.expect(b':')?;
-        let print = fingerprint(self.b.get(span.0..span.1).unwrap_or_default());
+        let print = fingerprint(self.b, span.0, span.1);
         self.names.push((span.0, span.1, print));
         Ok(span)
     }
@@ -294,24 +306,28 @@ impl<'a> Scan<'a> {
 
     /// A string, opening quote at `pos`; only the escapes `write_str` writes are accepted.
     fn string(&mut self) -> Scanned<()> {
-        self.pos += 1;
+        // A local position: the loop stays in registers.
+        let b = self.b;
+        let mut pos = self.pos + 1;
         loop {
-            while let Some(chunk) = self.b.get(self.pos..self.pos + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let at = special(u64::from_le_bytes(word));
-                self.pos += at;
+            while let Some(&chunk) = b.get(pos..).and_then(|rest| rest.first_chunk::<8>()) {
+                let at = special(u64::from_le_bytes(chunk));
+                pos += at;
                 if at < 8 {
                     break;
                 }
             }
-            match self.peek() {
+            match b.get(pos) {
                 Some(b'"') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(());
                 }
-                Some(b'\\') => self.escape()?,
-                Some(0x20..) => self.pos += 1,
+                Some(b'\\') => {
+                    self.pos = pos;
+                    self.escape()?;
+                    pos = self.pos;
+                }
+                Some(0x20..) => pos += 1,
                 _ => return Err(Decline),
             }
         }
@@ -445,11 +461,15 @@ mod tests {
             special(u64::from_le_bytes(*b"\xff\xa0\x9f\x80\x7f\x60\x5c\x00")),
             6
         );
-        assert_ne!(fingerprint(b"abc"), fingerprint(b"abc\x00"));
-        assert_ne!(fingerprint(b"abcdefg"), fingerprint(b"abcdefgh"));
+        // The name is the `len` bytes after the opening quote; what follows varies.
+        let print = |text: &[u8], len: usize| fingerprint(text, 1, 1 + len);
+        assert_eq!(print(b"\"abc\":1", 3), print(b"\"abc\":2", 3));
+        assert_eq!(print(b"\"abc\"", 3), print(b"\"abc\":{\"x\":1}", 3));
+        assert_ne!(print(b"\"abc\"", 3), print(b"\"abc\\u0000\"", 9));
+        assert_ne!(print(b"\"abcdefg\"", 7), print(b"\"abcdefgh\"", 8));
         assert_eq!(
-            fingerprint(b"abcdefgh"),
-            fingerprint(b"abcdefgi"),
+            print(b"\"abcdefghX\"", 9),
+            print(b"\"abcdefghY\"", 9),
             "a print, not an identity"
         );
     }
