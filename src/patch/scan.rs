@@ -218,7 +218,7 @@ impl<'a> Scan<'a> {
                     return Ok(1);
                 }
                 loop {
-                    inner = inner.max(self.value(depth + 1)?);
+                    inner = inner.max(self.element(depth + 1)?);
                     if self.list_next(b']')? {
                         return Ok(inner + 1);
                     }
@@ -234,7 +234,7 @@ impl<'a> Scan<'a> {
                 let mark = self.names.len();
                 loop {
                     self.name()?;
-                    inner = inner.max(self.value(depth + 1)?);
+                    inner = inner.max(self.element(depth + 1)?);
                     if self.list_next(b'}')? {
                         break;
                     }
@@ -243,6 +243,17 @@ impl<'a> Scan<'a> {
                 Ok(inner + 1)
             }
             _ => Err(Decline),
+        }
+    }
+
+    /// [`Scan::value`] with strings and numbers, most of any document, handled without
+    /// a recursive call.
+    #[inline(always)]
+    fn element(&mut self, depth: usize) -> Scanned<u8> {
+        match self.peek() {
+            Some(b'"') => self.string().map(|()| 0),
+            Some(b'-' | b'0'..=b'9') => self.number().map(|()| 0),
+            _ => self.value(depth),
         }
     }
 
