@@ -91,7 +91,8 @@ impl Document {
     /// paths `patch` names; patching and serializing it gives exactly what the parsed
     /// document would. `None` (take [`Document::parse`]) when the body is not valid JSON
     /// (`parse` gives the error), not in the compact form patchgate writes (whitespace,
-    /// escapes it would drop), or the patch has more than 64 operations.
+    /// escapes it would drop), or the patch has more than 64 operations or a `test` of
+    /// the root.
     pub fn index(body: &Bytes, patch: &Patch) -> Option<Document> {
         let paths = patch.paths()?;
         let root = scan::index(body, &paths).ok()?;
@@ -209,13 +210,16 @@ impl Patch {
     }
 
     /// The decoded paths the fast path builds a tree along: each operation's `path` and
-    /// `from`, or each member of a merge patch; `None` past [`MAX_INDEXED_OPS`].
+    /// `from`, or each member of a merge patch; `None` past [`MAX_INDEXED_OPS`] or for a
+    /// `test` of the root.
     fn paths(&self) -> Option<Vec<scan::Path>> {
         let decoded = |p: &json_patch::jsonptr::Pointer| -> scan::Path {
             p.tokens().map(|t| t.decoded().into_owned()).collect()
         };
         match &self.kind {
             Kind::Json(ops) if ops.len() > MAX_INDEXED_OPS => None,
+            // A `test` of the whole document compares it as a tree: parse it once, not twice.
+            Kind::Json(ops) if ops.iter().any(Op::tests_root) => None,
             Kind::Json(ops) => Some(
                 ops.iter()
                     .flat_map(|op| {

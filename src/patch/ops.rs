@@ -86,6 +86,11 @@ impl Op {
         }
     }
 
+    /// A `test` of the whole document.
+    pub(super) fn tests_root(&self) -> bool {
+        matches!(self, Op::Test { path, .. } if path.is_root())
+    }
+
     fn path(&self) -> &Pointer {
         match self {
             Op::Add { path, .. }

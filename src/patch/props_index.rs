@@ -49,7 +49,12 @@ proptest! {
         let body = Bytes::from(doc.to_string());
         let parsed = patch(Format::JsonPatch, &Value::Array(ops.clone()));
         let (tree, indexed) = both(&body, &parsed);
-        let indexed = indexed.expect("serde_json's compact output is indexed");
+        let Some(indexed) = indexed else {
+            // Only a `test` of the root is left to the tree path, up to 64 operations.
+            let tests_root = ops.iter().any(|op| op["op"] == "test" && op["path"] == "");
+            prop_assert!(tests_root, "not indexed: {}", Value::Array(ops.clone()));
+            return Ok(());
+        };
         prop_assert_eq!(&indexed, &tree, "ops {}", Value::Array(ops.clone()));
 
         let reference_ops: Vec<json_patch::PatchOperation> =
@@ -92,7 +97,7 @@ proptest! {
             patch(Format::JsonPatch, &Value::Array(ops[split..].to_vec())),
         ];
         let mut tree = Document::parse(&body).unwrap();
-        let mut indexed = Document::index(&body, &patches[0]).expect("indexed");
+        let mut indexed = Document::index(&body, &patches[1]).expect("indexed");
         for p in &patches {
             let expected = p.apply_in_place(&mut tree, MAX_BYTES);
             prop_assert_eq!(p.apply_in_place(&mut indexed, MAX_BYTES), expected);
@@ -105,7 +110,7 @@ proptest! {
     #[test]
     fn only_compact_valid_documents_are_indexed(
         bytes in prop_oneof![mutated(), prop::collection::vec(any::<u8>(), 0..24)],
-        ops in prop::collection::vec(super::props::op(vec!["".into(), "/a".into(), "/a/0".into(), "/b/-".into()]), 0..3),
+        ops in prop::collection::vec(super::props::op(vec!["/a".into(), "/a/0".into(), "/b/-".into(), "/c".into()]), 0..3),
     ) {
         let body = Bytes::from(bytes);
         let parsed = patch(Format::JsonPatch, &Value::Array(ops));
@@ -116,6 +121,25 @@ proptest! {
             prop_assert_eq!(indexed, tree);
         }
     }
+}
+
+#[test]
+fn a_test_of_the_root_is_left_to_the_tree_path() {
+    let body = Bytes::from_static(br#"{"a":1}"#);
+    let root = Patch::parse(
+        Format::JsonPatch,
+        br#"[{"op":"test","path":"","value":{"a":1.0}}]"#,
+        9,
+    )
+    .unwrap();
+    assert!(Document::index(&body, &root).is_none());
+    let member = Patch::parse(
+        Format::JsonPatch,
+        br#"[{"op":"test","path":"/a","value":1.0}]"#,
+        9,
+    )
+    .unwrap();
+    assert!(Document::index(&body, &member).is_some());
 }
 
 #[test]
