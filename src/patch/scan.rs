@@ -282,6 +282,7 @@ impl<'a> Scan<'a> {
 
     /// A member name and its colon; the span inside the quotes, remembered for
     /// [`Scan::unique`].
+    #[inline(always)]
     fn name(&mut self) -> Scanned<(usize, usize)> {
         if self.peek() != Some(b'"') {
             return Err(Decline);
@@ -316,6 +317,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A string, opening quote at `pos`; only the escapes `write_str` writes are accepted.
+    #[inline(always)]
     fn string(&mut self) -> Scanned<()> {
         // A local position: the loop stays in registers.
         let b = self.b;
@@ -367,6 +369,7 @@ impl<'a> Scan<'a> {
     }
 
     /// RFC 8259 §6.
+    #[inline(always)]
     fn number(&mut self) -> Scanned<()> {
         if self.peek() == Some(b'-') {
             self.pos += 1;
