@@ -266,6 +266,7 @@ impl<'a> Scan<'a> {
     }
 
     /// True at the closing byte, false after a comma (no whitespace: compact form).
+    #[inline(always)]
     fn list_next(&mut self, close: u8) -> Scanned<bool> {
         match self.peek() {
             Some(b',') => {
@@ -298,22 +299,35 @@ impl<'a> Scan<'a> {
 
     /// No member name since `mark` repeats (raw bytes compare as decoded names do: the
     /// escapes are canonical). Forgets them.
+    #[inline(always)]
     fn unique(&mut self, mark: usize) -> Scanned<()> {
-        let b = self.b;
         let names = self.names.get(mark..).unwrap_or_default();
-        let text = |&(s, e, _): &(usize, usize, u64)| b.get(s..e).unwrap_or_default();
         let repeated = if names.len() <= 16 {
-            names
-                .iter()
-                .enumerate()
-                .any(|(i, x)| names.iter().skip(i + 1).any(|y| x.2 == y.2 && text(x) == text(y)))
+            // Prints first: the bytes are compared only when two prints are equal.
+            names.iter().enumerate().any(|(i, x)| {
+                names
+                    .iter()
+                    .skip(i + 1)
+                    .any(|y| x.2 == y.2 && self.b.get(x.0..x.1) == self.b.get(y.0..y.1))
+            })
         } else {
-            let mut sorted: Vec<&[u8]> = names.iter().map(text).collect();
-            sorted.sort_unstable();
-            sorted.windows(2).any(|w| w.first() == w.get(1))
+            self.repeated_among_many(mark)
         };
         self.names.truncate(mark);
         if repeated { Err(Decline) } else { Ok(()) }
+    }
+
+    /// [`Scan::unique`] for more than 16 names: sorted, then neighbours compared.
+    #[inline(never)]
+    fn repeated_among_many(&self, mark: usize) -> bool {
+        let b = self.b;
+        let names = self.names.get(mark..).unwrap_or_default();
+        let mut sorted: Vec<&[u8]> = names
+            .iter()
+            .map(|&(s, e, _)| b.get(s..e).unwrap_or_default())
+            .collect();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w.first() == w.get(1))
     }
 
     /// A string, opening quote at `pos`; only the escapes `write_str` writes are accepted.
@@ -399,6 +413,7 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn digits(&mut self) -> usize {
         let start = self.pos;
         while let Some(b'0'..=b'9') = self.peek() {
