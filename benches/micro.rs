@@ -154,6 +154,55 @@ fn patch(c: &mut Criterion) {
     pipeline.finish();
 }
 
+/// A few operations, as a client sends them: a version check, a scalar, an append.
+const FEW_OPS: &[u8] = br#"[{"op":"test","path":"/version","value":3},{"op":"replace","path":"/n","value":1},{"op":"add","path":"/meta/labels/-","value":"gamma"}]"#;
+
+/// The whole PATCH pipeline per document size, old (parse into a tree) against new
+/// (index in one scan where the document allows, [`Document::index`]): parse the patch,
+/// ready the document, apply, serialize, tag.
+fn pipeline(c: &mut Criterion) {
+    let max = 64 << 20;
+    for (name, format, patch_body) in [
+        ("json_patch_few_ops", Format::JsonPatch, FEW_OPS),
+        ("merge_patch", Format::MergePatch, MERGE),
+    ] {
+        let mut group = c.benchmark_group(format!("patch/pipeline/{name}"));
+        for size in [1024, 16 * 1024, 256 * 1024, 4 << 20] {
+            let body = Bytes::from(common::document(size));
+            let patch = Patch::parse(format, patch_body, 1000).unwrap();
+            let old = |body: &Bytes| {
+                let patch = Patch::parse(format, black_box(patch_body), 1000).unwrap();
+                let doc = Document::parse(body).unwrap();
+                let new = patch.apply(doc, max).unwrap().serialize(max).unwrap();
+                (EntityTag::from_body(&new), new.len())
+            };
+            let new = |body: &Bytes| {
+                let patch = Patch::parse(format, black_box(patch_body), 1000).unwrap();
+                let doc = Document::index(body, &patch).unwrap_or_else(|| Document::parse(body).unwrap());
+                let new = patch.apply(doc, max).unwrap().serialize(max).unwrap();
+                (EntityTag::from_body(&new), new.len())
+            };
+            assert!(
+                Document::index(&body, &patch).is_some(),
+                "the bench document is indexed"
+            );
+            assert_eq!(old(&body), new(&body), "both paths write the same bytes");
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            if size > 256 * 1024 {
+                group.sample_size(10);
+            }
+            let label = common::size_label(size);
+            group.bench_with_input(BenchmarkId::new("old", &label), &body, |b, body| {
+                b.iter(|| old(black_box(body)))
+            });
+            group.bench_with_input(BenchmarkId::new("new", &label), &body, |b, body| {
+                b.iter(|| new(black_box(body)))
+            });
+        }
+        group.finish();
+    }
+}
+
 /// Once, before measuring: the patch applies, and changes only what it names.
 fn check(name: &str, patch: &Patch) {
     let body = common::document(1024);
@@ -289,6 +338,6 @@ fn cache(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = etag, precondition, patch, cache
+    targets = etag, precondition, patch, pipeline, cache
 }
 criterion_main!(benches);

@@ -5,8 +5,12 @@
 //! Checks: no panic; the document is never changed; a result is JSON that parses again,
 //! fits the limit and is the same on a second apply; applying in place (the batched
 //! PATCH path) gives the same result, or the same error and an unchanged document.
+//! The fast path (`Document::index`) takes exactly the documents the tree path accepts
+//! and writes back unchanged, and on them gives the tree path's bytes or error, applied
+//! whole or in place.
 #![no_main]
 
+use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use patchgate::patch::{Document, Format, Patch};
 
@@ -49,6 +53,8 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(apply(), result, "apply is deterministic");
 
+    splice_agrees(doc_part, &patch);
+
     let mut in_place = doc.clone();
     match (patch.apply_in_place(&mut in_place, MAX_BYTES), &result) {
         (Ok(()), Ok(out)) => assert_eq!(&in_place.serialize(MAX_BYTES).expect("fits"), out),
@@ -63,3 +69,23 @@ fuzz_target!(|data: &[u8]| {
         (got, expected) => panic!("in place {got:?}, apply {expected:?}"),
     }
 });
+
+/// The indexed document against the parsed one, on the fuzzer's own document bytes.
+fn splice_agrees(doc_part: &[u8], patch: &Patch) {
+    let body = Bytes::copy_from_slice(doc_part);
+    let parsed = Document::parse(&body);
+    let compact = parsed.as_ref().is_ok_and(|d| d.to_bytes() == body);
+    // Whether the patch itself is left to the tree path (a `test` of the root).
+    let indexable = Document::index(&Bytes::from_static(b"{}"), patch).is_some();
+    let Some(indexed) = Document::index(&body, patch) else {
+        assert!(!(compact && indexable), "a compact document was not indexed");
+        return;
+    };
+    let tree = parsed.expect("an indexed document parses");
+    assert!(compact, "indexed, yet the tree path writes it differently");
+    let run = |doc: Document| patch.apply(doc, MAX_BYTES).and_then(|d| d.serialize(MAX_BYTES));
+    assert_eq!(run(indexed.clone()), run(tree.clone()), "whole");
+    let (mut a, mut b) = (indexed, tree);
+    assert_eq!(patch.apply_in_place(&mut a, MAX_BYTES), patch.apply_in_place(&mut b, MAX_BYTES));
+    assert_eq!(a.serialize(MAX_BYTES), b.serialize(MAX_BYTES), "in place");
+}

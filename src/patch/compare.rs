@@ -7,30 +7,36 @@
 use std::collections::HashMap;
 
 use super::json::{Json, Object};
+use super::scan::materialize;
 
 /// RFC 6902 §4.6: whether `a` and `b` are "equal".
-pub(super) fn equal(a: &Json, b: &Json) -> bool {
+/// `src`: the source of raw spans in `a` or `b` (an indexed document), parsed to compare.
+pub(super) fn equal(a: &Json, b: &Json, src: &[u8]) -> bool {
     match (a, b) {
+        (Json::Raw(_), _) | (_, Json::Raw(_)) => equal(&materialize(a, src), &materialize(b, src), src),
         (Json::Null, Json::Null) => true,
         (Json::Bool(x), Json::Bool(y)) => x == y,
         (Json::Number(x), Json::Number(y)) => numbers_equal(x, y),
         (Json::String(x), Json::String(y)) => x == y,
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b)),
-        (Json::Object(x), Json::Object(y)) => objects_equal(x, y),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| equal(a, b, src))
+        }
+        (Json::Object(x), Json::Object(y)) => objects_equal(x, y, src),
         _ => false,
     }
 }
 
 /// Same member names (names are unique within an object) with equal values.
-fn objects_equal(x: &Object, y: &Object) -> bool {
+fn objects_equal(x: &Object, y: &Object, src: &[u8]) -> bool {
     if x.len() != y.len() {
         return false;
     }
     if y.len() <= 16 {
-        return x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)));
+        return x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w, src)));
     }
     let index: HashMap<&str, &Json> = y.iter().collect();
-    x.iter().all(|(k, v)| index.get(k).is_some_and(|w| equal(v, w)))
+    x.iter()
+        .all(|(k, v)| index.get(k).is_some_and(|w| equal(v, w, src)))
 }
 
 /// RFC 6902 §4.6 "numbers: are considered equal if their values are numerically equal".
@@ -299,18 +305,19 @@ mod tests {
 
     #[test]
     fn strings_are_not_numbers() {
-        assert!(!equal(&json("\"10\""), &json("10")));
-        assert!(!equal(&json("10"), &json("\"10\"")));
+        assert!(!equal(&json("\"10\""), &json("10"), &[]));
+        assert!(!equal(&json("10"), &json("\"10\""), &[]));
     }
 
     #[test]
     fn objects_equal_regardless_of_member_order() {
         assert!(equal(
             &json(r#"{"a":1,"b":[1,{"c":2}]}"#),
-            &json(r#"{"b":[1.0,{"c":2e0}],"a":1}"#)
+            &json(r#"{"b":[1.0,{"c":2e0}],"a":1}"#),
+            &[]
         ));
-        assert!(!equal(&json(r#"{"a":1}"#), &json(r#"{"a":1,"b":2}"#)));
-        assert!(!equal(&json(r#"{"a":1}"#), &json(r#"{"b":1}"#)));
+        assert!(!equal(&json(r#"{"a":1}"#), &json(r#"{"a":1,"b":2}"#), &[]));
+        assert!(!equal(&json(r#"{"a":1}"#), &json(r#"{"b":1}"#), &[]));
     }
 
     #[test]
@@ -324,17 +331,21 @@ mod tests {
             .map(|i| format!("\"k{i}\":{i}.0"))
             .collect::<Vec<_>>()
             .join(",");
-        assert!(equal(&json(&format!("{{{a}}}")), &json(&format!("{{{b}}}"))));
+        assert!(equal(&json(&format!("{{{a}}}")), &json(&format!("{{{b}}}")), &[]));
         let c = b.replace("\"k7\":7.0", "\"k7\":8");
-        assert!(!equal(&json(&format!("{{{a}}}")), &json(&format!("{{{c}}}"))));
+        assert!(!equal(
+            &json(&format!("{{{a}}}")),
+            &json(&format!("{{{c}}}")),
+            &[]
+        ));
     }
 
     #[test]
     fn arrays_compare_element_by_element() {
-        assert!(equal(&json("[1,[2]]"), &json("[1.0,[2e0]]")));
-        assert!(!equal(&json("[1,2]"), &json("[2,1]")));
-        assert!(!equal(&json("[1]"), &json("[1,1]")));
-        assert!(!equal(&json("null"), &json("false")));
-        assert!(!equal(&json("[]"), &json("{}")));
+        assert!(equal(&json("[1,[2]]"), &json("[1.0,[2e0]]"), &[]));
+        assert!(!equal(&json("[1,2]"), &json("[2,1]"), &[]));
+        assert!(!equal(&json("[1]"), &json("[1,1]"), &[]));
+        assert!(!equal(&json("null"), &json("false"), &[]));
+        assert!(!equal(&json("[]"), &json("{}"), &[]));
     }
 }

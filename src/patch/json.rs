@@ -24,6 +24,30 @@ pub(super) enum Json {
     String(Text),
     Array(Vec<Json>),
     Object(Object),
+    /// A value left as it is in the source document of an indexed [`super::Document`]
+    /// (the fast path, [`super::scan`]): validated, in compact form, not yet needed as a tree.
+    Raw(Raw),
+}
+
+/// A span of the indexed source: `len` bytes from `start`, whose first byte is `first`,
+/// nested `depth` levels (0 for a scalar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Raw {
+    pub(super) start: u32,
+    pub(super) len: u32,
+    pub(super) depth: u8,
+    pub(super) first: u8,
+}
+
+impl Raw {
+    pub(super) fn range(self) -> std::ops::Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+
+    pub(super) fn is_container(self) -> bool {
+        matches!(self.first, b'{' | b'[')
+    }
 }
 
 impl Json {
@@ -35,6 +59,14 @@ impl Json {
             Json::String(_) => "string",
             Json::Array(_) => "array",
             Json::Object(_) => "object",
+            Json::Raw(raw) => match raw.first {
+                b'n' => "null",
+                b't' | b'f' => "boolean",
+                b'"' => "string",
+                b'[' => "array",
+                b'{' => "object",
+                _ => "number",
+            },
         }
     }
 
@@ -43,6 +75,7 @@ impl Json {
         match self {
             Json::Array(items) => 1 + items.iter().map(Json::depth).max().unwrap_or(0),
             Json::Object(obj) => 1 + obj.values().map(Json::depth).max().unwrap_or(0),
+            Json::Raw(raw) => usize::from(raw.depth),
             _ => 0,
         }
     }
@@ -158,15 +191,30 @@ impl Sink for Count {
 
 /// Compact RFC 8259 text, numbers as written; `Overflow` past `limit` bytes.
 pub(super) fn to_vec(value: &Json, limit: usize, capacity: usize) -> Result<Vec<u8>, Overflow> {
+    to_vec_in(value, &[], limit, capacity)
+}
+
+/// [`to_vec`] of a value whose [`Raw`] parts are spans of `src`, copied verbatim.
+pub(super) fn to_vec_in(
+    value: &Json,
+    src: &[u8],
+    limit: usize,
+    capacity: usize,
+) -> Result<Vec<u8>, Overflow> {
     let mut out = Vec::with_capacity(capacity.min(limit));
-    write(&mut Limited { out: &mut out, limit }, value)?;
+    write(&mut Limited { out: &mut out, limit }, value, src)?;
     Ok(out)
 }
 
 /// The length of [`to_vec`]'s output, counting stopped past `limit`.
 pub(super) fn encoded_len(value: &Json, limit: usize) -> Result<usize, Overflow> {
+    encoded_len_in(value, &[], limit)
+}
+
+/// [`encoded_len`] of a value whose [`Raw`] parts are spans of `src`.
+pub(super) fn encoded_len_in(value: &Json, src: &[u8], limit: usize) -> Result<usize, Overflow> {
     let mut count = Count { n: 0, limit };
-    write(&mut count, value)?;
+    write(&mut count, value, src)?;
     Ok(count.n)
 }
 
@@ -176,7 +224,7 @@ pub(super) fn write_to(out: &mut Vec<u8>, value: &Json) {
         out,
         limit: usize::MAX,
     };
-    let _ = write(&mut sink, value);
+    let _ = write(&mut sink, value, &[]);
 }
 
 /// Appends `s` as a JSON string to `out`, escaped as [`to_vec`] escapes strings.
@@ -198,8 +246,10 @@ pub(super) fn encoded_str_len(s: &str) -> usize {
     count.n
 }
 
-fn write(sink: &mut impl Sink, value: &Json) -> Result<(), Overflow> {
+fn write(sink: &mut impl Sink, value: &Json, src: &[u8]) -> Result<(), Overflow> {
     match value {
+        // Indexed sources are compact and escaped as `write_str` escapes: already this text.
+        Json::Raw(raw) => sink.put(src.get(raw.range()).unwrap_or_default()),
         Json::Null => sink.put(b"null"),
         Json::Bool(true) => sink.put(b"true"),
         Json::Bool(false) => sink.put(b"false"),
@@ -211,7 +261,7 @@ fn write(sink: &mut impl Sink, value: &Json) -> Result<(), Overflow> {
                 if i > 0 {
                     sink.put(b",")?;
                 }
-                write(sink, item)?;
+                write(sink, item, src)?;
             }
             sink.put(b"]")
         }
@@ -223,7 +273,7 @@ fn write(sink: &mut impl Sink, value: &Json) -> Result<(), Overflow> {
                 }
                 write_str(sink, key)?;
                 sink.put(b":")?;
-                write(sink, item)?;
+                write(sink, item, src)?;
             }
             sink.put(b"}")
         }

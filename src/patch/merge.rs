@@ -8,21 +8,23 @@ use std::collections::HashMap;
 
 use super::json::{Json, Object};
 
-/// RFC 7396 §2 `MergePatch(Target, Patch)`.
-pub(super) fn merge(target: &mut Json, patch: &Json) {
+/// RFC 7396 §2 `MergePatch(Target, Patch)`; `src`: the source of an indexed target's raw
+/// spans (empty for a parsed one), a raw object being expanded where the patch goes into it.
+pub(super) fn merge(target: &mut Json, patch: &Json, src: &[u8]) {
     let Json::Object(members) = patch else {
         *target = patch.clone();
         return;
     };
+    super::scan::expand(target, src);
     if !matches!(target, Json::Object(_)) {
         *target = Json::Object(Object::default());
     }
     if let Json::Object(obj) = target {
-        merge_members(obj, members);
+        merge_members(obj, members, src);
     }
 }
 
-fn merge_members(target: &mut Object, patch: &Object) {
+fn merge_members(target: &mut Object, patch: &Object, src: &[u8]) {
     let positions = positions(target, patch);
     let mut removed = vec![false; target.len()];
     for ((name, value), position) in patch.iter().zip(positions) {
@@ -35,12 +37,12 @@ fn merge_members(target: &mut Object, patch: &Object) {
             (Json::Null, None) => {}
             (value, Some(i)) => {
                 if let Some(slot) = target.value_at_mut(i) {
-                    merge(slot, value);
+                    merge(slot, value, src);
                 }
             }
             (value, None) => {
                 let mut fresh = Json::Null;
-                merge(&mut fresh, value);
+                merge(&mut fresh, value, src);
                 target.push(name.into(), fresh);
             }
         }
@@ -72,7 +74,7 @@ mod tests {
 
     fn merged(target: &str, patch: &str) -> String {
         let mut target = parse(target.as_bytes()).unwrap();
-        merge(&mut target, &parse(patch.as_bytes()).unwrap());
+        merge(&mut target, &parse(patch.as_bytes()).unwrap(), &[]);
         String::from_utf8(to_vec(&target, usize::MAX, 0).unwrap()).unwrap()
     }
 

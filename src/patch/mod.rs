@@ -13,6 +13,7 @@ mod merge;
 mod ops;
 mod parse;
 mod pointer;
+mod scan;
 
 use std::fmt;
 
@@ -51,14 +52,22 @@ impl Format {
     }
 }
 
-/// A parsed current representation (kept so a retry or the cache need not re-parse).
+/// A current representation ready to patch: parsed into a tree (kept so a retry or the
+/// cache need not re-parse), or indexed for one patch ([`Document::index`]): a tree only
+/// along the patch's paths, every other value a span of `src` written back verbatim.
 #[derive(Debug, Clone)]
 pub struct Document {
     root: Json,
     /// The source length: an upper bound of the compact form, which only drops whitespace
     /// and escapes that were not needed.
     source_len: usize,
+    /// An indexed document's source (the raw spans' text); empty for a parsed one.
+    src: Bytes,
 }
+
+/// More JSON Patch operations than this take the tree path: each one walks its path, and
+/// a patch that reaches that much of a document gains little from leaving the rest raw.
+const MAX_INDEXED_OPS: usize = 64;
 
 impl Document {
     /// RFC 8259 text, nested at most 128 levels. A repeated member name is
@@ -74,12 +83,34 @@ impl Document {
         Ok(Document {
             root,
             source_len: body.len(),
+            src: Bytes::new(),
         })
+    }
+
+    /// The fast path: `body` validated in one scan and built into a tree only along the
+    /// paths `patch` names; patching and serializing it gives exactly what the parsed
+    /// document would. `None` (take [`Document::parse`]) when the body is not valid JSON
+    /// (`parse` gives the error), not in the compact form patchgate writes (whitespace,
+    /// escapes it would drop), or the patch has more than 64 operations or a `test` of
+    /// the root.
+    pub fn index(body: &Bytes, patch: &Patch) -> Option<Document> {
+        let paths = patch.paths()?;
+        let root = scan::index(body, &paths).ok()?;
+        Some(Document {
+            root,
+            source_len: body.len(),
+            src: body.clone(),
+        })
+    }
+
+    /// Indexed for one patch: holds its source, so not worth keeping for the next one.
+    pub fn is_indexed(&self) -> bool {
+        !self.src.is_empty()
     }
 
     /// Compact serialization; TooLarge past `max_output_bytes`.
     pub fn serialize(&self, max_output_bytes: usize) -> Result<Bytes, PatchError> {
-        json::to_vec(&self.root, max_output_bytes, self.source_len)
+        json::to_vec_in(&self.root, &self.src, max_output_bytes, self.source_len)
             .map(Bytes::from)
             .map_err(|_| PatchError::TooLarge {
                 max: max_output_bytes,
@@ -88,7 +119,7 @@ impl Document {
 
     /// Compact serialization, numbers and member order as parsed.
     pub fn to_bytes(&self) -> Bytes {
-        json::to_vec(&self.root, usize::MAX, self.source_len)
+        json::to_vec_in(&self.root, &self.src, usize::MAX, self.source_len)
             .map(Bytes::from)
             .unwrap_or_default()
     }
@@ -97,6 +128,13 @@ impl Document {
     /// not one or names nothing.
     pub fn value_at(&self, pointer: &str) -> Option<Bytes> {
         let pointer = json_patch::jsonptr::Pointer::parse(pointer).ok()?;
+        if self.is_indexed() {
+            let mut root = self.root.clone();
+            let value = pointer::get_mut(&mut root, pointer, &self.src).ok()?;
+            return json::to_vec_in(value, &self.src, usize::MAX, 0)
+                .ok()
+                .map(Bytes::from);
+        }
         let value = pointer::get(&self.root, pointer).ok()?;
         json::to_vec(value, usize::MAX, 0).ok().map(Bytes::from)
     }
@@ -171,6 +209,33 @@ impl Patch {
         self.len() == 0
     }
 
+    /// The decoded paths the fast path builds a tree along: each operation's `path` and
+    /// `from`, or each member of a merge patch; `None` past [`MAX_INDEXED_OPS`] or for a
+    /// `test` of the root.
+    fn paths(&self) -> Option<Vec<scan::Path>> {
+        let decoded = |p: &json_patch::jsonptr::Pointer| -> scan::Path {
+            p.tokens().map(|t| t.decoded().into_owned()).collect()
+        };
+        match &self.kind {
+            Kind::Json(ops) if ops.len() > MAX_INDEXED_OPS => None,
+            // A `test` of the whole document compares it as a tree: parse it once, not twice.
+            Kind::Json(ops) if ops.iter().any(Op::tests_root) => None,
+            Kind::Json(ops) => Some(
+                ops.iter()
+                    .flat_map(|op| {
+                        let (path, from) = op.pointers();
+                        std::iter::once(decoded(path)).chain(from.map(decoded))
+                    })
+                    .collect(),
+            ),
+            Kind::Merge(patch) => {
+                let mut paths = Vec::new();
+                merge_paths(patch, &mut Vec::new(), &mut paths);
+                Some(paths)
+            }
+        }
+    }
+
     /// A JSON Patch that only tests (or has no operations): applying it changes nothing,
     /// so it needs no write.
     pub fn only_tests(&self) -> bool {
@@ -201,7 +266,7 @@ impl Patch {
         match &self.kind {
             Kind::Json(ops) => {
                 let mut budget = Budget::new(doc.source_len, max_output_bytes);
-                ops::apply(&mut doc.root, ops, &mut budget)?;
+                ops::apply(&mut doc.root, &doc.src, ops, &mut budget)?;
                 doc.source_len = budget.estimate();
             }
             Kind::Merge(_) => self.apply_in_place(&mut doc, max_output_bytes)?,
@@ -218,24 +283,38 @@ impl Patch {
         match &self.kind {
             Kind::Merge(patch) => {
                 let grown = json::encoded_len(patch, usize::MAX).unwrap_or(usize::MAX);
-                merge::merge(&mut doc.root, patch);
+                merge::merge(&mut doc.root, patch, &doc.src);
                 doc.source_len = doc.source_len.saturating_add(grown).saturating_add(1);
             }
-            // One operation other than `move` fails, if at all, before it changes anything.
+            // One operation other than `move` fails, if at all, before it changes anything
+            // (an indexed document may have expanded a raw container on the way: the same
+            // value, written the same).
             Kind::Json(ops) if ops.len() == 1 && !matches!(ops[0], Op::Move { .. }) => {
                 let mut budget = Budget::new(doc.source_len, usize::MAX);
-                ops::apply(&mut doc.root, ops, &mut budget)?;
+                ops::apply(&mut doc.root, &doc.src, ops, &mut budget)?;
                 doc.source_len = budget.estimate();
             }
             Kind::Json(ops) => {
                 let mut root = doc.root.clone();
                 let mut budget = Budget::new(doc.source_len, max_output_bytes);
-                ops::apply(&mut root, ops, &mut budget)?;
+                ops::apply(&mut root, &doc.src, ops, &mut budget)?;
                 doc.root = root;
                 doc.source_len = budget.estimate();
             }
         }
         Ok(())
+    }
+}
+
+/// Every member path of a merge patch (the target is built along them).
+fn merge_paths(patch: &Json, prefix: &mut Vec<String>, out: &mut Vec<scan::Path>) {
+    if let Json::Object(members) = patch {
+        for (name, value) in members.iter() {
+            prefix.push(name.to_owned());
+            out.push(prefix.clone());
+            merge_paths(value, prefix, out);
+            prefix.pop();
+        }
     }
 }
 
@@ -304,3 +383,7 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod props;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props_index;

@@ -78,6 +78,19 @@ impl Op {
         Ok(op)
     }
 
+    /// `path`, and `from` for `move` and `copy`.
+    pub(super) fn pointers(&self) -> (&Pointer, Option<&Pointer>) {
+        match self {
+            Op::Move { from, path } | Op::Copy { from, path } => (path, Some(from)),
+            other => (other.path(), None),
+        }
+    }
+
+    /// A `test` of the whole document.
+    pub(super) fn tests_root(&self) -> bool {
+        matches!(self, Op::Test { path, .. } if path.is_root())
+    }
+
     fn path(&self) -> &Pointer {
         match self {
             Op::Add { path, .. }
@@ -123,18 +136,20 @@ impl Budget {
         self.estimate = self.estimate.saturating_sub(n);
     }
 
-    fn check(&mut self, doc: &Json) -> Result<(), PatchError> {
+    fn check(&mut self, doc: &Json, src: &[u8]) -> Result<(), PatchError> {
         if self.estimate > self.limit {
-            self.estimate =
-                json::encoded_len(doc, self.limit).map_err(|_| PatchError::TooLarge { max: self.max })?;
+            self.estimate = json::encoded_len_in(doc, src, self.limit)
+                .map_err(|_| PatchError::TooLarge { max: self.max })?;
         }
         Ok(())
     }
 }
 
 /// RFC 6902 §5: applies `ops` in order; the first failure stops and is returned. The caller
-/// owns `doc` as a copy, so a failure leaves the original untouched.
-pub(super) fn apply(doc: &mut Json, ops: &[Op], budget: &mut Budget) -> Result<(), PatchError> {
+/// owns `doc` as a copy, so a failure leaves the original untouched. `src`: the source of
+/// an indexed document's raw spans (empty for a parsed one); values are reached with
+/// `get_mut`, which expands raw containers on the way.
+pub(super) fn apply(doc: &mut Json, src: &[u8], ops: &[Op], budget: &mut Budget) -> Result<(), PatchError> {
     for (op_index, op) in ops.iter().enumerate() {
         let path = op.path();
         let fail = |detail: String| PatchError::CannotApply {
@@ -145,18 +160,18 @@ pub(super) fn apply(doc: &mut Json, ops: &[Op], budget: &mut Budget) -> Result<(
         match op {
             Op::Add { value, .. } => {
                 check_depth(path, value).map_err(fail)?;
-                add(doc, path, value.clone(), full_len(value), budget).map_err(fail)?;
+                add(doc, src, path, value.clone(), full_len(value, src), budget).map_err(fail)?;
             }
             Op::Remove { .. } => {
-                let removed = pointer::remove(doc, path).map_err(fail)?;
-                budget.shrink(full_len(&removed));
+                let removed = pointer::remove(doc, path, src).map_err(fail)?;
+                budget.shrink(full_len(&removed, src));
             }
             Op::Replace { value, .. } => {
                 check_depth(path, value).map_err(fail)?;
-                let target = pointer::get_mut(doc, path).map_err(fail)?;
+                let target = pointer::get_mut(doc, path, src).map_err(fail)?;
                 let old = std::mem::replace(target, value.clone());
-                budget.grow(full_len(value));
-                budget.shrink(full_len(&old));
+                budget.grow(full_len(value, src));
+                budget.shrink(full_len(&old, src));
             }
             Op::Move { from, .. } => {
                 // §4.4: "from" MUST NOT be a proper prefix of "path".
@@ -169,25 +184,25 @@ pub(super) fn apply(doc: &mut Json, ops: &[Op], budget: &mut Budget) -> Result<(
                 let from_fail = |e: String| fail(format!("from {:?}: {e}", from.as_str()));
                 if path.as_str() == from.as_str() {
                     // Removing and re-adding would send the member to the end of its object.
-                    pointer::get(doc, from).map_err(from_fail)?;
+                    pointer::get_mut(doc, from, src).map_err(from_fail)?;
                     continue;
                 }
                 if pointer::level(path) > pointer::level(from) {
-                    check_depth(path, pointer::get(doc, from).map_err(from_fail)?).map_err(fail)?;
+                    check_depth(path, pointer::get_mut(doc, from, src).map_err(from_fail)?).map_err(fail)?;
                 }
-                let value = pointer::remove(doc, from).map_err(from_fail)?;
-                add(doc, path, value, 0, budget).map_err(fail)?;
+                let value = pointer::remove(doc, from, src).map_err(from_fail)?;
+                add(doc, src, path, value, 0, budget).map_err(fail)?;
             }
             Op::Copy { from, .. } => {
-                let source =
-                    pointer::get(doc, from).map_err(|e| fail(format!("from {:?}: {e}", from.as_str())))?;
+                let source = pointer::get_mut(doc, from, src)
+                    .map_err(|e| fail(format!("from {:?}: {e}", from.as_str())))?;
                 check_depth(path, source).map_err(fail)?;
-                let size = full_len(source);
+                let size = full_len(source, src);
                 let value = source.clone();
-                add(doc, path, value, size, budget).map_err(fail)?;
+                add(doc, src, path, value, size, budget).map_err(fail)?;
             }
-            Op::Test { value, .. } => match pointer::get(doc, path) {
-                Ok(actual) if equal(actual, value) => {}
+            Op::Test { value, .. } => match pointer::get_mut(doc, path, src) {
+                Ok(actual) if equal(actual, value, src) => {}
                 _ => {
                     return Err(PatchError::TestFailed {
                         op_index,
@@ -196,25 +211,32 @@ pub(super) fn apply(doc: &mut Json, ops: &[Op], budget: &mut Budget) -> Result<(
                 }
             },
         }
-        budget.check(doc)?;
+        budget.check(doc, src)?;
     }
     Ok(())
 }
 
 /// §4.1 add, accounting `size` (the value's serialized length) plus the member name.
-fn add(doc: &mut Json, path: &Pointer, value: Json, size: usize, budget: &mut Budget) -> Result<(), String> {
+fn add(
+    doc: &mut Json,
+    src: &[u8],
+    path: &Pointer,
+    value: Json,
+    size: usize,
+    budget: &mut Budget,
+) -> Result<(), String> {
     let name = path.back().map_or(0, |t| json::encoded_str_len(&t.decoded()));
-    let old = pointer::add(doc, path, value)?;
+    let old = pointer::add(doc, path, value, src)?;
     budget.grow(size.saturating_add(name).saturating_add(2));
     if let Some(old) = old {
-        budget.shrink(full_len(&old));
+        budget.shrink(full_len(&old, src));
     }
     Ok(())
 }
 
 /// A value's serialized length.
-fn full_len(value: &Json) -> usize {
-    json::encoded_len(value, usize::MAX).unwrap_or(usize::MAX)
+fn full_len(value: &Json, src: &[u8]) -> usize {
+    json::encoded_len_in(value, src, usize::MAX).unwrap_or(usize::MAX)
 }
 
 /// Keeps results parseable again: `value` placed at `path` must stay within [`MAX_DEPTH`].
@@ -238,11 +260,11 @@ mod tests {
         let doc = parse(br#"{"a":[1,2]}"#).unwrap();
         let mut budget = Budget::new(11, 11);
         budget.grow(100);
-        assert_eq!(budget.check(&doc), Ok(()));
+        assert_eq!(budget.check(&doc, &[]), Ok(()));
         assert_eq!(budget.estimate, 11);
         let mut budget = Budget::new(5, 10);
         budget.grow(6);
-        assert_eq!(budget.check(&doc), Err(PatchError::TooLarge { max: 10 }));
+        assert_eq!(budget.check(&doc, &[]), Err(PatchError::TooLarge { max: 10 }));
     }
 
     #[test]
@@ -251,7 +273,7 @@ mod tests {
         let mut doc = parse(source.as_bytes()).unwrap();
         let ops = [Op::from_json(0, parse(br#"{"op":"add","path":"/b","value":2}"#).unwrap()).unwrap()];
         let mut budget = Budget::new(source.len(), 13);
-        assert_eq!(apply(&mut doc, &ops, &mut budget), Ok(()));
+        assert_eq!(apply(&mut doc, &[], &ops, &mut budget), Ok(()));
         assert_eq!(json::to_vec(&doc, 13, 0).map(|v| v.len()), Ok(13));
     }
 }

@@ -9,8 +9,10 @@ use json_patch::jsonptr::index::Index;
 use json_patch::jsonptr::{Pointer, Token};
 
 use super::json::Json;
+use super::scan;
 
-/// RFC 6901 §4: the value a pointer references.
+/// RFC 6901 §4: the value a pointer references, in a parsed document (a raw container of
+/// an indexed one cannot be entered here: [`get_mut`] expands them).
 pub(super) fn get<'a>(root: &'a Json, ptr: &Pointer) -> Result<&'a Json, String> {
     let mut current = root;
     for token in ptr.tokens() {
@@ -25,10 +27,12 @@ pub(super) fn get<'a>(root: &'a Json, ptr: &Pointer) -> Result<&'a Json, String>
     Ok(current)
 }
 
-/// RFC 6901 §4, for a value to change in place.
-pub(super) fn get_mut<'a>(root: &'a mut Json, ptr: &Pointer) -> Result<&'a mut Json, String> {
+/// RFC 6901 §4, for a value to change in place. Raw containers of an indexed document
+/// (spans of `src`) on the way are expanded one level each.
+pub(super) fn get_mut<'a>(root: &'a mut Json, ptr: &Pointer, src: &[u8]) -> Result<&'a mut Json, String> {
     let mut current = root;
     for token in ptr.tokens() {
+        scan::expand(current, src);
         current = match current {
             Json::Object(obj) => obj.get_mut(&token.decoded()).ok_or_else(|| no_member(&token))?,
             Json::Array(items) => {
@@ -44,11 +48,13 @@ pub(super) fn get_mut<'a>(root: &'a mut Json, ptr: &Pointer) -> Result<&'a mut J
 /// RFC 6902 §4.1 add: the root is replaced; an object member is set (in place if it exists);
 /// an array gets an insertion at the index, or at its end for `-`.
 /// Returns the value that was replaced, if any.
-pub(super) fn add(root: &mut Json, ptr: &Pointer, value: Json) -> Result<Option<Json>, String> {
+pub(super) fn add(root: &mut Json, ptr: &Pointer, value: Json, src: &[u8]) -> Result<Option<Json>, String> {
     let Some((parent, last)) = ptr.split_back() else {
         return Ok(Some(std::mem::replace(root, value)));
     };
-    match get_mut(root, parent)? {
+    let parent = get_mut(root, parent, src)?;
+    scan::expand(parent, src);
+    match parent {
         Json::Object(obj) => Ok(obj.insert(&last.decoded(), value)),
         Json::Array(items) => {
             let i = match last.to_index() {
@@ -65,11 +71,13 @@ pub(super) fn add(root: &mut Json, ptr: &Pointer, value: Json) -> Result<Option<
 }
 
 /// RFC 6902 §4.2 remove; the other members and items keep their order.
-pub(super) fn remove(root: &mut Json, ptr: &Pointer) -> Result<Json, String> {
+pub(super) fn remove(root: &mut Json, ptr: &Pointer, src: &[u8]) -> Result<Json, String> {
     let Some((parent, last)) = ptr.split_back() else {
         return Err("the whole document cannot be removed".into());
     };
-    match get_mut(root, parent)? {
+    let parent = get_mut(root, parent, src)?;
+    scan::expand(parent, src);
+    match parent {
         Json::Object(obj) => obj.remove(&last.decoded()).ok_or_else(|| no_member(&last)),
         Json::Array(items) => {
             let i = index(&last, items.len())?;
@@ -205,12 +213,12 @@ mod tests {
     #[test]
     fn add_appends_with_dash_and_inserts_at_len() {
         let mut d = doc("[1,2]");
-        add(&mut d, ptr("/-"), doc("3")).unwrap();
-        add(&mut d, ptr("/3"), doc("4")).unwrap();
-        add(&mut d, ptr("/0"), doc("0")).unwrap();
+        add(&mut d, ptr("/-"), doc("3"), &[]).unwrap();
+        add(&mut d, ptr("/3"), doc("4"), &[]).unwrap();
+        add(&mut d, ptr("/0"), doc("0"), &[]).unwrap();
         assert_eq!(text(&d), "[0,1,2,3,4]");
         assert_eq!(
-            add(&mut d, ptr("/6"), doc("9")).unwrap_err(),
+            add(&mut d, ptr("/6"), doc("9"), &[]).unwrap_err(),
             "index 6 is out of bounds (array length 5)"
         );
     }
@@ -218,7 +226,7 @@ mod tests {
     #[test]
     fn add_existing_member_keeps_its_position() {
         let mut d = doc(r#"{"a":1,"b":2,"c":3}"#);
-        let old = add(&mut d, ptr("/b"), doc("20")).unwrap();
+        let old = add(&mut d, ptr("/b"), doc("20"), &[]).unwrap();
         assert_eq!(text(&old.unwrap()), "2");
         assert_eq!(text(&d), r#"{"a":1,"b":20,"c":3}"#);
     }
@@ -226,14 +234,14 @@ mod tests {
     #[test]
     fn remove_keeps_member_order() {
         let mut d = doc(r#"{"a":1,"b":2,"c":3,"d":4}"#);
-        assert_eq!(text(&remove(&mut d, ptr("/b")).unwrap()), "2");
+        assert_eq!(text(&remove(&mut d, ptr("/b"), &[]).unwrap()), "2");
         assert_eq!(text(&d), r#"{"a":1,"c":3,"d":4}"#);
         assert_eq!(
-            remove(&mut d, ptr("")).unwrap_err(),
+            remove(&mut d, ptr(""), &[]).unwrap_err(),
             "the whole document cannot be removed"
         );
         assert_eq!(
-            remove(&mut d, ptr("/x")).unwrap_err(),
+            remove(&mut d, ptr("/x"), &[]).unwrap_err(),
             r#"member "x" does not exist"#
         );
     }

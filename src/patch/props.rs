@@ -98,7 +98,10 @@ pub(super) fn doc_and_ops() -> impl Strategy<Value = (Value, Vec<Value>)> {
 /// The reference, one operation at a time. It differs from RFC 6902 in one place: a
 /// `move` onto its own location removes first, so it fails on the root and reorders
 /// nothing else; the RFC makes it a no-op once `from` exists.
-fn reference(doc: &mut Value, ops: &[json_patch::PatchOperation]) -> Result<(), json_patch::PatchError> {
+pub(super) fn reference(
+    doc: &mut Value,
+    ops: &[json_patch::PatchOperation],
+) -> Result<(), json_patch::PatchError> {
     for (i, op) in ops.iter().enumerate() {
         if let json_patch::PatchOperation::Move(m) = op
             && m.from == m.path

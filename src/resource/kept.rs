@@ -1,6 +1,11 @@
 //! The parsed form of a resource's last written document, kept so that the next PATCH
 //! of a hot document does not parse it again.
 //!
+//! Only the tree path keeps one: a PATCH the fast path takes (`Document::index`, most of
+//! them: every body patchgate writes is in the compact form it indexes) scans the body
+//! faster than a kept tree would serialize, and drops a tree kept for the entry. What is
+//! left for a kept tree is a JSON Patch of more than 64 operations on a hot document.
+//!
 //! Invariant: a kept document is handed out only for the very cache entry it was made
 //! from. It holds a `Weak` to that entry, which keeps its allocation from being reused,
 //! so pointer equality means "the same entry"; an entry's body never changes, and an

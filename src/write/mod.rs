@@ -8,7 +8,8 @@
 //! - **current**: the current representation, from the cache as the route's freshness
 //!   allows, from the upstream after a conflict or while the resource is uncertain;
 //! - **preconditions**: RFC 9110 §13.2.2, against it (412 with the current body);
-//! - **apply**: the patch, then the waiting PATCHes this write may carry;
+//! - **apply**: the patch (on the current body indexed for it, else parsed: [`Document::index`]),
+//!   then the waiting PATCHes this write may carry;
 //! - **write**: sent upstream as a future no cancellation stops ([`land`]);
 //! - **settle**: the answer, or once more from **current** after a refused combined
 //!   write or an upstream 412 when the client stated no precondition (another writer
@@ -325,9 +326,11 @@ impl Ctx {
         let mut written = None;
         let new_body = match (&walk.intent, &current) {
             (Intent::Patch(patch), Some(entry)) => {
-                let doc = match walk.resource.take_kept(&self.shared.resources, entry) {
-                    Some(doc) => doc,
-                    None => Document::parse(entry.body_bytes())
+                // A kept tree is taken out either way: it is the tree of this entry only.
+                let kept = walk.resource.take_kept(&self.shared.resources, entry);
+                let doc = match (Document::index(&entry.body(), patch), kept) {
+                    (Some(doc), _) | (None, Some(doc)) => doc,
+                    (None, None) => Document::parse(entry.body_bytes())
                         .inspect_err(|_| {
                             self.shared.metrics.event(walk.route.id, Event::CurrentNotJson);
                         })
@@ -345,7 +348,8 @@ impl Ctx {
                 }
                 match doc.serialize(self.max_body()) {
                     Ok(bytes) => {
-                        written = Some((doc, bytes.clone()));
+                        // An indexed document holds the old body: the next PATCH indexes the new one.
+                        written = (!doc.is_indexed()).then(|| (doc, bytes.clone()));
                         Some(bytes)
                     }
                     Err(e) if batch.is_empty() => return Err(self.patch_failed(walk.route, e).into()),

@@ -863,3 +863,55 @@ async fn an_upstream_4xx_to_a_write_that_carried_nobody_is_the_answer_and_not_re
     assert_eq!(upstream.writes().len(), 1, "written once");
     assert_eq!(upstream.doc("/api/people/1").unwrap(), r#"{"a":1}"#);
 }
+
+/// A large document patched twice: first as the upstream spelled it (whitespace and a
+/// `\/` escape: the tree path, which writes it compact), then as patchgate wrote it (the
+/// fast path, which copies all but the named members through). Each write changes only
+/// what it names, and a repeated member name deep inside is refused either way.
+#[tokio::test]
+async fn large_documents_are_patched_alike_whatever_their_spelling() {
+    let items: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"i":{i},"p":{i}.50,"s":"q\"{i}"}}"#))
+        .collect();
+    let pretty = format!(
+        "{{ \"v\" : 1 , \"u\" : \"a\\/b\" , \"items\" : [{}] }}",
+        items.join(", ")
+    );
+    let (upstream, proxy) = setup(&pretty, "").await;
+    let first = r#"[{"op":"test","path":"/v","value":1.0},{"op":"replace","path":"/v","value":2}]"#;
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], first).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let compact = format!(r#"{{"v":2,"u":"a/b","items":[{}]}}"#, items.join(","));
+    assert_eq!(upstream.writes()[0].body, compact);
+    assert_eq!(got.body, compact.as_bytes());
+
+    let second = r#"[{"op":"add","path":"/items/999/t","value":1e2},{"op":"remove","path":"/items/0"}]"#;
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], second).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let last = r#"{"i":999,"p":999.50,"s":"q\"999","t":1e2}"#;
+    let expected = format!(
+        r#"{{"v":2,"u":"a/b","items":[{},{last}]}}"#,
+        items[1..999].join(",")
+    );
+    assert_eq!(upstream.writes()[1].body, expected);
+    assert_eq!(got.body, expected.as_bytes());
+    let merge = send(
+        proxy.addr,
+        "PATCH",
+        "/api/people/1",
+        &[MERGE_PATCH],
+        r#"{"u":null}"#,
+    )
+    .await;
+    assert_eq!(merge.status, 200, "{}", merge.text());
+    assert_eq!(
+        upstream.writes()[2].body,
+        expected.replacen(r#""u":"a/b","#, "", 1)
+    );
+
+    let duplicate = format!(r#"{{"v":1,"items":[{},{{"i":1,"i":2}}]}}"#, items.join(","));
+    upstream.set_doc("/api/people/2", &duplicate);
+    let got = send(proxy.addr, "PATCH", "/api/people/2", &[JSON_PATCH], first).await;
+    assert_problem(&got, 422);
+    assert_eq!(upstream.writes().len(), 3, "nothing written");
+}

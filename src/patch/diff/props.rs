@@ -72,7 +72,7 @@ fn edit_node(doc: &mut Document, (at, kind, pos, value): &NodeEdit) -> Option<St
     let mut all = Vec::new();
     pointers(&doc.root, &mut String::new(), &mut all);
     let path = all.get(at % all.len())?.clone();
-    let node = pointer::get_mut(&mut doc.root, Pointer::parse(&path).unwrap()).unwrap();
+    let node = pointer::get_mut(&mut doc.root, Pointer::parse(&path).unwrap(), &[]).unwrap();
     match (kind, node) {
         (0, node) => *node = json(value),
         (1, Json::Array(items)) => items.insert(pos % (items.len() + 1), json(value)),
