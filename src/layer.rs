@@ -35,6 +35,7 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::headers::{ACCEPT_PATCH, content_length, finish_response};
+use crate::logging;
 use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
@@ -303,7 +304,8 @@ impl Ctx {
         let started = Instant::now();
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // A handle on the request's own bytes, not a copy; none when nothing is logged.
+        let path = logging::enabled().then(|| req.uri().path_and_query().cloned());
         let mut exchange = Exchange {
             route: None,
             cache: "-",
@@ -317,19 +319,20 @@ impl Ctx {
         self.shared
             .metrics
             .record_request(exchange.route, &method, status);
-        let route = exchange
-            .route
-            .and_then(|id| self.shared.routes.get(id))
-            .map_or("-", |r| r.config.name.as_str());
-        tracing::info!(
-            route,
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            cache = exchange.cache,
-            "request"
-        );
+        if let Some(path) = path {
+            logging::request(logging::Line {
+                time: std::time::SystemTime::now(),
+                route: exchange
+                    .route
+                    .and_then(|id| self.shared.routes.get(id))
+                    .map(|r| Arc::clone(&r.name)),
+                method,
+                path,
+                status: status.as_u16(),
+                latency: started.elapsed(),
+                cache: exchange.cache,
+            });
+        }
         response
     }
 
