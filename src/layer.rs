@@ -304,8 +304,8 @@ impl Ctx {
         let started = Instant::now();
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
-        // A handle on the request's own bytes, not a copy; none when nothing is logged.
-        let path = logging::enabled().then(|| req.uri().path_and_query().cloned());
+        // Begun now, while the path is at hand; none when nothing is logged.
+        let line = logging::enabled().then(|| logging::Line::start(&method, req.uri().path()));
         let mut exchange = Exchange {
             route: None,
             cache: "-",
@@ -319,19 +319,14 @@ impl Ctx {
         self.shared
             .metrics
             .record_request(exchange.route, &method, status);
-        if let Some(path) = path {
-            logging::request(logging::Line {
-                time: std::time::SystemTime::now(),
-                route: exchange
-                    .route
-                    .and_then(|id| self.shared.routes.get(id))
-                    .map(|r| Arc::clone(&r.name)),
-                method,
-                path,
-                status: status.as_u16(),
-                latency: started.elapsed(),
-                cache: exchange.cache,
-            });
+        if let Some(line) = line {
+            let route = exchange.route.and_then(|id| self.shared.routes.get(id));
+            logging::request(line.finish(
+                route.map(|r| r.config.name.as_str()),
+                status.as_u16(),
+                started.elapsed(),
+                exchange.cache,
+            ));
         }
         response
     }

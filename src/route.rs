@@ -8,8 +8,6 @@ use crate::config::Route;
 pub struct CompiledRoute {
     pub id: u32,
     pub config: Route,
-    /// `config.name`, shared with the access log lines that name it.
-    pub name: std::sync::Arc<str>,
     /// `scheme://authority`, prefixed to every upstream path.
     pub origin: String,
     /// The `Host` header sent upstream.
@@ -40,7 +38,6 @@ impl RouteTable {
                     (Ok(()), Ok(host)) => Some(CompiledRoute {
                         id: u32::try_from(i).unwrap_or(u32::MAX),
                         config: route.clone(),
-                        name: std::sync::Arc::from(route.name.as_str()),
                         origin: format!("{}://{authority}", route.upstream.scheme),
                         host,
                         accept_patch: accept_patch(&route.patch),

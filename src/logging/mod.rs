@@ -28,7 +28,7 @@ pub struct Guard {
 
 /// Lines the access log queue holds before it drops (and counts) new ones.
 /// `PATCHGATE_LOG_QUEUE` overrides it (tests make it small).
-const QUEUE_LINES: usize = 4096;
+const QUEUE_LINES: usize = 2048;
 
 /// Installs the log subscriber (level from `RUST_LOG`, default `info`) and the access log
 /// writer, both writing to stderr from threads of their own, so that a request never
