@@ -14,8 +14,12 @@
 //! freshness" contains it, e.g. `patch`), `PATCHGATE_BENCH_ROUNDS` (1; with more, every
 //! case is measured that many times, the table shows the round with the median ratio and
 //! the range of ratios), `PATCHGATE_BENCH_REDIS` (a `redis://` URL: the proxy runs with
-//! `[cluster]` against that server). Without `--bench` (`cargo test --benches`) it runs a short
-//! smoke pass. Load generator and servers share the machine's cores: compare ratios,
+//! `[cluster]` against that server), `PATCHGATE_BENCH_DOCS` (1000: documents the "spread"
+//! cases write in turn), `PATCHGATE_BENCH_NGINX` (`/usr/sbin/nginx`, for the nginx
+//! `proxy_pass` rows), `PATCHGATE_BENCH_LOG` (`info`/`warn`: log as the binary does, to
+//! stderr), `PATCHGATE_BENCH_MODE=latency` (percentiles at a constant rate, see
+//! `latency.rs`; `PATCHGATE_BENCH_RATE`, 0.5 of the direct capacity). Without `--bench`
+//! (`cargo test --benches`) it runs a short smoke pass. Load generator and servers share the machine's cores: compare ratios,
 //! not absolute numbers.
 
 mod client; // the load generator: requests, connections, measurements

