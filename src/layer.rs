@@ -36,6 +36,7 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::headers::{ACCEPT_PATCH, content_length, finish_response};
+use crate::logging;
 use crate::metrics::{Event, Metrics};
 use crate::problem::Error;
 use crate::requester::{self, Requester};
@@ -318,7 +319,8 @@ impl Ctx {
         let started = Instant::now();
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Begun now, while the path is at hand; none when nothing is logged.
+        let line = logging::enabled().then(|| logging::Line::start(&method, req.uri().path()));
         let mut exchange = Exchange {
             route: None,
             cache: "-",
@@ -332,19 +334,15 @@ impl Ctx {
         self.shared
             .metrics
             .record_request(exchange.route, &method, status);
-        let route = exchange
-            .route
-            .and_then(|id| self.settings.routes.get(id))
-            .map_or("-", |r| r.config.name.as_str());
-        tracing::info!(
-            route,
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            cache = exchange.cache,
-            "request"
-        );
+        if let Some(line) = line {
+            let route = exchange.route.and_then(|id| self.settings.routes.get(id));
+            logging::request(line.finish(
+                route.map(|r| r.config.name.as_str()),
+                status.as_u16(),
+                started.elapsed(),
+                exchange.cache,
+            ));
+        }
         response
     }
 

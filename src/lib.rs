@@ -20,6 +20,7 @@ pub mod feed; // the change feed: confirmed writes as server-sent events on the 
 pub mod headers; // header names, hop-by-hop stripping, Content-Length, Via (leaf)
 mod landing; // sent writes run to their end; resources whose state is unknown
 pub mod layer; // PatchLayer / PatchService: the request walk
+pub mod logging; // the subscriber, and the access log written off the request's task
 pub mod metrics; // counters and histograms
 pub mod patch; // JSON Patch / Merge Patch with fidelity (RFC 6902, 7396)
 pub mod precondition; // conditional requests (RFC 9110 §13)

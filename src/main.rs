@@ -55,27 +55,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Installs the log subscriber. Lines are written by a background thread so that the
-/// per-request line never waits on a write to the terminal or a file.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    // The default queue (128 000 lines) is a 4 MiB array touched up front.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(8192)
-        .lossy(false)
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    guard
+/// Installs the log subscriber and the access log writer (see `patchgate::logging`).
+fn init_logging(format: LogFormat) -> patchgate::logging::Guard {
+    patchgate::logging::init(match format {
+        LogFormat::Text => patchgate::logging::Format::Text,
+        LogFormat::Json => patchgate::logging::Format::Json,
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -231,6 +231,15 @@ impl Metrics {
                 "patchgate_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
             );
         }
+        out.push_str(
+            "# HELP patchgate_log_lines_dropped_total Access log lines dropped because the log queue was full.\n",
+        );
+        out.push_str("# TYPE patchgate_log_lines_dropped_total counter\n");
+        let _ = writeln!(
+            out,
+            "patchgate_log_lines_dropped_total {}",
+            crate::logging::dropped()
+        );
         out.push_str("# HELP patchgate_in_flight_requests Requests being handled now.\n");
         out.push_str("# TYPE patchgate_in_flight_requests gauge\n");
         let _ = writeln!(

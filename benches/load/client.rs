@@ -28,6 +28,10 @@ pub struct Load {
     pub headers: Vec<HeaderMap>,
     pub body: RequestBody,
     expect: StatusCode,
+    /// When set, request `i` of connection `c` goes to document `(i * conns + c) % n`
+    /// instead of the connection's own path: writes spread over many documents, round
+    /// robin, so that no two connections write one document at the same time.
+    pub spread: Option<Arc<Vec<String>>>,
 }
 
 #[derive(Clone)]
@@ -48,6 +52,7 @@ impl Load {
             headers,
             body: RequestBody::Empty,
             expect,
+            spread: None,
         }
     }
 
@@ -57,7 +62,13 @@ impl Load {
         }
     }
 
-    fn request(&self, addr: SocketAddr, conn: usize, i: u64) -> Request<Full<Bytes>> {
+    /// Sends request `i` of connection `conn` over `docs` (see [`Load::spread`]).
+    pub fn spread_over(mut self, docs: Vec<String>) -> Load {
+        self.spread = Some(Arc::new(docs));
+        self
+    }
+
+    pub fn request(&self, addr: SocketAddr, conn: usize, i: u64) -> Request<Full<Bytes>> {
         let body = match &self.body {
             RequestBody::Empty => Bytes::new(),
             RequestBody::Fixed(b) => b.clone(),
@@ -65,7 +76,11 @@ impl Load {
         };
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.paths[conn].parse().unwrap();
+        let path = match &self.spread {
+            Some(docs) => &docs[(i as usize * self.paths.len() + conn) % docs.len()],
+            None => &self.paths[conn],
+        };
+        *req.uri_mut() = path.parse().unwrap();
         *req.headers_mut() = self.headers[conn].clone();
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_str(&addr.to_string()).unwrap());
@@ -76,7 +91,7 @@ impl Load {
 /// What one scenario measured.
 #[derive(Clone, Default)]
 pub struct Measured {
-    elapsed: Duration,
+    pub elapsed: Duration,
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     expect: u16,
@@ -236,7 +251,7 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// A new keep-alive HTTP/1.1 connection, or `None` if it cannot be opened.
-async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
+pub async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await.ok()?;
     stream.set_nodelay(true).ok()?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -247,7 +262,10 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
 }
 
 /// Sends one request and reads the whole response, so the connection can be reused.
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> hyper::Result<u16> {
+pub async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> hyper::Result<u16> {
     sender.ready().await?;
     let response = sender.send_request(req).await?;
     let status = response.status().as_u16();

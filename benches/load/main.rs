@@ -14,14 +14,21 @@
 //! freshness" contains it, e.g. `patch`), `PATCHGATE_BENCH_ROUNDS` (1; with more, every
 //! case is measured that many times, the table shows the round with the median ratio and
 //! the range of ratios), `PATCHGATE_BENCH_REDIS` (a `redis://` URL: the proxy runs with
-//! `[cluster]` against that server). Without `--bench` (`cargo test --benches`) it runs a short
-//! smoke pass. Load generator and servers share the machine's cores: compare ratios,
+//! `[cluster]` against that server), `PATCHGATE_BENCH_DOCS` (1000: documents the "spread"
+//! cases write in turn), `PATCHGATE_BENCH_NGINX` (`/usr/sbin/nginx`, for the nginx
+//! `proxy_pass` rows), `PATCHGATE_BENCH_LOG` (`info`/`warn`: log as the binary does, to
+//! stderr), `PATCHGATE_BENCH_MODE=latency` (percentiles at a constant rate, see
+//! `latency.rs`; `PATCHGATE_BENCH_RATE`, 0.5 of the direct capacity). Without `--bench`
+//! (`cargo test --benches`) it runs a short smoke pass. Load generator and servers share the machine's cores: compare ratios,
 //! not absolute numbers.
 
 mod client; // the load generator: requests, connections, measurements
 #[path = "../common/mod.rs"]
 mod common;
+mod latency; // PATCHGATE_BENCH_MODE=latency: percentiles at a constant rate, open loop
+mod nginx; // nginx proxy_pass in front of the same upstream, a child process
 mod servers; // the legacy upstream and the proxy, in this process
+mod spread; // writes spread over many documents
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -90,16 +97,36 @@ impl Settings {
 
 fn main() {
     let settings = Settings::from_env();
+    let latency_mode = std::env::var("PATCHGATE_BENCH_MODE").is_ok_and(|m| m == "latency");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(settings));
+    if latency_mode {
+        runtime.block_on(latency::run(settings));
+    } else {
+        runtime.block_on(run(settings));
+    }
+}
+
+/// `PATCHGATE_BENCH_LOG=info|warn`: the proxy logs as the binary does at that level
+/// (access log in the default text format), to stderr; unset: no subscriber at all.
+pub fn init_logging() -> Option<patchgate::logging::Guard> {
+    let level = std::env::var("PATCHGATE_BENCH_LOG")
+        .ok()
+        .filter(|l| !l.is_empty())?;
+    println!("logging: RUST_LOG={level}, text lines to stderr");
+    Some(patchgate::logging::init_with_filter(
+        &level,
+        patchgate::logging::Format::Text,
+    ))
 }
 
 async fn run(settings: Settings) {
+    let _logging = init_logging();
     let upstream = Upstream::start().await;
     let proxy = start_proxy(upstream.addr).await;
+    let nginx = nginx::Nginx::start(upstream.addr);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "patchgate load bench: {} keep-alive HTTP/1.1 connections, {:.1} s per run after {:.1} s warm-up, \
@@ -116,6 +143,12 @@ async fn run(settings: Settings) {
     }
     if let Some(&size) = settings.sizes.first() {
         cases.extend(hot_document(&settings, &upstream, size));
+        cases.extend(spread::cases(
+            &settings,
+            &upstream,
+            nginx.as_ref().map(|n| n.addr),
+            size,
+        ));
     }
     cases.retain(|case| {
         let name = format!("{} {}", case.scenario, case.freshness).to_lowercase();
@@ -137,17 +170,20 @@ async fn run(settings: Settings) {
     print_table(&rows);
 
     proxy.stop().await;
+    drop(nginx);
     upstream.stop();
 }
 
 /// One line of the table: the same request pattern sent straight to the upstream and
 /// through the proxy, measured one right after the other.
-struct Case {
-    size: usize,
-    scenario: &'static str,
-    freshness: &'static str,
-    direct: Load,
-    proxied: Load,
+pub struct Case {
+    pub size: usize,
+    pub scenario: &'static str,
+    pub freshness: &'static str,
+    pub direct: Load,
+    pub proxied: Load,
+    /// Where the proxied side is sent, when not patchgate (nginx).
+    pub via: Option<SocketAddr>,
 }
 
 struct Row {
@@ -182,7 +218,7 @@ impl Round {
 async fn measure(settings: &Settings, upstream: &Upstream, proxy: SocketAddr, case: &Case) -> Round {
     let direct = drive(settings, upstream.addr, &case.direct).await;
     let before = upstream.counts();
-    let proxied = drive(settings, proxy, &case.proxied).await;
+    let proxied = drive(settings, case.via.unwrap_or(proxy), &case.proxied).await;
     let after = upstream.counts();
     Round {
         direct,
@@ -227,6 +263,7 @@ async fn cases_for(settings: &Settings, upstream: &Upstream, proxy: SocketAddr, 
                 prefixed(prefix, docs(&format!("get-{freshness}"))),
                 StatusCode::OK,
             ),
+            via: None,
         });
     }
 
@@ -247,6 +284,7 @@ async fn cases_for(settings: &Settings, upstream: &Upstream, proxy: SocketAddr, 
         freshness: "exclusive",
         direct: Load::new(Method::GET, docs("get-direct"), StatusCode::OK),
         proxied: inm,
+        via: None,
     });
 
     for (freshness, prefix) in [("exclusive", "/excl"), ("revalidate", "/reval")] {
@@ -256,6 +294,7 @@ async fn cases_for(settings: &Settings, upstream: &Upstream, proxy: SocketAddr, 
             freshness,
             direct: put(docs("put-direct")),
             proxied: patch_load(prefixed(prefix, docs(&format!("patch-{freshness}")))),
+            via: None,
         });
     }
     cases
@@ -287,6 +326,7 @@ fn hot_document(settings: &Settings, upstream: &Upstream, size: usize) -> Vec<Ca
             freshness: "revalidate",
             direct: Load::new(Method::GET, one(read_path.clone()), StatusCode::OK),
             proxied: Load::new(Method::GET, one(format!("/reval{read_path}")), StatusCode::OK),
+            via: None,
         },
         Case {
             size,
@@ -294,11 +334,12 @@ fn hot_document(settings: &Settings, upstream: &Upstream, size: usize) -> Vec<Ca
             freshness: "exclusive",
             direct: put,
             proxied: patch_load(one(format!("/excl{path}"))),
+            via: None,
         },
     ]
 }
 
-fn patch_load(paths: Vec<String>) -> Load {
+pub fn patch_load(paths: Vec<String>) -> Load {
     let mut load = Load::new(Method::PATCH, paths, StatusCode::OK);
     load.set_header(header::CONTENT_TYPE, "application/json-patch+json");
     load.body = RequestBody::ReplaceN;

@@ -15,24 +15,46 @@ use super::Entry;
 /// Weak links, so that an entry dropped by invalidation or replacement frees its body
 /// at once; dead links are skipped by the hand and compacted on push.
 #[derive(Default)]
-pub(super) struct Ring(Mutex<VecDeque<Weak<Entry>>>);
+pub(super) struct Ring(Mutex<Links>);
+
+/// The links, and what compacting them last left.
+#[derive(Default)]
+struct Links {
+    ring: VecDeque<Weak<Entry>>,
+    /// Links left by the last compaction: entries replaced in the cache but still held
+    /// elsewhere (history keeps recent versions) are not dead, so the next compaction
+    /// waits until the ring has doubled past them, or every push would scan it all.
+    after_compaction: usize,
+    #[cfg(test)]
+    compactions: usize,
+}
 
 impl Ring {
     /// Adds a newly stored entry; `live` is the number of entries in the cache.
     pub(super) fn push(&self, entry: &Arc<Entry>, live: u64) {
-        let mut ring = self.lock();
-        ring.push_back(Arc::downgrade(entry));
+        let mut links = self.lock();
+        links.ring.push_back(Arc::downgrade(entry));
         // Keep dead links under one per live entry (plus slack): amortized O(1), and the
-        // ring stays proportional to the cache.
+        // ring stays proportional to the cache and what history holds.
         let live = usize::try_from(live).unwrap_or(usize::MAX);
-        if ring.len() > live.saturating_mul(2).saturating_add(1024) {
-            ring.retain(|link| link.strong_count() > 0);
+        let bound = live
+            .saturating_mul(2)
+            .saturating_add(1024)
+            .max(links.after_compaction.saturating_mul(2));
+        if links.ring.len() > bound {
+            links.ring.retain(|link| link.strong_count() > 0);
+            links.after_compaction = links.ring.len();
+            #[cfg(test)]
+            {
+                links.compactions += 1;
+            }
         }
     }
 
     /// The next entry to evict, taken out of the ring; `None` when no entry is left.
     pub(super) fn victim(&self) -> Option<Arc<Entry>> {
-        let mut ring = self.lock();
+        let mut links = self.lock();
+        let ring = &mut links.ring;
         // Two turns clear every bit, so hits racing with the hand cannot keep it going.
         let mut budget = ring.len().saturating_mul(2);
         while let Some(link) = ring.pop_front() {
@@ -53,10 +75,10 @@ impl Ring {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().ring.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Weak<Entry>>> {
+    fn lock(&self) -> MutexGuard<'_, Links> {
         // Every operation leaves the ring consistent, so a poisoned lock is still usable.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -137,5 +159,16 @@ mod tests {
         assert!(ring.len() <= 2 + 1024);
         assert_eq!(victim_path(&ring).as_deref(), Some("/kept"));
         assert_eq!(victim_path(&ring), None);
+    }
+
+    #[test]
+    fn entries_held_elsewhere_do_not_make_every_push_compact() {
+        let ring = Ring::default();
+        // Replaced in the cache (one live entry) but all held, as history holds versions.
+        let held: Vec<_> = (0..20_000).map(|i| slot(&format!("/v/{i}"))).collect();
+        held.iter().for_each(|s| ring.push(s, 1));
+        assert_eq!(ring.len(), 20_000);
+        let compactions = ring.lock().compactions;
+        assert!(compactions <= 8, "{compactions} compactions for 20 000 pushes");
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Resources {
     table: Arc<DashMap<Id, Arc<Resource>>>,
     /// The body sizes of all kept documents, summed; see [`kept`].
     kept_bytes: AtomicUsize,
+    /// Which resources keep a document, oldest first: the next to give up its room.
+    kept_order: kept::Order,
     /// Resources marked uncertain, for `/metrics` and a fast path on reads.
     uncertain: AtomicUsize,
 }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access_log;
 mod batch;
 mod cache_control;
 mod changes;
