@@ -183,6 +183,20 @@ pub fn detached(value: &http::HeaderValue) -> http::HeaderValue {
     copy
 }
 
+/// Test support: a header map from (name, value) pairs, repeated names appended.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn map_of(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

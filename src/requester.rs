@@ -88,16 +88,7 @@ pub fn join_h2_cookies(version: Version, headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::headers::map_of as headers;
 
     fn keys() -> Vec<HeaderName> {
         vec![header::AUTHORIZATION, header::COOKIE]

@@ -209,16 +209,7 @@ fn directive_is(item: &[u8], wanted: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
+    use crate::headers::map_of as headers;
 
     #[test]
     fn no_store_is_found_among_other_directives_in_any_case() {

@@ -5,20 +5,11 @@ use super::budget::charge;
 use super::*;
 use crate::etag::EntityTag;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        map.append(
-            HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    map
-}
+use crate::headers::map_of as headers;
 
 fn entry(body: &str, response: &[(&str, &str)]) -> Entry {
     Entry::new(

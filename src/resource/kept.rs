@@ -220,8 +220,8 @@ mod tests {
         assert_eq!(resources.kept_bytes.load(Ordering::Relaxed), 0);
     }
 
-    #[test]
-    fn kept_documents_stay_within_their_budget_and_large_ones_are_not_kept() {
+    /// Forty documents of 60 kB kept in turn, more than the budget holds.
+    fn forty_kept() -> (Resources, String, Vec<Arc<Entry>>) {
         let resources = Resources::default();
         let text = format!(r#"{{"s":"{}"}}"#, "x".repeat(60_000));
         let entries: Vec<_> = (0..40).map(|_| entry(&text)).collect();
@@ -230,6 +230,12 @@ mod tests {
                 .get(1, &format!("/d/{i}"))
                 .keep(&resources, e, Document::parse(&e.body()).unwrap());
         }
+        (resources, text, entries)
+    }
+
+    #[test]
+    fn kept_documents_stay_within_their_budget_and_large_ones_are_not_kept() {
+        let (resources, text, _entries) = forty_kept();
         assert_eq!(resources.len(), BUDGET_BYTES / text.len());
         assert_eq!(
             resources.kept_bytes.load(Ordering::Relaxed),
@@ -244,14 +250,7 @@ mod tests {
 
     #[test]
     fn room_is_made_by_the_oldest_kept_documents_and_the_order_stays_small() {
-        let resources = Resources::default();
-        let text = format!(r#"{{"s":"{}"}}"#, "x".repeat(60_000));
-        let entries: Vec<_> = (0..40).map(|_| entry(&text)).collect();
-        for (i, e) in entries.iter().enumerate() {
-            resources
-                .get(1, &format!("/d/{i}"))
-                .keep(&resources, e, Document::parse(&e.body()).unwrap());
-        }
+        let (resources, text, entries) = forty_kept();
         let fit = BUDGET_BYTES / text.len();
         for (i, e) in entries.iter().enumerate() {
             let kept = resources
