@@ -58,6 +58,8 @@ pub enum Error {
     UpstreamTls,
     UpstreamInvalid,
     UpstreamTimeout,
+    /// `Cache-Control: only-if-cached` and nothing stored may answer (RFC 9111 §5.2.1.7).
+    NotCached,
     /// The route already handles `max_in_flight` requests.
     Overloaded,
     /// The upstream write that carried this PATCH together with others failed in a way
@@ -104,7 +106,7 @@ impl Error {
             Error::UpstreamUnreachable | Error::UpstreamTls | Error::UpstreamInvalid => {
                 StatusCode::BAD_GATEWAY
             }
-            Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::UpstreamTimeout | Error::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::BatchWriteFailed { status } => *status,
             Error::WriteStillRunning => StatusCode::GATEWAY_TIMEOUT,
@@ -142,6 +144,7 @@ impl Error {
             Error::UpstreamTls => "upstream-tls",
             Error::UpstreamInvalid => "upstream-invalid-response",
             Error::UpstreamTimeout => "upstream-timeout",
+            Error::NotCached => "not-cached",
             Error::Overloaded => "overloaded",
             Error::BatchWriteFailed { .. } => "write-outcome-unknown",
             Error::WriteStillRunning => "write-still-running",
@@ -204,6 +207,7 @@ impl Error {
             Error::UpstreamTls => "TLS verification of the upstream failed".into(),
             Error::UpstreamInvalid => "the upstream sent an invalid or oversized response".into(),
             Error::UpstreamTimeout => "the upstream did not answer within server.request_timeout".into(),
+            Error::NotCached => "only-if-cached: nothing stored may answer this request".into(),
             Error::Overloaded => "this route is handling route.max_in_flight requests; retry shortly".into(),
             Error::BatchWriteFailed { status } => format!(
                 "the upstream write that carried this patch with others failed ({status}); \

@@ -237,12 +237,10 @@ impl Ctx {
                 return Ok(Lookup::Found(Arc::clone(entry)));
             }
         }
-        if is_read
-            && route.config.freshness == Freshness::Http
-            && let Some(response) = http_cache::only_if_cached(&parts.headers)
+        if is_read && route.config.freshness == Freshness::Http && http_cache::only_if_cached(&parts.headers)
         {
             exchange.cache = "miss";
-            return Ok(Lookup::Other(response));
+            return Err(Error::NotCached);
         }
         // A write reads on its own, under its lock: never an exchange older than that.
         if cached.is_none() && is_read && route.config.freshness != Freshness::Revalidate {

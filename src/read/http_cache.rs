@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, Response, header};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::cache::freshness::{self, Wants};
 use crate::cache::{Cache, Entry, replayed};
 use crate::route::CompiledRoute;
@@ -24,10 +24,8 @@ pub(crate) fn usable(entry: &Entry, request: &HeaderMap, is_read: bool) -> bool 
 }
 
 /// RFC 9111 §5.2.1.7: `only-if-cached` and nothing stored that may answer.
-pub(crate) fn only_if_cached(request: &HeaderMap) -> Option<Response<Body>> {
-    Wants::of(request)
-        .only_if_cached
-        .then(|| body::status_only(StatusCode::GATEWAY_TIMEOUT))
+pub(crate) fn only_if_cached(request: &HeaderMap) -> bool {
+    Wants::of(request).only_if_cached
 }
 
 /// When an upstream exchange was sent, and when its answer's head arrived (RFC 9111

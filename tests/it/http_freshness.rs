@@ -148,6 +148,8 @@ async fn request_directives_bypass_or_bound_the_cache() {
     // only-if-cached with nothing stored: 504, the upstream is not asked.
     let nothing = read(&proxy, &[("cache-control", "only-if-cached")]).await;
     assert_eq!(nothing.status.as_u16(), 504);
+    assert_eq!(nothing.header("content-type"), Some("application/problem+json"));
+    assert!(nothing.text().contains("not-cached"), "{}", nothing.text());
     assert_eq!(reads(&upstream), 0);
     read(&proxy, &[]).await;
     let stored = read(&proxy, &[("cache-control", "only-if-cached")]).await;
