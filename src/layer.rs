@@ -369,9 +369,10 @@ impl Ctx {
         };
         match *req.method() {
             Method::GET | Method::HEAD => self.read(route, req, exchange).await,
-            // Boxed: the write walk is large, and most requests are reads.
+            // Boxed here and below: a future is copied whole whenever it moves, and
+            // those walks are large; the common read of a cached document is small.
             Method::PATCH | Method::PUT | Method::DELETE => Box::pin(self.write(route, req, exchange)).await,
-            Method::OPTIONS => self.options(route, req).await,
+            Method::OPTIONS => Box::pin(self.options(route, req)).await,
             Method::CONNECT => Err(Error::MethodNotAllowed { allow: allow(route) }),
             // Methods are case-sensitive (RFC 9110 §9.1), but an upstream that
             // upper-cases them would take `put` as a write outside the lock.
@@ -384,7 +385,7 @@ impl Ctx {
                 let path = route.upstream_path(req.uri().path());
                 let http = route.config.freshness == crate::config::Freshness::Http;
                 let head = http.then(|| crate::write::head_of(&req));
-                let response = self.forward(route, req).await?;
+                let response = Box::pin(self.forward(route, req)).await?;
                 let status = response.status();
                 if status.is_success() || (http && status.as_u16() < 400) {
                     self.invalidate_after_write(route, &path);

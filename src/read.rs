@@ -73,7 +73,7 @@ impl Ctx {
                     && !head
                     && route.config.history > 0
                     && let Some(format) = crate::delta::wanted(&parts.headers)
-                    && let Some(response) = self.delta(at, &entry, &conditions, format).await
+                    && let Some(response) = Box::pin(self.delta(at, &entry, &conditions, format)).await
                 {
                     return Ok(response);
                 }
@@ -332,8 +332,20 @@ impl Ctx {
         self.fetch_as(at, read, cached, exchange).await
     }
 
-    /// [`Self::fetch`] with the upstream request already built.
+    /// [`Self::fetch`] with the upstream request already built. Boxed: the upstream
+    /// exchange is the largest state of every walk, and a future is copied whole each
+    /// time it moves into its caller's; cache hits should not carry it.
     async fn fetch_as(
+        &self,
+        at: Target<'_>,
+        read: Signature,
+        cached: Option<Arc<Entry>>,
+        exchange: &mut Exchange,
+    ) -> Result<Lookup, Error> {
+        Box::pin(self.exchange_as(at, read, cached, exchange)).await
+    }
+
+    async fn exchange_as(
         &self,
         at: Target<'_>,
         read: Signature,

@@ -64,10 +64,11 @@ fn install(filter: tracing_subscriber::EnvFilter, format: Format) -> Guard {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(QUEUE_LINES);
-    // Another subscriber was there first: its owner decides where lines go.
+    // Another subscriber was there first: its owner decides where lines go. With request
+    // lines filtered out, no writer: its idle polling would only wake the CPU.
     let access = match installed {
-        Ok(()) => access::Writer::start(format, queue, Box::new(std::io::stderr())),
-        Err(_) => None,
+        Ok(()) if access::enabled() => access::Writer::start(format, queue, Box::new(std::io::stderr())),
+        _ => None,
     };
     Guard {
         _events: guard,
