@@ -11,7 +11,7 @@ use http_cache::Timing;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
 
 use crate::body::{self, Body};
 use crate::cache::{Entry, Generation, Key, make_entry, replayed, tag_room};
@@ -22,7 +22,7 @@ use crate::layer::{Ctx, Exchange};
 use crate::metrics::Event;
 use crate::precondition::{Conditions, Current, Outcome, evaluate};
 use crate::problem::Error;
-use crate::resource::{Join, Role, Signature};
+use crate::resource::{Join, Role};
 use crate::route::CompiledRoute;
 use crate::upstream;
 
@@ -40,6 +40,12 @@ pub(crate) enum Lookup {
     Found(Arc<Entry>),
     /// A non-200 upstream answer (404, 500…), or a 200 too large to hold, passed on.
     Other(Response<Body>),
+}
+
+/// The head of a read's upstream request, before patchgate's own conditionals.
+pub(crate) struct UpstreamRead {
+    uri: Uri,
+    headers: HeaderMap,
 }
 
 impl Ctx {
@@ -259,9 +265,8 @@ impl Ctx {
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
         let cache = &self.shared.cache;
-        let read = self.upstream_read(route, parts)?;
         let resource = self.shared.resources.get(route.id, &key.path);
-        let mut round = match resource.join_read(read, join) {
+        let mut round = match resource.join_read(parts, join) {
             Role::Lead(round) => round,
             Role::Follow(answer) => {
                 if let Some(entry) = Role::answer(answer).await {
@@ -272,17 +277,16 @@ impl Ctx {
                 let cached = cache.get(key, &parts.headers);
                 return self.fetch(at, cached, exchange).await;
             }
-            Role::Alone(read) => {
+            Role::Alone => {
                 let cached = cache.get(key, &parts.headers);
-                return self.fetch_as(at, read, cached, exchange).await;
+                return self.fetch(at, cached, exchange).await;
             }
         };
         round.start().await;
         // The cache as the exchange starts: the one before may just have refreshed it.
         let cached = cache.get(key, &parts.headers);
         let since = cache.generation(route.id, &key.path);
-        let read = round.signature().clone();
-        let lookup = self.fetch_as(at, read, cached, exchange).await?;
+        let lookup = self.fetch(at, cached, exchange).await?;
         // Shared only if no write invalidated the resource meanwhile: a read that waited
         // must never get a body older than a write acknowledged before it arrived.
         if let Lookup::Found(entry) = &lookup
@@ -296,11 +300,12 @@ impl Ctx {
 
     /// The upstream GET that reads what `parts` asks for, before any conditional of
     /// patchgate's own: the client's conditionals, range and coding stay with patchgate.
+    /// [`Signature`] names what it is made of.
     pub(crate) fn upstream_read(
         &self,
         route: &CompiledRoute,
         parts: &request::Parts,
-    ) -> Result<Signature, Error> {
+    ) -> Result<UpstreamRead, Error> {
         let mut headers = parts.headers.clone();
         for name in CONDITIONALS {
             headers.remove(name);
@@ -315,40 +320,27 @@ impl Ctx {
         // The client's target, so that its authority (h2, absolute-form) is forwarded.
         up.uri = parts.uri.clone();
         upstream::prepare(&mut up, self.upstream_uri(route, &parts.uri)?, &route.host);
-        Ok(Signature {
+        Ok(UpstreamRead {
             uri: up.uri,
             headers: up.headers,
         })
     }
 
-    /// One upstream GET, conditional when `cached` has upstream validators.
+    /// One upstream GET, conditional when `cached` has upstream validators. Boxed: the
+    /// upstream exchange is the largest state of every walk, and a future is copied whole
+    /// each time it moves into its caller's; cache hits should not carry it.
     async fn fetch(
         &self,
         at: Target<'_>,
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
-        let read = self.upstream_read(at.route, at.parts)?;
-        self.fetch_as(at, read, cached, exchange).await
+        Box::pin(self.fetch_upstream(at, cached, exchange)).await
     }
 
-    /// [`Self::fetch`] with the upstream request already built. Boxed: the upstream
-    /// exchange is the largest state of every walk, and a future is copied whole each
-    /// time it moves into its caller's; cache hits should not carry it.
-    async fn fetch_as(
+    async fn fetch_upstream(
         &self,
         at: Target<'_>,
-        read: Signature,
-        cached: Option<Arc<Entry>>,
-        exchange: &mut Exchange,
-    ) -> Result<Lookup, Error> {
-        Box::pin(self.exchange_as(at, read, cached, exchange)).await
-    }
-
-    async fn exchange_as(
-        &self,
-        at: Target<'_>,
-        read: Signature,
         cached: Option<Arc<Entry>>,
         exchange: &mut Exchange,
     ) -> Result<Lookup, Error> {
@@ -358,6 +350,7 @@ impl Ctx {
         let since = self.shared.cache.generation(route.id, &key.path);
         let mut cached = cached;
         let mut asked = Timing::now();
+        let read = self.upstream_read(route, parts)?;
         let mut response = self.ask(route, read, cached.as_deref()).await?;
         asked.received = SystemTime::now();
         // RFC 9111 §4.3.4: a 304 with another validator is not about the stored body,
@@ -425,7 +418,7 @@ impl Ctx {
     async fn ask(
         &self,
         route: &CompiledRoute,
-        read: Signature,
+        read: UpstreamRead,
         cached: Option<&Entry>,
     ) -> Result<Response<Body>, Error> {
         let mut req = Request::new(body::empty());

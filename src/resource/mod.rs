@@ -28,7 +28,7 @@ use dashmap::DashMap;
 
 pub(crate) use kept::Kept;
 pub(crate) use queue::{Claimed, Turn, Verdict, WriteGuard, WriteSignature};
-pub(crate) use reads::{Join, Role, Signature};
+pub(crate) use reads::{Join, Role};
 
 type Id = (u32, Box<str>);
 

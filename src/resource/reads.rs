@@ -15,19 +15,74 @@
 //! A read whose exchange yields nothing shareable (an error, another status, a body too
 //! large to hold, a cookie) makes its own.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Uri};
+use http::{HeaderMap, HeaderName, Uri, header, request};
 use tokio::sync::watch;
 
 use super::Handle;
 use crate::cache::Entry;
+use crate::headers::CONDITIONALS;
+use crate::upstream::ConnInfo;
 
-/// The upstream request a read sends, before the revalidation's own conditionals.
-#[derive(Clone, Debug, PartialEq)]
+/// What decides the upstream request a read sends, before the revalidation's own
+/// conditionals: the client's target, every header patchgate passes on or derives one
+/// from, and the client's address. The request is a function of these and of the
+/// resource's route (one per lane), so reads with equal signatures send the very same
+/// request; comparing them needs no upstream request built per read.
+#[derive(Debug)]
 pub(crate) struct Signature {
-    pub uri: Uri,
-    pub headers: HeaderMap,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<(IpAddr, bool)>,
+}
+
+/// Headers a read's upstream request never carries as the client sent them.
+fn replaced(name: &HeaderName) -> bool {
+    CONDITIONALS.contains(name)
+        || matches!(
+            *name,
+            header::RANGE | header::CONTENT_LENGTH | header::CONTENT_TYPE | header::ACCEPT_ENCODING
+        )
+}
+
+fn peer(parts: &request::Parts) -> Option<(IpAddr, bool)> {
+    parts
+        .extensions
+        .get::<ConnInfo>()
+        .map(|info| (info.peer.ip(), info.tls))
+}
+
+impl Signature {
+    pub(crate) fn of(parts: &request::Parts) -> Signature {
+        let mut headers = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            if !replaced(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        Signature {
+            uri: parts.uri.clone(),
+            headers,
+            peer: peer(parts),
+        }
+    }
+
+    /// Whether `parts` has this signature, compared in place.
+    fn matches(&self, parts: &request::Parts) -> bool {
+        if self.uri != parts.uri || self.peer != peer(parts) {
+            return false;
+        }
+        let mut names = 0;
+        for name in parts.headers.keys().filter(|name| !replaced(name)) {
+            names += 1;
+            if !self.headers.get_all(name).iter().eq(parts.headers.get_all(name)) {
+                return false;
+            }
+        }
+        names == self.headers.keys_len()
+    }
 }
 
 /// Which exchange a read may take its answer from.
@@ -64,7 +119,7 @@ pub(crate) enum Role {
     /// Take the answer of another exchange ([`Role::answer`]).
     Follow(Answer),
     /// Make an exchange of its own.
-    Alone(Signature),
+    Alone,
 }
 
 /// A leader's place in its lane; leaves it when dropped, which ends the exchange for
@@ -79,15 +134,15 @@ pub(crate) struct Round {
 }
 
 impl Handle {
-    /// A read that would send `signature` joins the exchanges of this resource.
-    pub(crate) fn join_read(&self, signature: Signature, join: Join) -> Role {
+    /// A read of `parts` joins the exchanges of this resource.
+    pub(crate) fn join_read(&self, parts: &request::Parts, join: Join) -> Role {
         let Ok(mut lanes) = self.reads.lanes.lock() else {
-            return Role::Alone(signature);
+            return Role::Alone;
         };
-        let lane = lanes.iter_mut().position(|l| *l.signature == signature);
+        let lane = lanes.iter_mut().position(|l| l.signature.matches(parts));
         let (tx, mine) = watch::channel(None);
         let Some(i) = lane else {
-            let signature = Arc::new(signature);
+            let signature = Arc::new(Signature::of(parts));
             lanes.push(Lane {
                 signature: Arc::clone(&signature),
                 running: Some(mine.clone()),
@@ -142,10 +197,6 @@ impl Role {
 }
 
 impl Round {
-    pub(crate) fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
     /// Waits for the running exchange to end, then becomes it: from here on, reads that
     /// arrive wait for the exchange after this one.
     pub(crate) async fn start(&mut self) {
@@ -195,19 +246,69 @@ impl Drop for Round {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use http::HeaderValue;
+    use std::net::SocketAddr;
+
+    use http::{HeaderValue, Request};
 
     use super::super::Resources;
     use super::*;
     use crate::etag::EntityTag;
 
-    fn signature(user: &str) -> Signature {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", HeaderValue::from_str(user).unwrap());
-        Signature {
-            uri: Uri::from_static("http://upstream/doc"),
-            headers,
-        }
+    fn signature(user: &str) -> request::Parts {
+        read(user, "/doc", "127.0.0.1:1000")
+    }
+
+    fn read(user: &str, target: &str, peer: &str) -> request::Parts {
+        let (mut parts, ()) = Request::get(target)
+            .header("authorization", user)
+            .header("accept", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.extensions.insert(ConnInfo {
+            peer: peer.parse::<SocketAddr>().unwrap(),
+            tls: false,
+        });
+        parts
+    }
+
+    #[test]
+    fn reads_share_a_signature_only_when_they_would_send_the_same_request() {
+        let base = Signature::of(&signature("a"));
+        assert!(base.matches(&signature("a")));
+        assert!(!base.matches(&signature("b")), "another credential");
+        assert!(
+            !base.matches(&read("a", "/doc?x=1", "127.0.0.1:1000")),
+            "another target"
+        );
+        assert!(
+            !base.matches(&read("a", "/doc", "127.0.0.2:1000")),
+            "another client address"
+        );
+        assert!(
+            base.matches(&read("a", "/doc", "127.0.0.1:2000")),
+            "the port is not forwarded"
+        );
+        let mut more = signature("a");
+        more.headers.insert("x-extra", HeaderValue::from_static("1"));
+        assert!(!base.matches(&more), "a header more");
+        assert!(!Signature::of(&more).matches(&signature("a")), "a header less");
+        let mut twice = signature("a");
+        twice
+            .headers
+            .append("accept", HeaderValue::from_static("text/plain"));
+        assert!(!base.matches(&twice), "another value of a header");
+        let mut conditional = signature("a");
+        conditional
+            .headers
+            .insert("if-none-match", HeaderValue::from_static("\"x\""));
+        conditional
+            .headers
+            .insert("range", HeaderValue::from_static("bytes=0-1"));
+        assert!(
+            base.matches(&conditional),
+            "patchgate's own conditionals and range replace these"
+        );
     }
 
     fn entry(body: &str) -> Arc<Entry> {
@@ -226,18 +327,18 @@ mod tests {
     async fn revalidating_reads_wait_for_the_next_exchange_and_share_it() {
         let resources = Resources::default();
         let resource = resources.get(1, "/doc");
-        let Role::Lead(running) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Lead(running) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("the first read leads");
         };
         // Arrived while an exchange runs: the next one, led by the first to arrive.
-        let Role::Lead(mut next) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Lead(mut next) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("leads the next exchange");
         };
-        let Role::Follow(follower) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Follow(follower) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("follows the next exchange");
         };
         assert!(
-            matches!(resource.join_read(signature("b"), Join::Next), Role::Lead(_)),
+            matches!(resource.join_read(&signature("b"), Join::Next), Role::Lead(_)),
             "another requester"
         );
         running.publish(&entry("old"));
@@ -254,10 +355,10 @@ mod tests {
     async fn a_miss_joins_the_running_exchange() {
         let resources = Resources::default();
         let resource = resources.get(1, "/doc");
-        let Role::Lead(leader) = resource.join_read(signature("a"), Join::Running) else {
+        let Role::Lead(leader) = resource.join_read(&signature("a"), Join::Running) else {
             panic!("the first read leads");
         };
-        let Role::Follow(follower) = resource.join_read(signature("a"), Join::Running) else {
+        let Role::Follow(follower) = resource.join_read(&signature("a"), Join::Running) else {
             panic!("joins the running exchange");
         };
         leader.publish(&entry("body"));
@@ -269,10 +370,10 @@ mod tests {
     async fn an_exchange_that_yields_nothing_sends_its_followers_on_their_own() {
         let resources = Resources::default();
         let resource = resources.get(1, "/doc");
-        let Role::Lead(leader) = resource.join_read(signature("a"), Join::Running) else {
+        let Role::Lead(leader) = resource.join_read(&signature("a"), Join::Running) else {
             panic!("leads");
         };
-        let Role::Follow(follower) = resource.join_read(signature("a"), Join::Running) else {
+        let Role::Follow(follower) = resource.join_read(&signature("a"), Join::Running) else {
             panic!("follows");
         };
         drop(leader);
@@ -285,13 +386,13 @@ mod tests {
     async fn a_cancelled_next_leader_sends_its_followers_on_their_own() {
         let resources = Resources::default();
         let resource = resources.get(1, "/doc");
-        let Role::Lead(running) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Lead(running) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("leads");
         };
-        let Role::Lead(next) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Lead(next) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("leads the next");
         };
-        let Role::Follow(follower) = resource.join_read(signature("a"), Join::Next) else {
+        let Role::Follow(follower) = resource.join_read(&signature("a"), Join::Next) else {
             panic!("follows the next");
         };
         drop(next);
