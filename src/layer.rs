@@ -316,7 +316,6 @@ pub(crate) struct Exchange {
 
 impl Ctx {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        let started = Instant::now();
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
         // Begun now, while the path is at hand; none when nothing is logged.
@@ -339,7 +338,6 @@ impl Ctx {
             logging::request(line.finish(
                 route.map(|r| r.config.name.as_str()),
                 status.as_u16(),
-                started.elapsed(),
                 exchange.cache,
             ));
         }

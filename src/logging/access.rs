@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::Method;
 
@@ -24,7 +24,10 @@ use super::format;
 /// [`INLINE`] bytes): holding on to the request's own bytes instead would keep its
 /// connection's read buffer from being reused, and free it on the writer's thread.
 pub struct Line {
-    pub time: SystemTime,
+    /// When the response head was ready; the writer turns it into wall-clock time, which
+    /// spares the request a second clock read.
+    pub ended: Instant,
+    started: Instant,
     pub method: Method,
     pub status: u16,
     pub latency: Duration,
@@ -72,13 +75,15 @@ impl Text {
 impl Line {
     /// A line for a request, begun before the request is handed on (its path is copied).
     pub fn start(method: &Method, path: &str) -> Line {
+        let now = Instant::now();
         let mut text = Text::Inline {
             bytes: [0; INLINE],
             len: 0,
         };
         text.push(path);
         Line {
-            time: SystemTime::UNIX_EPOCH,
+            started: now,
+            ended: now,
             method: method.clone(),
             status: 0,
             latency: Duration::ZERO,
@@ -90,20 +95,14 @@ impl Line {
     }
 
     /// Completes the line once the response head is ready.
-    pub fn finish(
-        mut self,
-        route: Option<&str>,
-        status: u16,
-        latency: Duration,
-        cache: &'static str,
-    ) -> Line {
+    pub fn finish(mut self, route: Option<&str>, status: u16, cache: &'static str) -> Line {
         if let Some(route) = route {
             self.text.push(route);
             self.route_len = Some(route.len());
         }
-        self.time = SystemTime::now();
+        self.ended = Instant::now();
         self.status = status;
-        self.latency = latency;
+        self.latency = self.ended.saturating_duration_since(self.started);
         self.cache = cache;
         self
     }
@@ -218,12 +217,17 @@ const IDLE: Duration = Duration::from_millis(2);
 
 fn write_lines(lines: &Receiver<Msg>, format: Format, mut out: Box<dyn Write + Send>) {
     let mut buf = Vec::with_capacity(BATCH_BYTES + 1024);
+    let mut stamps = format::Stamps::default();
     loop {
         let mut stop = false;
         let mut gone = false;
+        // Read per batch, so that the wall clock's steps and slews reach the log.
+        let clock = format::Clock::now();
         while buf.len() < BATCH_BYTES {
             match lines.try_recv() {
-                Ok(Msg::Line(line)) => format::line(&line, format, &mut buf),
+                Ok(Msg::Line(line)) => {
+                    format::line(&line, clock.wall(line.ended), format, &mut stamps, &mut buf)
+                }
                 Ok(Msg::Stop) => {
                     stop = true;
                     break;
