@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{Load, connect, drive, exchange, fetch_etag};
 use crate::nginx::Nginx;
-use crate::servers::{Upstream, start_proxy};
+use crate::servers::{ChildProxy, Upstream, start_proxy};
 use crate::{Settings, common};
 
 struct Target {
@@ -55,21 +55,39 @@ pub async fn run(settings: Settings) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.5);
     let upstream = Upstream::start().await;
-    let proxy = start_proxy(upstream.addr).await;
+    // A process of its own, as nginx is: in this process it would share tokio's workers
+    // with the load generator and the upstream, whose scheduling then counts in its tail.
+    // `PATCHGATE_BENCH_PROXY=in-process` measures it as the throughput bench runs it.
+    let in_process = std::env::var("PATCHGATE_BENCH_PROXY").is_ok_and(|v| v == "in-process");
+    let (running, child) = if in_process {
+        (Some(start_proxy(upstream.addr).await), None)
+    } else {
+        (None, Some(ChildProxy::start(upstream.addr).await))
+    };
+    let proxy_addr = match (&running, &child) {
+        (Some(p), _) => p.addr,
+        (_, Some(c)) => c.addr,
+        _ => unreachable!("one of the two runs"),
+    };
     let nginx = Nginx::start(upstream.addr);
     let size = settings.sizes.first().copied().unwrap_or(1024);
     println!(
         "patchgate latency bench: {} connections, open loop at {fraction} × the direct upstream's capacity, \
-         {:.1} s per target after {:.1} s warm-up, {} KiB documents",
+         {:.1} s per target after {:.1} s warm-up, {} KiB documents, patchgate {}",
         settings.conns,
         settings.duration.as_secs_f64(),
         settings.warmup.as_secs_f64(),
-        size / 1024
+        size / 1024,
+        if in_process {
+            "in this process"
+        } else {
+            "as a child process"
+        }
     );
     let scenarios = scenarios(
         &settings,
         &upstream,
-        proxy.addr,
+        proxy_addr,
         nginx.as_ref().map(|n| n.addr),
         size,
     )
@@ -117,7 +135,10 @@ pub async fn run(settings: Settings) {
     println!(
         "direct and nginx answer the If-None-Match row with 200 (the upstream has no validators); PATCH rows: direct and nginx send the whole document with PUT"
     );
-    proxy.stop().await;
+    if let Some(proxy) = running {
+        proxy.stop().await;
+    }
+    drop(child);
     drop(nginx);
     upstream.stop();
 }

@@ -157,17 +157,18 @@ impl RunningProxy {
     }
 }
 
-pub async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
+/// The bench's proxy configuration: `/excl/…` and `/reval/…` in front of `upstream`.
+fn proxy_toml(upstream: SocketAddr, listen: SocketAddr) -> String {
     // `PATCHGATE_BENCH_REDIS=redis://…`: the proxy coordinates through that Redis.
     let cluster = std::env::var("PATCHGATE_BENCH_REDIS")
         .ok()
         .filter(|url| !url.is_empty())
         .map(|url| format!("[cluster]\nredis = \"{url}\"\n"))
         .unwrap_or_default();
-    let toml = format!(
+    format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 
 [[route]]
 name = "exclusive"
@@ -185,7 +186,11 @@ freshness = "revalidate"
 
 {cluster}
 "#
-    );
+    )
+}
+
+pub async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
+    let toml = proxy_toml(upstream, ([127, 0, 0, 1], 0).into());
     let config =
         patchgate::Config::from_toml(&toml, "bench.toml").unwrap_or_else(|e| panic!("bench config: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,4 +201,48 @@ freshness = "revalidate"
         let _ = stopped.await;
     }));
     RunningProxy { addr, stop, task }
+}
+
+/// The release binary with the same configuration, as a process of its own (as nginx
+/// runs): its runtime shares no worker with the load generator and the upstream.
+pub struct ChildProxy {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    config: std::path::PathBuf,
+}
+
+impl ChildProxy {
+    pub async fn start(upstream: SocketAddr) -> ChildProxy {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let config = std::env::temp_dir().join(format!("patchgate-bench-proxy-{}.toml", std::process::id()));
+        std::fs::write(&config, proxy_toml(upstream, addr)).expect("write the proxy's config");
+        let level = std::env::var("PATCHGATE_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_patchgate"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", level)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start patchgate");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "patchgate did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ChildProxy { addr, child, config }
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
 }
