@@ -319,7 +319,9 @@ impl Ctx {
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
         // Begun now, while the path is at hand; none when nothing is logged.
-        let line = logging::enabled().then(|| logging::Line::start(&method, req.uri().path()));
+        // The start and the target (shared, not copied) while the request walks; the line
+        // is made at the end. None when nothing is logged.
+        let begun = logging::enabled().then(|| (Instant::now(), req.uri().clone()));
         let mut exchange = Exchange {
             route: None,
             cache: "-",
@@ -333,10 +335,13 @@ impl Ctx {
         self.shared
             .metrics
             .record_request(exchange.route, &method, status);
-        if let Some(line) = line {
+        if let Some((started, uri)) = begun {
             let route = exchange.route.and_then(|id| self.settings.routes.get(id));
-            logging::request(line.finish(
+            logging::request(logging::Line::new(
+                &method,
+                uri.path(),
                 route.map(|r| r.config.name.as_str()),
+                started,
                 status.as_u16(),
                 exchange.cache,
             ));

@@ -22,12 +22,12 @@ use super::format;
 /// What one request's log line says. The path and the route name are copied side by side
 /// into a buffer inside the line (on the heap only when together they exceed
 /// [`INLINE`] bytes): holding on to the request's own bytes instead would keep its
-/// connection's read buffer from being reused, and free it on the writer's thread.
+/// connection's read buffer from being reused, and free it on the writer's thread. Made
+/// when the response head is ready: the request's task carries only its start until then.
 pub struct Line {
     /// When the response head was ready; the writer turns it into wall-clock time, which
     /// spares the request a second clock read.
     pub ended: Instant,
-    started: Instant,
     pub method: Method,
     pub status: u16,
     pub latency: Duration,
@@ -40,7 +40,7 @@ pub struct Line {
 }
 
 /// Path and route name bytes that fit in a line without an allocation.
-const INLINE: usize = 128;
+const INLINE: usize = 64;
 
 enum Text {
     Inline { bytes: [u8; INLINE], len: usize },
@@ -73,38 +73,34 @@ impl Text {
 }
 
 impl Line {
-    /// A line for a request, begun before the request is handed on (its path is copied).
-    pub fn start(method: &Method, path: &str) -> Line {
-        let now = Instant::now();
+    /// The line of a request that `started` then, made once its response head is ready.
+    pub fn new(
+        method: &Method,
+        path: &str,
+        route: Option<&str>,
+        started: Instant,
+        status: u16,
+        cache: &'static str,
+    ) -> Line {
+        let ended = Instant::now();
         let mut text = Text::Inline {
             bytes: [0; INLINE],
             len: 0,
         };
         text.push(path);
+        if let Some(route) = route {
+            text.push(route);
+        }
         Line {
-            started: now,
-            ended: now,
+            ended,
             method: method.clone(),
-            status: 0,
-            latency: Duration::ZERO,
-            cache: "-",
+            status,
+            latency: ended.saturating_duration_since(started),
+            cache,
             text,
             path_len: path.len(),
-            route_len: None,
+            route_len: route.map(str::len),
         }
-    }
-
-    /// Completes the line once the response head is ready.
-    pub fn finish(mut self, route: Option<&str>, status: u16, cache: &'static str) -> Line {
-        if let Some(route) = route {
-            self.text.push(route);
-            self.route_len = Some(route.len());
-        }
-        self.ended = Instant::now();
-        self.status = status;
-        self.latency = self.ended.saturating_duration_since(self.started);
-        self.cache = cache;
-        self
     }
 
     /// The path as `Uri::path` gives it (the query is not logged).

@@ -195,7 +195,7 @@ mod tests {
     use super::*;
 
     fn sample(route: Option<&str>, path: &str) -> Line {
-        let mut line = Line::start(&http::Method::GET, path).finish(route, 200, "miss");
+        let mut line = Line::new(&http::Method::GET, path, route, Instant::now(), 200, "miss");
         line.latency = Duration::from_nanos(362_309);
         line
     }
