@@ -318,7 +318,6 @@ impl Ctx {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
-        // Begun now, while the path is at hand; none when nothing is logged.
         // The start and the target (shared, not copied) while the request walks; the line
         // is made at the end. None when nothing is logged.
         let begun = logging::enabled().then(|| (Instant::now(), req.uri().clone()));

@@ -300,7 +300,7 @@ impl Ctx {
 
     /// The upstream GET that reads what `parts` asks for, before any conditional of
     /// patchgate's own: the client's conditionals, range and coding stay with patchgate.
-    /// [`Signature`] names what it is made of.
+    /// `resource::reads::Signature` names what decides it.
     pub(crate) fn upstream_read(
         &self,
         route: &CompiledRoute,

@@ -93,25 +93,38 @@ fn plain(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// `s` as `{:?}` writes it.
-fn debug_str(s: &str, out: &mut Vec<u8>) {
-    if plain(s) {
+/// Writes `s` in quotes when it needs no escaping; says whether it did.
+fn quoted_plain(s: &str, out: &mut Vec<u8>) -> bool {
+    let plain = plain(s);
+    if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
+    }
+    plain
+}
+
+/// `s` as `{:?}` writes it.
+fn debug_str(s: &str, out: &mut Vec<u8>) {
+    if !quoted_plain(s, out) {
         let _ = write!(out, "{s:?}");
     }
 }
 
 fn json_string(s: &str, out: &mut Vec<u8>) {
-    if plain(s) {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
+    if !quoted_plain(s, out) {
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// `n` (below a million) as six digits with leading zeros.
+fn six_digits(mut n: u32) -> [u8; 6] {
+    let mut digits = [b'0'; 6];
+    for place in (0..6).rev() {
+        digits[place] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    digits
 }
 
 fn number(mut n: u64, out: &mut Vec<u8>) {
@@ -134,12 +147,7 @@ fn millis(duration: Duration, out: &mut Vec<u8>) {
     let nanos = duration.as_nanos();
     number(u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX), out);
     out.push(b'.');
-    let mut digits = [b'0'; 6];
-    let mut fraction = nanos % 1_000_000;
-    for place in (0..6).rev() {
-        digits[place] = b'0' + (fraction % 10) as u8;
-        fraction /= 10;
-    }
+    let digits = six_digits((nanos % 1_000_000) as u32);
     let len = digits.iter().rposition(|&d| d != b'0').map_or(1, |last| last + 1);
     out.extend_from_slice(&digits[..len]);
 }
@@ -163,14 +171,8 @@ impl Stamps {
             self.second = Some(secs);
         }
         out.extend_from_slice(&self.prefix);
-        let micros = since.subsec_micros();
-        let mut digits = *b"000000Z";
-        let mut rest = micros;
-        for place in (0..6).rev() {
-            digits[place] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        out.extend_from_slice(&digits);
+        out.extend_from_slice(&six_digits(since.subsec_micros()));
+        out.push(b'Z');
     }
 }
 
