@@ -68,6 +68,9 @@ pub struct Entry {
     /// answer already had (RFC 9111 §4.2.3), so that [`Entry::age`] is its current age.
     stored_at: AtomicU64,
     validators: Option<Box<Validators>>,
+    /// The body is a PATCH's result, serialized by patchgate: valid JSON in the compact
+    /// form, which the next PATCH indexes without validating it again.
+    patched: bool,
     /// Set by the cache when it stores the entry.
     pub(super) place: Option<Place>,
 }
@@ -101,6 +104,7 @@ impl Entry {
             headers,
             stored_at: AtomicU64::new(since_epoch()),
             validators: None,
+            patched: false,
             place: None,
         }
     }
@@ -139,6 +143,18 @@ impl Entry {
         self.validators =
             (etag.is_some() || last_modified.is_some()).then(|| Box::new(Validators { etag, last_modified }));
         self
+    }
+
+    /// Marks the body as a PATCH's result, serialized by patchgate ([`Entry::patched`]).
+    pub(crate) fn mark_patched(mut self) -> Entry {
+        self.patched = true;
+        self
+    }
+
+    /// Whether the body is a PATCH's result: valid JSON in patchgate's compact form by
+    /// construction (`Document::index_written` relies on it).
+    pub fn patched(&self) -> bool {
+        self.patched
     }
 
     /// How long ago the representation was read from the upstream.
@@ -212,6 +228,7 @@ impl Entry {
             headers,
             stored_at: AtomicU64::new(since_epoch()),
             validators: None,
+            patched: self.patched,
             place: None,
         }
         .with_validators(self.upstream_etag().cloned(), last_modified)
@@ -226,6 +243,7 @@ impl Entry {
             headers: Arc::clone(&self.headers),
             stored_at: AtomicU64::new(self.stored_at.load(Relaxed)),
             validators: self.validators.clone(),
+            patched: self.patched,
             place: None,
         }
     }

@@ -103,6 +103,19 @@ impl Document {
         })
     }
 
+    /// [`Document::index`] for a body patchgate serialized itself (a PATCH's result): it
+    /// is valid and compact by construction, so only the values the patch names are
+    /// read, the rest skipped without validating them again.
+    pub fn index_written(body: &Bytes, patch: &Patch) -> Option<Document> {
+        let paths = patch.paths()?;
+        let root = scan::index_written(body, &paths).ok()?;
+        Some(Document {
+            root,
+            source_len: body.len(),
+            src: body.clone(),
+        })
+    }
+
     /// Indexed for one patch: holds its source, so not worth keeping for the next one.
     pub fn is_indexed(&self) -> bool {
         !self.src.is_empty()

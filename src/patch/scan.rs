@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use self::words::{fingerprint, special};
 use super::json::{Json, MAX_DEPTH, Object, Raw};
 
+mod skip;
 mod words;
 
 /// Not indexed: invalid, not in compact form, or too large for [`Raw`]'s offsets.
@@ -29,11 +30,25 @@ pub(super) type Path = Vec<String>;
 
 /// Validates `src` and builds its tree along `paths`.
 pub(super) fn index(src: &[u8], paths: &[Path]) -> Scanned<Json> {
-    if u32::try_from(src.len()).is_err() || std::str::from_utf8(src).is_err() {
+    if std::str::from_utf8(src).is_err() {
+        return Err(Decline);
+    }
+    build(src, paths, false)
+}
+
+/// [`index`] for a body patchgate serialized itself: the values no path goes into are
+/// skipped, not validated again (the caller vouches for the invariant).
+pub(super) fn index_written(src: &[u8], paths: &[Path]) -> Scanned<Json> {
+    build(src, paths, true)
+}
+
+fn build(src: &[u8], paths: &[Path], written: bool) -> Scanned<Json> {
+    if u32::try_from(src.len()).is_err() {
         return Err(Decline);
     }
     let wanted: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
     let mut scan = Scan::new(src, 0);
+    scan.written = written;
     let root = scan.node(0, &wanted)?;
     if scan.pos != src.len() {
         return Err(Decline);
@@ -71,6 +86,8 @@ struct Scan<'a> {
     /// Spans of the member names of the objects being scanned, innermost last, with
     /// their [`fingerprint`]s.
     names: Vec<(usize, usize, u64)>,
+    /// Values no path goes into are skipped ([`skip`]), not validated.
+    written: bool,
 }
 
 impl<'a> Scan<'a> {
@@ -79,6 +96,7 @@ impl<'a> Scan<'a> {
             b,
             pos,
             names: Vec::new(),
+            written: false,
         }
     }
 
@@ -101,7 +119,13 @@ impl<'a> Scan<'a> {
         }
         let start = self.pos;
         let first = self.peek().ok_or(Decline)?;
-        let nested = self.value(depth)?;
+        let nested = if self.written {
+            let (end, nested) = skip::skip(self.b, start).ok_or(Decline)?;
+            self.pos = end;
+            nested
+        } else {
+            self.value(depth)?
+        };
         Ok(Json::Raw(Raw {
             start: u32::try_from(start).map_err(|_| Decline)?,
             len: u32::try_from(self.pos - start).map_err(|_| Decline)?,

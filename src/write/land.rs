@@ -198,6 +198,7 @@ impl Ctx {
             current,
             current_known,
             new_body,
+            patched: from_patch,
         } = sending;
         let (current, method) = (current.as_deref(), method.clone());
         // What the change feed says the write replaced: only a version read for it.
@@ -258,7 +259,10 @@ impl Ctx {
             let headers = written_headers(current, &resp_parts.headers, parts);
             let mut body = bytes::BytesMut::with_capacity(new_body.len() + tag_room(&headers));
             body.extend_from_slice(new_body);
-            let entry = make_entry(route.config.etag, &headers, body, &self.shared.cache);
+            let mut entry = make_entry(route.config.etag, &headers, body, &self.shared.cache);
+            if *from_patch {
+                entry = entry.mark_patched();
+            }
             self.shared
                 .cache
                 .insert(key.clone(), &parts.headers, entry)

@@ -130,6 +130,8 @@ struct Sending {
     /// PUT or DELETE lent its ETag. Decides what the change feed says of the old version.
     current_known: bool,
     new_body: Option<Bytes>,
+    /// `new_body` is a PATCH's result, serialized by patchgate.
+    patched: bool,
 }
 
 /// After a conflict, or a write whose outcome never came, the cache cannot be trusted:
@@ -328,7 +330,12 @@ impl Ctx {
             (Intent::Patch(patch), Some(entry)) => {
                 // A kept tree is taken out either way: it is the tree of this entry only.
                 let kept = walk.resource.take_kept(&self.shared.resources, entry);
-                let doc = match (Document::index(&entry.body(), patch), kept) {
+                let indexed = if entry.patched() {
+                    Document::index_written(&entry.body(), patch)
+                } else {
+                    Document::index(&entry.body(), patch)
+                };
+                let doc = match (indexed, kept) {
                     (Some(doc), _) | (None, Some(doc)) => doc,
                     (None, None) => Document::parse(entry.body_bytes())
                         .inspect_err(|_| {
@@ -381,6 +388,7 @@ impl Ctx {
                 current,
                 current_known: true,
                 new_body,
+                patched: matches!(walk.intent, Intent::Patch(_)),
             },
             batch,
             written,

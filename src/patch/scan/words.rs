@@ -4,13 +4,19 @@
 use super::{Decline, Scanned};
 use crate::patch::json::Text;
 
+pub(super) const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each zero byte of `v`: exact for the lowest one, and a borrow may
+/// flag bytes above it, so only the first flag is to be trusted.
+fn zero(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGH
+}
+
 /// The index of the first byte of `w` (little endian) that is `"`, `\` or a control
 /// character (below 0x20), or 8. Each test flags its first matching byte exactly (a
 /// borrow only runs upwards from it), so the lowest flag is the answer.
 pub(super) fn special(w: u64) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let flags = zero(w ^ (ONES * u64::from(b'"')))
         | zero(w ^ (ONES * u64::from(b'\\')))
         | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
