@@ -395,7 +395,14 @@ impl Ctx {
                 } else {
                     self.settings.max_entry_bytes.max(self.settings.max_body_bytes)
                 };
-                let lookup = self.store(since, at, response, limit, asked).await?;
+                // The body the last PATCH wrote, read back for the next one from an
+                // upstream that cannot confirm it (no validators): the same bytes are
+                // still patchgate's compact form.
+                let written = previous
+                    .as_deref()
+                    .filter(|p| p.patched() && parts.method == Method::PATCH)
+                    .map(Entry::body_bytes);
+                let lookup = self.store(since, at, response, limit, asked, written).await?;
                 // The version this one replaces becomes history.
                 if let (Some(previous), Lookup::Found(entry)) = (previous, &lookup)
                     && !previous.same_tag(entry)
@@ -434,7 +441,8 @@ impl Ctx {
         self.send(route, req).await
     }
 
-    /// Turns an upstream 200 into an entry, cached when allowed.
+    /// Turns an upstream 200 into an entry, cached when allowed; marked
+    /// [`Entry::patched`] when its body is `written`, a body a PATCH wrote.
     async fn store(
         &self,
         since: Generation,
@@ -442,6 +450,7 @@ impl Ctx {
         response: Response<Body>,
         limit: u64,
         asked: Timing,
+        written: Option<&[u8]>,
     ) -> Result<Lookup, Error> {
         let Target { route, key, parts } = at;
         let request = &parts.headers;
@@ -459,6 +468,9 @@ impl Ctx {
             }
         };
         let mut entry = make_entry(route.config.etag, &parts.headers, body, &self.shared.cache);
+        if written.is_some_and(|written| written == entry.body_bytes()) {
+            entry = entry.mark_patched();
+        }
         let http = route.config.freshness == Freshness::Http;
         if http {
             http_cache::keep_date(&mut entry, &parts.headers, &self.shared.cache);

@@ -973,3 +973,42 @@ async fn patches_of_a_body_patchgate_wrote_change_only_what_they_name() {
     assert_eq!(read.header("etag").map(str::to_owned), etag);
     assert_eq!(upstream.writes().len(), 3);
 }
+
+/// The body a PATCH wrote is trusted again only while the upstream gives back those very
+/// bytes: a document changed behind the proxy, into other JSON or into something that is
+/// not JSON, is read and checked like any other.
+#[tokio::test]
+async fn a_written_body_changed_upstream_is_checked_again() {
+    let items: Vec<String> = (0..200).map(|i| format!(r#"{{"i":{i},"s":"[\"{i}"}}"#)).collect();
+    let doc = format!(r#"{{"v":1,"items":[{}]}}"#, items.join(","));
+    let (upstream, proxy) = setup(&doc, "").await;
+    let replace = r#"[{"op":"replace","path":"/v","value":2}]"#;
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], replace).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let written = doc.replacen(r#"{"v":1,"#, r#"{"v":2,"#, 1);
+    assert_eq!(upstream.writes()[0].body, written);
+
+    // Another writer: the same document with a member repeated deep inside.
+    let repeated = written.replacen(r#"{"i":150,"#, r#"{"i":150,"i":7,"#, 1);
+    upstream.set_doc("/api/people/1", &repeated);
+    let bump = r#"[{"op":"replace","path":"/v","value":3}]"#;
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], bump).await;
+    assert_problem(&got, 422);
+    assert_eq!(upstream.writes().len(), 1, "nothing written");
+
+    // Not JSON any more, deep inside: a string left open.
+    let broken = written.replacen(r#""s":"[\"150"}"#, r#""s":"[\"150}"#, 1);
+    upstream.set_doc("/api/people/1", &broken);
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], bump).await;
+    assert_problem(&got, 422);
+    assert_eq!(upstream.writes().len(), 1, "nothing written");
+
+    // Other valid JSON: patched as it is now.
+    let other = written.replacen(r#"{"i":199,"#, r#"{"i":199,"new":true,"#, 1);
+    upstream.set_doc("/api/people/1", &other);
+    let got = send(proxy.addr, "PATCH", "/api/people/1", &[JSON_PATCH], bump).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let expected = other.replacen(r#"{"v":2,"#, r#"{"v":3,"#, 1);
+    assert_eq!(upstream.writes()[1].body, expected);
+    assert_eq!(got.body, expected.as_bytes());
+}
