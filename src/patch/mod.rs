@@ -94,21 +94,23 @@ impl Document {
     /// escapes it would drop), or the patch has more than 64 operations or a `test` of
     /// the root.
     pub fn index(body: &Bytes, patch: &Patch) -> Option<Document> {
-        let paths = patch.paths()?;
-        let root = scan::index(body, &paths).ok()?;
-        Some(Document {
-            root,
-            source_len: body.len(),
-            src: body.clone(),
-        })
+        Document::indexed(body, patch, scan::index)
     }
 
     /// [`Document::index`] for a body patchgate serialized itself (a PATCH's result): it
     /// is valid and compact by construction, so only the values the patch names are
     /// read, the rest skipped without validating them again.
     pub fn index_written(body: &Bytes, patch: &Patch) -> Option<Document> {
+        Document::indexed(body, patch, scan::index_written)
+    }
+
+    fn indexed(
+        body: &Bytes,
+        patch: &Patch,
+        index: fn(&[u8], &[scan::Path]) -> Result<json::Json, scan::Decline>,
+    ) -> Option<Document> {
         let paths = patch.paths()?;
-        let root = scan::index_written(body, &paths).ok()?;
+        let root = index(body, &paths).ok()?;
         Some(Document {
             root,
             source_len: body.len(),

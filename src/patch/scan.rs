@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use self::words::{fingerprint, special};
+use self::words::{fingerprint, plain_run};
 use super::json::{Json, MAX_DEPTH, Object, Raw};
 
 mod skip;
@@ -329,13 +329,7 @@ impl<'a> Scan<'a> {
         let b = self.b;
         let mut pos = self.pos + 1;
         loop {
-            while let Some(&chunk) = b.get(pos..).and_then(|rest| rest.first_chunk::<8>()) {
-                let at = special(u64::from_le_bytes(chunk));
-                pos += at;
-                if at < 8 {
-                    break;
-                }
-            }
+            pos = plain_run(b, pos);
             match b.get(pos) {
                 Some(b'"') => {
                     self.pos = pos + 1;

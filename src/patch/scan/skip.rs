@@ -5,7 +5,7 @@
 //! On bytes that are not what they were said to be the walk gives nonsense offsets or
 //! `None`, never a panic.
 
-use super::words::{ONES, special};
+use super::words::{ONES, plain_run};
 
 /// The end of the value at `pos` (one past its last byte) and its nesting depth.
 pub(super) fn skip(b: &[u8], pos: usize) -> Option<(usize, u8)> {
@@ -19,13 +19,7 @@ pub(super) fn skip(b: &[u8], pos: usize) -> Option<(usize, u8)> {
 /// One past the closing quote of the string whose content starts at `pos`.
 fn string_end(b: &[u8], mut pos: usize) -> Option<usize> {
     loop {
-        while let Some(&chunk) = b.get(pos..).and_then(|rest| rest.first_chunk::<8>()) {
-            let at = special(u64::from_le_bytes(chunk));
-            pos += at;
-            if at < 8 {
-                break;
-            }
-        }
+        pos = plain_run(b, pos);
         match *b.get(pos)? {
             b'"' => return Some(pos + 1),
             // The escaped byte is never the closing quote; a `\u` escape's hex digits

@@ -23,6 +23,20 @@ pub(super) fn special(w: u64) -> usize {
     (flags.trailing_zeros() / 8) as usize
 }
 
+/// From `pos`, eight bytes a step, to the first `"`, `\` or control character, or to
+/// where fewer than eight bytes are left.
+#[inline(always)]
+pub(super) fn plain_run(b: &[u8], mut pos: usize) -> usize {
+    while let Some(&chunk) = b.get(pos..).and_then(|rest| rest.first_chunk::<8>()) {
+        let at = special(u64::from_le_bytes(chunk));
+        pos += at;
+        if at < 8 {
+            break;
+        }
+    }
+    pos
+}
+
 /// A member name's first bytes, and its length when shorter than 8: names whose prints
 /// differ differ (a name of 8 bytes or more has no control character in its 8th byte,
 /// where a shorter one's print holds its length). `b[start..end]` is the name.
