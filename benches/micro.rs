@@ -216,6 +216,72 @@ fn pipeline(c: &mut Criterion) {
     }
 }
 
+/// Other document shapes, ~256 KiB each, indexed for a one-member patch: validated (a
+/// body from the upstream) and skipped (a body a PATCH wrote).
+fn shapes(c: &mut Criterion) {
+    let patch = Patch::parse(
+        Format::JsonPatch,
+        br#"[{"op":"replace","path":"/n","value":1}]"#,
+        1000,
+    )
+    .unwrap();
+    let items = |item: &dyn Fn(usize) -> String| {
+        let mut out = String::from(r#"{"n":0,"items":["#);
+        let mut i = 0;
+        while out.len() < 256 * 1024 {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&item(i));
+            i += 1;
+        }
+        out.push_str("]}");
+        Bytes::from(out)
+    };
+    let mut nested = String::from(r#"{"n":0,"tree":["#);
+    while nested.len() < 256 * 1024 {
+        nested.push_str(r#"{"a":[[1,{"b":[true,null]}],{"c":{"d":[2,3]}}],"e":"f"},"#);
+    }
+    nested.push_str("0]}");
+    let cases = [
+        (
+            "escapes",
+            items(&|i| format!(r#""line {i}\n\t\"quoted\" \\ path\u0001""#)),
+        ),
+        (
+            "integers",
+            items(&|i| format!("{},{}", i * 7919 % 100_003, i % 10)),
+        ),
+        ("nesting", Bytes::from(nested)),
+        (
+            "long_strings",
+            items(&|i| format!(r#""{}""#, "lorem ipsum dolor sit amet ".repeat(8 + i % 4))),
+        ),
+        (
+            "non_ascii",
+            items(&|i| {
+                format!(r#"{{"name":"Zoë Ångström {i}","city":"東京都","note":"naïve café — ünïcödé"}}"#)
+            }),
+        ),
+    ];
+    let mut group = c.benchmark_group("patch/index_shapes");
+    for (name, body) in cases {
+        assert!(Document::index(&body, &patch).is_some(), "{name} is indexed");
+        assert!(
+            Document::index_written(&body, &patch).is_some(),
+            "{name} is indexed as written"
+        );
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("validated", name), &body, |b, body| {
+            b.iter(|| Document::index(black_box(body), &patch))
+        });
+        group.bench_with_input(BenchmarkId::new("written", name), &body, |b, body| {
+            b.iter(|| Document::index_written(black_box(body), &patch))
+        });
+    }
+    group.finish();
+}
+
 /// Once, before measuring: the patch applies, and changes only what it names.
 fn check(name: &str, patch: &Patch) {
     let body = common::document(1024);
@@ -351,6 +417,6 @@ fn cache(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = etag, precondition, patch, pipeline, cache
+    targets = etag, precondition, patch, pipeline, shapes, cache
 }
 criterion_main!(benches);

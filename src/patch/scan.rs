@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use self::words::{fingerprint, plain_run};
+use self::words::{ascii_run, fingerprint, plain_run};
 use super::json::{Json, MAX_DEPTH, Object, Raw};
 
 mod skip;
@@ -30,9 +30,6 @@ pub(super) type Path = Vec<String>;
 
 /// Validates `src` and builds its tree along `paths`.
 pub(super) fn index(src: &[u8], paths: &[Path]) -> Scanned<Json> {
-    if std::str::from_utf8(src).is_err() {
-        return Err(Decline);
-    }
     build(src, paths, false)
 }
 
@@ -78,6 +75,37 @@ pub(super) fn materialize<'a>(value: &'a Json, src: &[u8]) -> Cow<'a, Json> {
         ),
         other => Cow::Borrowed(other),
     }
+}
+
+/// Whether two of these names may be equal: equal names have equal prints, which set
+/// the same two bits of 128; most objects find no name whose both bits were set already,
+/// and need no comparison.
+#[inline(always)]
+fn maybe_repeated(names: &[(usize, usize, u64)]) -> bool {
+    let (mut low, mut high, mut both) = (0u64, 0u64, false);
+    for &(_, _, print) in names {
+        let mixed = print.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (a, b) = (1u64 << (mixed >> 58), 1u64 << ((mixed >> 52) & 63));
+        both |= low & a != 0 && high & b != 0;
+        low |= a;
+        high |= b;
+    }
+    both
+}
+
+/// From a byte of 0x80 or above inside a string, to the next `"`, `\\` or control
+/// character (bytes no multi-byte character holds), once that stretch is found to be
+/// UTF-8. Outside strings such a byte is refused anyway: this is where a document's
+/// UTF-8 is checked.
+#[inline(never)]
+fn utf8_run(b: &[u8], start: usize) -> Scanned<usize> {
+    let mut end = plain_run(b, start);
+    while let Some(0x20..) = b.get(end).filter(|&&c| c != b'"' && c != b'\\') {
+        end += 1;
+    }
+    let stretch = b.get(start..end).ok_or(Decline)?;
+    std::str::from_utf8(stretch).map_err(|_| Decline)?;
+    Ok(end)
 }
 
 struct Scan<'a> {
@@ -295,6 +323,10 @@ impl<'a> Scan<'a> {
     fn unique(&mut self, mark: usize) -> Scanned<()> {
         let names = self.names.get(mark..).unwrap_or_default();
         let repeated = if names.len() <= 16 {
+            if !maybe_repeated(names) {
+                self.names.truncate(mark);
+                return Ok(());
+            }
             // Prints first: the bytes are compared only when two prints are equal.
             names.iter().enumerate().any(|(i, x)| {
                 names
@@ -329,7 +361,7 @@ impl<'a> Scan<'a> {
         let b = self.b;
         let mut pos = self.pos + 1;
         loop {
-            pos = plain_run(b, pos);
+            pos = ascii_run(b, pos);
             match b.get(pos) {
                 Some(b'"') => {
                     self.pos = pos + 1;
@@ -340,6 +372,7 @@ impl<'a> Scan<'a> {
                     self.escape()?;
                     pos = self.pos;
                 }
+                Some(0x80..) => pos = utf8_run(b, pos)?,
                 Some(0x20..) => pos += 1,
                 _ => return Err(Decline),
             }

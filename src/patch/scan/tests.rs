@@ -140,3 +140,52 @@ fn escaped_names_decode_and_raw_depth_is_counted() {
     };
     assert_eq!(raw.depth, 3);
 }
+
+#[test]
+fn multi_byte_characters_stop_only_the_validating_run() {
+    use super::words::special_or_high;
+    for lane in 0..8 {
+        for byte in [0x80, 0xc3, 0xff] {
+            let mut word = [b'a'; 8];
+            word[lane] = byte;
+            assert_eq!(
+                special_or_high(u64::from_le_bytes(word)),
+                lane,
+                "{byte} at {lane}"
+            );
+            assert_eq!(special(u64::from_le_bytes(word)), 8, "{byte} at {lane}");
+        }
+    }
+    assert_eq!(special_or_high(u64::from_le_bytes(*b"az AZ~\x7f ")), 8);
+}
+
+#[test]
+fn a_document_is_indexed_only_when_it_is_utf8() {
+    let valid: [&[u8]; 5] = [
+        "{\"é\":\"naïve café — 東京 😀\",\"n\":1}".as_bytes(),
+        "[\"ü\\\"ü\\\\ü\\nü\",\"😀😀😀😀😀😀😀😀\"]".as_bytes(),
+        "\"long ascii before the character: é\"".as_bytes(),
+        "\"ééééééééééééééééééééééé\"".as_bytes(),
+        "{\"a\":\"\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}\"}".as_bytes(),
+    ];
+    let invalid: [&[u8]; 9] = [
+        b"\"\x80\"",
+        b"\"abc\xc3\"",
+        b"\"abc\xc3\\n\"",
+        b"\"\xc0\xaf\"",
+        b"\"\xed\xa0\x80\"",
+        b"\"\xf4\x90\x80\x80\"",
+        b"\"12345678\xe6\x9d\"",
+        b"{\"\xff\":1}",
+        b"[1,\xc3\xa9]",
+    ];
+    for text in valid {
+        assert!(std::str::from_utf8(text).is_ok());
+        let root = index(text, &[]).unwrap();
+        assert_eq!(to_vec_in(&root, text, usize::MAX, 0).unwrap(), text);
+    }
+    for text in invalid {
+        assert!(index(text, &[]).is_err(), "{text:?}");
+        assert!(index(text, &[path("/a")]).is_err(), "{text:?}");
+    }
+}

@@ -17,18 +17,39 @@ fn zero(v: u64) -> u64 {
 /// character (below 0x20), or 8. Each test flags its first matching byte exactly (a
 /// borrow only runs upwards from it), so the lowest flag is the answer.
 pub(super) fn special(w: u64) -> usize {
-    let flags = zero(w ^ (ONES * u64::from(b'"')))
+    (special_flags(w).trailing_zeros() / 8) as usize
+}
+
+/// [`special`], also stopping at a byte of a multi-byte character (0x80 and above).
+pub(super) fn special_or_high(w: u64) -> usize {
+    ((special_flags(w) | (w & HIGH)).trailing_zeros() / 8) as usize
+}
+
+#[inline(always)]
+fn special_flags(w: u64) -> u64 {
+    zero(w ^ (ONES * u64::from(b'"')))
         | zero(w ^ (ONES * u64::from(b'\\')))
-        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
-    (flags.trailing_zeros() / 8) as usize
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGH)
 }
 
 /// From `pos`, eight bytes a step, to the first `"`, `\` or control character, or to
 /// where fewer than eight bytes are left.
 #[inline(always)]
-pub(super) fn plain_run(b: &[u8], mut pos: usize) -> usize {
+pub(super) fn plain_run(b: &[u8], pos: usize) -> usize {
+    run(b, pos, special)
+}
+
+/// [`plain_run`] that also stops at the first byte of 0x80 or above: the validating
+/// scan checks multi-byte characters where it meets them.
+#[inline(always)]
+pub(super) fn ascii_run(b: &[u8], pos: usize) -> usize {
+    run(b, pos, special_or_high)
+}
+
+#[inline(always)]
+fn run(b: &[u8], mut pos: usize, stop: impl Fn(u64) -> usize) -> usize {
     while let Some(&chunk) = b.get(pos..).and_then(|rest| rest.first_chunk::<8>()) {
-        let at = special(u64::from_le_bytes(chunk));
+        let at = stop(u64::from_le_bytes(chunk));
         pos += at;
         if at < 8 {
             break;
