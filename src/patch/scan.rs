@@ -200,18 +200,29 @@ impl<'a> Scan<'a> {
             self.pos += 1;
             return Ok(Json::Object(Object::from_members(members)));
         }
-        // By first token, so that a large object with many paths through it stays linear.
-        let mut by_name: HashMap<&str, Vec<&[String]>> = HashMap::new();
-        for w in wanted {
-            if let (Some(first), Some(rest)) = (w.first(), w.get(1..)) {
-                by_name.entry(first.as_str()).or_default().push(rest);
+        // Many paths: by first token, so that a large object with many paths through it
+        // stays linear. A few (most patches): a search is cheaper than the map.
+        let mut by_name: Option<HashMap<&str, Vec<&[String]>>> = (wanted.len() > 8).then(|| {
+            let mut map: HashMap<&str, Vec<&[String]>> = HashMap::new();
+            for w in wanted {
+                if let (Some(first), Some(rest)) = (w.first(), w.get(1..)) {
+                    map.entry(first.as_str()).or_default().push(rest);
+                }
             }
-        }
+            map
+        });
         let mark = self.names.len();
         loop {
             let (start, end) = self.name()?;
             let name = words::decode(self.b.get(start..end).ok_or(Decline)?)?;
-            let sub = by_name.remove(name.as_str()).unwrap_or_default();
+            let sub = match &mut by_name {
+                Some(map) => map.remove(name.as_str()).unwrap_or_default(),
+                None => wanted
+                    .iter()
+                    .filter(|w| w.first().is_some_and(|first| first.as_str() == name.as_str()))
+                    .filter_map(|w| w.get(1..))
+                    .collect(),
+            };
             members.push((name, self.node(depth + 1, &sub)?));
             if self.list_next(b'}')? {
                 break;
