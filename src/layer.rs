@@ -318,9 +318,9 @@ impl Ctx {
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let _in_flight = self.shared.metrics.in_flight();
         let method = req.method().clone();
-        // The start and the target (shared, not copied) while the request walks; the line
-        // is made at the end. None when nothing is logged.
-        let begun = logging::enabled().then(|| (Instant::now(), req.uri().clone()));
+        // The start and the path while the request walks; the line is made at the end.
+        // None when nothing is logged.
+        let begun = logging::enabled().then(|| logging::Begun::now(req.uri().path()));
         let mut exchange = Exchange {
             route: None,
             cache: "-",
@@ -334,13 +334,12 @@ impl Ctx {
         self.shared
             .metrics
             .record_request(exchange.route, &method, status);
-        if let Some((started, uri)) = begun {
+        if let Some(begun) = begun {
             let route = exchange.route.and_then(|id| self.settings.routes.get(id));
-            logging::request(logging::Line::new(
+            logging::request(logging::Line::finish(
+                begun,
                 &method,
-                uri.path(),
                 route.map(|r| r.config.name.as_str()),
-                started,
                 status.as_u16(),
                 exchange.cache,
             ));

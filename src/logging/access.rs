@@ -72,6 +72,29 @@ impl Text {
     }
 }
 
+/// A request's start, kept while it walks: when, and its path copied (not a handle on
+/// the request's bytes, which would keep hyper from reusing its read buffer).
+pub struct Begun {
+    started: Instant,
+    text: Text,
+    path_len: usize,
+}
+
+impl Begun {
+    pub fn now(path: &str) -> Begun {
+        let mut text = Text::Inline {
+            bytes: [0; INLINE],
+            len: 0,
+        };
+        text.push(path);
+        Begun {
+            started: Instant::now(),
+            text,
+            path_len: path.len(),
+        }
+    }
+}
+
 impl Line {
     /// The line of a request that `started` then, made once its response head is ready.
     pub fn new(
@@ -82,12 +105,25 @@ impl Line {
         status: u16,
         cache: &'static str,
     ) -> Line {
+        let mut begun = Begun::now(path);
+        begun.started = started;
+        Line::finish(begun, method, route, status, cache)
+    }
+
+    /// The line of the request `begun` describes, made once its response head is ready.
+    pub fn finish(
+        begun: Begun,
+        method: &Method,
+        route: Option<&str>,
+        status: u16,
+        cache: &'static str,
+    ) -> Line {
         let ended = Instant::now();
-        let mut text = Text::Inline {
-            bytes: [0; INLINE],
-            len: 0,
-        };
-        text.push(path);
+        let Begun {
+            started,
+            mut text,
+            path_len,
+        } = begun;
         if let Some(route) = route {
             text.push(route);
         }
@@ -98,7 +134,7 @@ impl Line {
             latency: ended.saturating_duration_since(started),
             cache,
             text,
-            path_len: path.len(),
+            path_len,
             route_len: route.map(str::len),
         }
     }

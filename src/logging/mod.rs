@@ -9,7 +9,7 @@
 mod access;
 mod format;
 
-pub use access::{Line, dropped, enabled, request};
+pub use access::{Begun, Line, dropped, enabled, request};
 
 /// How lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
