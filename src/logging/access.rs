@@ -82,13 +82,17 @@ pub struct Begun {
 
 impl Begun {
     pub fn now(path: &str) -> Begun {
+        Begun::at(Instant::now(), path)
+    }
+
+    fn at(started: Instant, path: &str) -> Begun {
         let mut text = Text::Inline {
             bytes: [0; INLINE],
             len: 0,
         };
         text.push(path);
         Begun {
-            started: Instant::now(),
+            started,
             text,
             path_len: path.len(),
         }
@@ -105,9 +109,7 @@ impl Line {
         status: u16,
         cache: &'static str,
     ) -> Line {
-        let mut begun = Begun::now(path);
-        begun.started = started;
-        Line::finish(begun, method, route, status, cache)
+        Line::finish(Begun::at(started, path), method, route, status, cache)
     }
 
     /// The line of the request `begun` describes, made once its response head is ready.
